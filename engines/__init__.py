@@ -1,0 +1,36 @@
+"""Inference engines, registered by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from engines.base import Engine, EngineContext
+
+EngineFactory = Callable[[EngineContext, dict[str, Any]], Engine]
+
+_FACTORIES: dict[str, Callable[[], EngineFactory]] = {}
+
+
+def register(name: str, loader: Callable[[], EngineFactory]) -> None:
+    """`loader` imports lazily so that `wattflow --help` does not import vLLM."""
+    _FACTORIES[name] = loader
+
+
+def names() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def create(name: str, ctx: EngineContext, options: dict[str, Any]) -> Engine:
+    if name not in _FACTORIES:
+        raise KeyError(f"unknown engine {name!r} (choose from {', '.join(names())})")
+    return _FACTORIES[name]()(ctx, options)
+
+
+def _sim() -> EngineFactory:
+    from engines.sim.engine import SimEngine
+
+    return SimEngine.from_options
+
+
+register("sim", _sim)

@@ -1,0 +1,61 @@
+"""The meter protocol: telemetry (energy, power, utilisation...) and power controls.
+
+A meter reads every channel of every device it owns in one `sample()` call. Reads may
+block (NVML's energy counter costs milliseconds), so the runner calls `sample()` from
+a dedicated poller thread unless the meter says it is non-blocking (the simulated
+twin, which must run on the loop's virtual time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from app.core.events import Sample
+
+
+class MeterUnavailable(RuntimeError):
+    """This meter cannot read on this machine; the message says why in one line."""
+
+
+class PowerCapError(ValueError):
+    """A power limit could not be set; the message says why in one line."""
+
+
+@dataclass(slots=True)
+class DeviceInfo:
+    device: str  # "gpu0", "cpu0", "dram0"
+    component: str  # gpu, cpu, dram
+    name: str = ""
+    channels: list[str] = field(default_factory=list)  # fields of Sample it fills
+    power_limit_range_w: tuple[float, float] | None = None  # None: cannot be capped
+    power_limit_w: float | None = None
+
+
+@dataclass(slots=True)
+class MeterInfo:
+    name: str
+    devices: list[DeviceInfo] = field(default_factory=list)
+    blocking: bool = True
+    poll_interval_s: float = 0.1
+    notes: list[str] = field(default_factory=list)
+
+
+class Meter(Protocol):
+    name: str
+
+    def open(self) -> None:
+        """Raise MeterUnavailable with a one-line reason if it cannot read here."""
+        ...
+
+    def close(self) -> None: ...
+
+    def info(self) -> MeterInfo: ...
+
+    def sample(self, t_s: float) -> list[Sample]:
+        """One reading of every device, stamped `t_s` (the run's clock)."""
+        ...
+
+    def set_power_limit(self, device: str, watts: float) -> None:
+        """Raise PowerCapError if the device cannot be capped to `watts`."""
+        ...
