@@ -37,7 +37,6 @@ class CallResult:
     text: str
     prompt_tokens: int
     output_tokens: int
-    energy_j: float = 0.0
 
 
 @dataclass(slots=True)
@@ -168,7 +167,8 @@ async def run_workflow(
 
     async def run_stage(s: StageSpec) -> None:
         nonlocal counter
-        parents = {d: await done[d] for d in s.deps}
+        # shield: cancelling this stage must not cancel the parent's shared future
+        parents = {d: await asyncio.shield(done[d]) for d in s.deps}
         if s.delay_s > 0:
             await asyncio.sleep(s.delay_s)
         ts = clock.now()
@@ -194,7 +194,9 @@ async def run_workflow(
             emit(StageEvent(t_s=clock.now(), workflow_id=wid, node=s.node, stage=s.stage,
                             phase="failed", deps=list(s.deps), calls=len(calls),
                             latency_s=clock.now() - ts))
-            done[s.node].set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            if not done[s.node].done():
+                done[s.node].set_exception(
+                    exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
             raise
         finish_t[s.node] = clock.now()
         emit(StageEvent(t_s=finish_t[s.node], workflow_id=wid, node=s.node, stage=s.stage,
@@ -221,12 +223,11 @@ async def run_workflow(
     results = {n: f.result() for n, f in done.items()}
     path = critical_path(spec.stages, finish_t)
     out_tokens = sum(r.output_tokens for rs in results.values() for r in rs)
-    energy = sum(r.energy_j for rs in results.values() for r in rs)
     latency = clock.now() - t0
     emit(WorkflowEvent(t_s=clock.now(), workflow_id=wid, workload=spec.workload, phase="finished",
                        latency_s=latency, critical_path=path,
                        requests=sum(len(rs) for rs in results.values()),
-                       output_tokens=out_tokens, energy_j=energy))
+                       output_tokens=out_tokens))
     return WorkflowResult(wid, True, latency, path, results)
 
 

@@ -125,7 +125,6 @@ class WorkflowEvent(Event):
     critical_path: list[str] = field(default_factory=list)
     requests: int = 0
     output_tokens: int = 0
-    energy_j: float | None = None
     reason: str | None = None
 
 
@@ -143,11 +142,14 @@ class KnobEvent(Event):
 @dataclass(slots=True)
 class EngineStateEvent(Event):
     kind: ClassVar[str] = "engine_state"
+    source: str = "engine"  # "engine": the engine's own view; "client": wattflow's view
     running: int | None = None
     waiting: int | None = None
     kv_cache_pct: float | None = None
     preempted_total: int | None = None
     prefix_hit_pct: float | None = None
+    output_tokens_total: int | None = None  # cumulative tokens generated so far
+    prompt_tokens_total: int | None = None
     note: str | None = None
 
 

@@ -1,0 +1,67 @@
+"""Admission control: the batch limit as a resizable cap on requests in flight.
+
+Raising the limit releases waiting requests at once; lowering it never interrupts a
+running request: it takes effect as requests finish (no new one is admitted until
+in-flight drops below the new limit). Waiters are served first come, first served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+
+class Admission:
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("batch limit must be at least 1")
+        self._limit = limit
+        self._in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
+
+    def set_limit(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("batch limit must be at least 1")
+        self._limit = limit
+        self._wake()
+
+    async def acquire(self) -> None:
+        if self._in_flight < self._limit and not self._waiters:
+            self._in_flight += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # We were granted a slot just as we were cancelled: give it back.
+                self.release()
+            raise
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+    def release(self) -> None:
+        self._in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._in_flight < self._limit:
+            fut = self._waiters.popleft()
+            if fut.done():
+                continue
+            self._in_flight += 1
+            fut.set_result(None)

@@ -1,0 +1,101 @@
+"""Polls meters and hands their samples to the loop.
+
+Blocking meters (NVML: one energy read spins the calling thread for milliseconds)
+are read from one dedicated thread, never on the loop; samples cross back with
+`call_soon_threadsafe`. Non-blocking meters (the simulated twin, which lives on the
+loop's virtual time) are read from a loop task. A meter that raises is reported as
+an `error` event and polled again next time: one bad read does not end a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+
+from app.core.clock import Clock
+from app.core.events import ErrorEvent, Event
+from meters.base import Meter
+
+
+class MeterPoller:
+    def __init__(
+        self,
+        meters: list[Meter],
+        clock: Clock,
+        publish: Callable[[Event], None],
+        interval_s: float | None = None,
+    ) -> None:
+        self._meters = meters
+        self._clock = clock
+        self._publish = publish
+        self._interval_override = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._errors_reported: set[str] = set()
+
+    def _interval(self, meter: Meter) -> float:
+        return self._interval_override or meter.info().poll_interval_s
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        blocking = [m for m in self._meters if m.info().blocking]
+        for m in self._meters:
+            if not m.info().blocking:
+                self._tasks.append(asyncio.create_task(self._poll_task(m)))
+        if blocking:
+            self._thread = threading.Thread(
+                target=self._poll_thread, args=(blocking,), name="wattflow-meters", daemon=True
+            )
+            self._thread.start()
+
+    def _read(self, m: Meter) -> list[Event]:
+        try:
+            return list(m.sample(self._clock.now()))
+        except Exception as exc:  # a GPU that cannot be read must not end the run
+            msg = f"{m.name}: {exc}".splitlines()[0]
+            if msg in self._errors_reported:
+                return []
+            self._errors_reported.add(msg)
+            return [ErrorEvent(t_s=self._clock.now(), source=f"meter:{m.name}", message=msg)]
+
+    def _deliver(self, events: list[Event]) -> None:
+        for ev in events:
+            self._publish(ev)
+
+    async def _poll_task(self, m: Meter) -> None:
+        interval = self._interval(m)
+        while True:
+            self._deliver(self._read(m))
+            await asyncio.sleep(interval)
+
+    def _poll_thread(self, meters: list[Meter]) -> None:
+        assert self._loop is not None
+        interval = min(self._interval(m) for m in meters)
+        while not self._stop.is_set():
+            events: list[Event] = []
+            for m in meters:
+                events.extend(self._read(m))
+            if events:
+                try:
+                    self._loop.call_soon_threadsafe(self._deliver, events)
+                except RuntimeError:  # loop closed under us at shutdown
+                    return
+            self._stop.wait(interval)
+
+    async def stop(self) -> None:
+        """Stop polling, then take one last reading of every meter so that energy
+        up to this instant is counted."""
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
+        for m in self._meters:
+            self._deliver(self._read(m))

@@ -1,0 +1,558 @@
+"""The runner: opens meters, starts the engine, drives the workload, records it all.
+
+Life of a run: meters open -> session header -> engine start -> poller start ->
+initial knobs -> workflows arrive (closed loop or Poisson at the `rate` knob) until
+the duration or workflow count is reached or a stop is requested -> drain (requests
+already in the engine finish, queued ones are cancelled) -> engine stop -> a last
+meter reading -> end record. Every exit path, Ctrl-C included, closes the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import engines
+import meters
+import workloads
+from app.core import knobs as knobmod
+from app.core.admission import Admission
+from app.core.attribution import DEFAULT_PREFILL_WEIGHT, EnergyAttributor
+from app.core.bus import EventBus
+from app.core.clock import Clock, LoopClock
+from app.core.events import (
+    EndEvent,
+    EngineStateEvent,
+    ErrorEvent,
+    Event,
+    KnobEvent,
+    MarkEvent,
+    RequestEvent,
+    Sample,
+    SessionHeader,
+)
+from app.core.poller import MeterPoller
+from app.core.stats import LiveStats
+from engines.base import Engine, EngineContext, EngineError, Request
+from meters.base import Meter, MeterUnavailable, PowerCapError
+from workloads.base import CallResult, Workload, run_workflow
+
+log = logging.getLogger(__name__)
+
+RUN_ENDED = "run ended"  # reason for requests/workflows cut off by the end of the run
+
+
+class RunError(RuntimeError):
+    """The run could not start or had to stop; one line for the user."""
+
+
+class RequestFailed(RuntimeError):
+    pass
+
+
+@dataclass(slots=True)
+class RunConfig:
+    workload: str = "sequential"
+    workload_params: dict[str, Any] = field(default_factory=dict)
+    engine: str = "sim"
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    meters: list[str] = field(default_factory=lambda: ["auto"])
+    gpus: list[int] | None = None
+    batch_limit: int = 64
+    power_cap_w: float | None = None
+    allow_power_cap: bool = False
+    max_tokens: int | None = None
+    rate: float | None = None  # None: the workload's own default
+    duration_s: float | None = None
+    workflows: int | None = None
+    seed: int = 0
+    session_path: Path | None = None
+    fast: bool = False
+    schedule: list[knobmod.ScheduledChange] = field(default_factory=list)
+    drain_timeout_s: float = 30.0
+    request_timeout_s: float | None = None
+    max_consecutive_failures: int = 20
+    prefill_weight: float = DEFAULT_PREFILL_WEIGHT
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    reason: str  # completed, interrupted, failed
+    message: str
+    session_path: Path | None
+    summary: dict[str, Any]
+
+
+class Runner:
+    def __init__(self, config: RunConfig, workload: Workload | None = None) -> None:
+        self.config = config
+        self.bus = EventBus()
+        self.stats = LiveStats()
+        self.bus.subscribe(self.stats.on_event)
+        self._workload = workload
+        self.knobs: dict[str, float | None] = {}
+        self._clock: Clock | None = None
+        self._engine: Engine | None = None
+        self._meters: list[Meter] = []
+        self._poller: MeterPoller | None = None
+        self._admission = Admission(config.batch_limit)
+        self._attr = EnergyAttributor(config.prefill_weight)
+        self._pending_finish: list[RequestEvent] = []
+        self._recorder: Any = None
+        self._stop: asyncio.Event | None = None  # created on the loop in run()
+        self._stop_reason = "completed"
+        self._stop_message = ""
+        self._draining = False
+        self._knob_changed: asyncio.Event | None = None
+        self._active: set[asyncio.Task[Any]] = set()
+        self._engine_tasks: set[asyncio.Task[Any]] = set()
+        self._in_engine: dict[str, asyncio.Task[Any]] = {}
+        self._consecutive_failures = 0
+        self._out_tokens_total = 0
+        self._prompt_tokens_total = 0
+        self._wall_t0 = 0.0
+
+    # -- public API (UI, CLI, sweeps) ------------------------------------------
+    @property
+    def clock(self) -> Clock:
+        assert self._clock is not None, "run() has not started"
+        return self._clock
+
+    def publish(self, ev: Event) -> None:
+        if isinstance(ev, Sample):
+            self._attr.on_sample(ev)
+            self.bus.publish(ev)
+            self._flush_finished()
+            return
+        self.bus.publish(ev)
+
+    def set_knob(self, name: str, value: float | None, source: str = "cli") -> None:
+        """The one path that changes a knob: validate, apply, emit a `knob` event.
+        Raises knobs.KnobError (one line) for a bad name or value."""
+        v = knobmod.validate(name, value)
+        previous = self.knobs.get(name)
+        if name == "power_cap":
+            self._apply_power_cap(v)
+        elif name == "batch_limit":
+            assert isinstance(v, int)
+            self._admission.set_limit(v)
+        self.knobs[name] = v
+        if self._knob_changed is not None:
+            self._knob_changed.set()
+        self.publish(KnobEvent(t_s=self.clock.now(), knob=name, value=v, previous=previous,
+                               source=source))
+
+    def mark(self, label: str) -> None:
+        self.publish(MarkEvent(t_s=self.clock.now(), label=label))
+
+    def request_stop(self, reason: str = "interrupted", message: str = "") -> None:
+        if self._stop is not None and not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop_message = message
+            self._stop.set()
+
+    @property
+    def admission(self) -> Admission:
+        return self._admission
+
+    # -- set-up ------------------------------------------------------------------
+    def _apply_power_cap(self, watts: float | None) -> None:
+        gpus = [
+            (m, d) for m in self._meters for d in m.info().devices
+            if d.component == "gpu" and d.power_limit_range_w is not None
+        ]
+        if not gpus:
+            raise knobmod.KnobError("power_cap: no meter here can set a GPU power limit")
+        real = [m for m, _ in gpus if m.name != "sim"]
+        if real and not self.config.allow_power_cap:
+            raise knobmod.KnobError("power_cap on a real GPU needs --allow-power-cap")
+        for m, d in gpus:
+            target = watts if watts is not None else (d.power_limit_range_w or (0.0, 0.0))[1]
+            try:
+                m.set_power_limit(d.device, target)
+            except PowerCapError as exc:
+                raise knobmod.KnobError(f"power_cap: {exc}") from None
+
+    def _make_workload(self) -> Workload:
+        if self._workload is not None:
+            return self._workload
+        return workloads.create(self.config.workload, self.config.workload_params)
+
+    def _make_meters(self, engine: Engine) -> list[Meter]:
+        names = list(self.config.meters)
+        out: list[Meter] = []
+        opts: dict[str, Any] = {"engine": engine, "gpus": self.config.gpus}
+        for name in names:
+            if name == "none":
+                continue
+            if name == "auto":
+                if self.config.engine == "sim":
+                    names_auto = ["sim"]
+                else:
+                    names_auto = [n for n in ("nvml", "rapl") if n in meters.names()]
+                for n in names_auto:
+                    m = meters.create(n, opts)
+                    try:
+                        m.open()
+                    except MeterUnavailable as exc:
+                        log.info("meter %s unavailable: %s", n, exc)
+                        continue
+                    out.append(m)
+                continue
+            try:
+                m = meters.create(name, opts)
+            except KeyError as exc:
+                raise RunError(str(exc.args[0])) from None
+            try:
+                m.open()
+            except MeterUnavailable as exc:
+                raise RunError(f"meter {name}: {exc}") from None
+            out.append(m)
+        return out
+
+    def _header(self, workload: Workload, engine: Engine) -> SessionHeader:
+        cfg = asdict(self.config)
+        cfg["session_path"] = str(self.config.session_path) if self.config.session_path else None
+        cfg["schedule"] = [asdict(c) for c in self.config.schedule]
+        einfo = engine.info()
+        return SessionHeader(
+            t_s=0.0,
+            name=self.config.session_path.stem if self.config.session_path else "",
+            started_unix_s=time.time(),
+            clock="virtual" if self.clock.virtual else "wall",
+            config=cfg,
+            host={
+                "hostname": socket.gethostname(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "pid": os.getpid(),
+            },
+            engine=asdict(einfo),
+            workload={"name": workload.name, "params": workload.params()},
+            meters=[asdict(m.info()) for m in self._meters],
+            knobs=dict(self.knobs),
+        )
+
+    # -- requests ------------------------------------------------------------------
+    async def _submit(self, req: Request) -> CallResult:
+        clock = self.clock
+        if self._draining:
+            raise RequestFailed(RUN_ENDED)
+        t_sub = clock.now()
+        base = dict(request_id=req.request_id, workflow_id=req.workflow_id, stage=req.stage,
+                    node=req.node, parents=req.parents, prompt_tokens=req.prompt_tokens,
+                    max_tokens=req.max_tokens)
+        self.publish(RequestEvent(t_s=t_sub, phase="submitted", **base))  # type: ignore[arg-type]
+        try:
+            await self._admission.acquire()
+        except asyncio.CancelledError:
+            self._fail(req, base, t_sub, None, 0, RUN_ENDED)
+            raise
+        if self._draining:
+            self._admission.release()
+            self._fail(req, base, t_sub, None, 0, RUN_ENDED)
+            raise RequestFailed(RUN_ENDED)
+        t_adm = clock.now()
+        t_first: float | None = None
+        out_tokens = 0
+        prompt_tokens = req.prompt_tokens
+        text: list[str] = []
+        finish_reason: str | None = None
+        self._in_engine[req.request_id] = asyncio.current_task()  # type: ignore[assignment]
+        try:
+            assert self._engine is not None
+            async with asyncio.timeout(self.config.request_timeout_s), contextlib.aclosing(
+                self._engine.generate(req)  # type: ignore[type-var]
+            ) as stream:
+                async for tev in stream:
+                    self._attr.on_work(req.request_id, tev.prefill_tokens, tev.decode_tokens)
+                    if tev.decode_tokens:
+                        if t_first is None:
+                            t_first = tev.t_s
+                            self.publish(RequestEvent(t_s=tev.t_s, phase="first_token",
+                                                      ttft_s=tev.t_s - t_sub, **base))  # type: ignore[arg-type]
+                        out_tokens += tev.decode_tokens
+                        self._out_tokens_total += tev.decode_tokens
+                    if tev.prefill_tokens:
+                        self._prompt_tokens_total += tev.prefill_tokens
+                    if tev.text:
+                        text.append(tev.text)
+                    if tev.prompt_tokens is not None:
+                        prompt_tokens = tev.prompt_tokens
+                    if tev.output_tokens is not None:
+                        out_tokens = tev.output_tokens
+                    if tev.finished:
+                        finish_reason = tev.finish_reason or "stop"
+                        break
+            if finish_reason is None:
+                raise EngineError("stream ended without a finish")
+        except asyncio.CancelledError:
+            self._fail(req, base, t_sub, t_first, out_tokens, RUN_ENDED)
+            raise
+        except TimeoutError:
+            self._fail(req, base, t_sub, t_first, out_tokens,
+                       f"timeout after {self.config.request_timeout_s:g} s")
+            self._count_failure()
+            raise RequestFailed("timeout") from None
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self._fail(req, base, t_sub, t_first, out_tokens, reason)
+            self._count_failure()
+            raise RequestFailed(reason) from None
+        finally:
+            self._in_engine.pop(req.request_id, None)
+            self._admission.release()
+        self._consecutive_failures = 0
+        t_end = clock.now()
+        tpot = (t_end - t_first) / (out_tokens - 1) if t_first is not None and out_tokens > 1 else None
+        ev = RequestEvent(
+            t_s=t_end, phase="finished", latency_s=t_end - t_sub, queue_s=t_adm - t_sub,
+            ttft_s=(t_first - t_sub) if t_first is not None else None, tpot_s=tpot,
+            reason=finish_reason, **{**base, "prompt_tokens": prompt_tokens},  # type: ignore[arg-type]
+            output_tokens=out_tokens,
+        )
+        self._queue_finish(ev)
+        return CallResult(req.request_id, "".join(text), prompt_tokens, out_tokens)
+
+    def _fail(self, req: Request, base: dict[str, Any], t_sub: float, t_first: float | None,
+              out_tokens: int, reason: str) -> None:
+        t = self.clock.now()
+        self._queue_finish(RequestEvent(
+            t_s=t, phase="failed", latency_s=t - t_sub,
+            ttft_s=(t_first - t_sub) if t_first is not None else None,
+            output_tokens=out_tokens, reason=reason, **base,
+        ))
+
+    def _count_failure(self) -> None:
+        self._consecutive_failures += 1
+        if self._consecutive_failures >= self.config.max_consecutive_failures:
+            self.request_stop("failed", f"{self._consecutive_failures} requests failed in a row;"
+                              " the engine looks down")
+
+    def _queue_finish(self, ev: RequestEvent) -> None:
+        # Its energy share for the last interval is known only at the next reading.
+        self._pending_finish.append(ev)
+        self._flush_finished()
+
+    def _flush_finished(self, force: bool = False) -> None:
+        if not self._pending_finish:
+            return
+        keep: list[RequestEvent] = []
+        for ev in self._pending_finish:
+            if force or self._attr.ready_before(ev.t_s):
+                energy = self._attr.take(ev.request_id)
+                ev.energy_j = energy or None
+                self.bus.publish(ev)
+            else:
+                keep.append(ev)
+        self._pending_finish = keep
+
+    # -- driving --------------------------------------------------------------------
+    async def _drive(self, workload: Workload, rng: random.Random) -> None:
+        assert self._knob_changed is not None and self._stop is not None
+        arrival = workload.arrival()
+        count = 0
+        limit = self.config.workflows
+        wf_rng = random.Random(self.config.seed)
+
+        def spawn() -> None:
+            nonlocal count
+            spec = workload.workflow(count, wf_rng)
+            count += 1
+            task = asyncio.create_task(
+                run_workflow(spec, self._submit, self.publish, self.clock, wf_rng,
+                             max_tokens_cap=lambda: self._max_tokens())
+            )
+            self._active.add(task)
+            task.add_done_callback(self._workflow_done)
+
+        while not self._draining and (limit is None or count < limit):
+            self._knob_changed.clear()
+            rate = self.knobs.get("rate")
+            if rate:
+                wait = rng.expovariate(rate)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._knob_changed.wait(), wait)
+                    continue  # a knob changed: draw the next gap at the new rate
+                if not self._draining:
+                    spawn()
+            else:
+                while len(self._active) < arrival.concurrency and (limit is None or count < limit):
+                    spawn()
+                await self._knob_changed.wait()
+        # All arrivals made: wait for the workflows to finish.
+        while self._active and not self._draining:
+            self._knob_changed.clear()
+            await self._knob_changed.wait()
+        if not self._draining:
+            self.request_stop("completed")
+
+    def _max_tokens(self) -> int | None:
+        v = self.knobs.get("max_tokens")
+        return int(v) if v is not None else None
+
+    def _workflow_done(self, task: asyncio.Task[Any]) -> None:
+        self._active.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.publish(ErrorEvent(t_s=self.clock.now(), source="workflow", message=str(exc)))
+        if self._knob_changed is not None:
+            self._knob_changed.set()  # wakes the closed-loop driver
+
+    async def _schedule(self, change: knobmod.ScheduledChange) -> None:
+        await asyncio.sleep(max(0.0, change.at_s - self.clock.now()))
+        try:
+            self.set_knob(change.knob, change.value, source="schedule")
+        except knobmod.KnobError as exc:
+            self.publish(ErrorEvent(t_s=self.clock.now(), source="schedule", message=str(exc)))
+
+    async def _client_state(self) -> None:
+        while True:
+            self.publish(EngineStateEvent(
+                t_s=self.clock.now(), source="client", running=self._admission.in_flight,
+                waiting=self._admission.waiting, output_tokens_total=self._out_tokens_total,
+                prompt_tokens_total=self._prompt_tokens_total,
+            ))
+            await asyncio.sleep(1.0)
+
+    async def _deadline(self, duration_s: float) -> None:
+        await asyncio.sleep(duration_s)
+        self.request_stop("completed")
+
+    # -- the run ------------------------------------------------------------------
+    async def run(self, on_ready: Callable[[Runner], None] | None = None) -> RunOutcome:
+        cfg = self.config
+        self._clock = LoopClock()
+        self._stop = asyncio.Event()
+        self._knob_changed = asyncio.Event()
+        self._wall_t0 = time.perf_counter()
+        workload = self._make_workload()
+        try:
+            engine = engines.create(cfg.engine, EngineContext(self.clock, self.publish),
+                                    {"seed": cfg.seed, **cfg.engine_options})
+        except KeyError as exc:
+            raise RunError(str(exc.args[0])) from None
+        self._engine = engine
+        self._meters = self._make_meters(engine)
+        self.knobs = {"power_cap": self._current_power_limit(), "batch_limit": cfg.batch_limit,
+                      "rate": cfg.rate if cfg.rate is not None else workload.arrival().rate_per_s,
+                      "max_tokens": cfg.max_tokens}
+        if cfg.session_path is not None:
+            from app.core.session_writer import SessionRecorder
+
+            self._recorder = SessionRecorder(cfg.session_path)
+        header = self._header(workload, engine)
+        self.bus.publish(header)  # live subscribers see the configuration too
+        if self._recorder is not None:
+            self._recorder.open(header)
+            self.bus.subscribe(self._recorder.write)
+        background: list[asyncio.Task[Any]] = []
+        reason, message = "failed", ""
+        try:
+            try:
+                await engine.start()
+            except Exception as exc:
+                raise RunError(f"engine {cfg.engine} failed to start: {exc}") from None
+            self._poller = MeterPoller(self._meters, self.clock, self.publish)
+            self._poller.start()
+            await asyncio.sleep(0)  # let the poller take its baseline reading
+            if cfg.power_cap_w is not None:
+                self.set_knob("power_cap", cfg.power_cap_w, source="cli")
+            background.append(asyncio.create_task(self._client_state()))
+            for change in cfg.schedule:
+                background.append(asyncio.create_task(self._schedule(change)))
+            if cfg.duration_s is not None:
+                background.append(asyncio.create_task(self._deadline(cfg.duration_s)))
+            if on_ready is not None:
+                on_ready(self)
+            driver = asyncio.create_task(self._drive(workload, random.Random(cfg.seed + 1)))
+            background.append(driver)
+            stop_wait = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({driver, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if driver.done() and not driver.cancelled() and driver.exception() is not None:
+                raise driver.exception()  # type: ignore[misc]
+            stop_wait.cancel()
+            reason, message = self._stop_reason, self._stop_message
+            await self._drain(graceful=reason == "completed")
+        except knobmod.KnobError as exc:
+            reason, message = "failed", str(exc)
+            await self._drain(graceful=False)
+        except asyncio.CancelledError:
+            reason, message = "interrupted", "cancelled"
+            await self._drain(graceful=False)
+        except RunError as exc:
+            reason, message = "failed", str(exc)
+            await self._drain(graceful=False)
+        finally:
+            for t in background:
+                t.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            summary = await self._close(reason, message)
+        return RunOutcome(reason, message, cfg.session_path, summary)
+
+    def _current_power_limit(self) -> float | None:
+        for m in self._meters:
+            for d in m.info().devices:
+                if d.component == "gpu" and d.power_limit_w is not None:
+                    return d.power_limit_w
+        return None
+
+    async def _drain(self, graceful: bool) -> None:
+        """Stop new work; let requests already in the engine finish (graceful) or
+        cancel them; cancel everything still queued for admission."""
+        self._draining = True
+        if self._knob_changed is not None:
+            self._knob_changed.set()
+        if graceful and self._in_engine:
+            in_engine = list(self._in_engine.values())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.drain_timeout_s):
+                    await asyncio.gather(*in_engine, return_exceptions=True)
+        for t in list(self._active):
+            t.cancel()
+        await asyncio.gather(*list(self._active), return_exceptions=True)
+
+    async def _close(self, reason: str, message: str) -> dict[str, Any]:
+        if self._engine is not None:
+            try:
+                await self._engine.stop()
+            except Exception as exc:
+                self.publish(ErrorEvent(t_s=self.clock.now(), source="engine",
+                                        message=f"stop failed: {exc}"))
+        if self._poller is not None:
+            await self._poller.stop()
+        self._flush_finished(force=True)
+        for m in self._meters:
+            with contextlib.suppress(Exception):
+                m.close()
+        snap = self.stats.snapshot()
+        measured = self._attr.measured_j()
+        summary = snap.to_dict()
+        summary.update(
+            idle_energy_j=dict(self._attr.idle_j),
+            attributed_energy_j=dict(self._attr.attributed_j),
+            measured_energy_j=measured,
+            wall_s=time.perf_counter() - self._wall_t0,
+            message=message,
+        )
+        if message and reason != "completed":
+            self.publish(ErrorEvent(t_s=self.clock.now(), source="run", message=message,
+                                    fatal=reason == "failed"))
+        end = EndEvent(t_s=self.clock.now(), reason=reason, summary=summary)
+        if self._recorder is not None:
+            self.bus.unsubscribe(self._recorder.write)
+            self._recorder.close(end)
+        self.bus.publish(end)
+        self.bus.close()
+        return summary

@@ -1,0 +1,230 @@
+"""Records a run as a JSONL session file: a header line, one line per event, an end line.
+
+`SessionRecorder.write` runs on the asyncio loop thread for every event, so it only
+serialises the event into an in-memory buffer. A small daemon thread moves the buffer
+to the file at least every `flush_interval_s` of *wall* time: the loop may be idle or
+running on virtual time, so its own timers cannot be trusted to flush. Data handed to
+the OS survives a SIGKILL of this process, so a crash loses at most the last interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from app.core.events import EndEvent, Event, SessionHeader
+from app.core.session_reader import SessionError
+
+__all__ = ["SessionError", "SessionRecorder", "is_secret_key", "redact_secrets"]
+
+REDACTED = "***"
+
+# Key segments that name a secret. Matched as whole segments so `max_tokens` and
+# `prompt_tokens` stay, while `hf_token`, `session_auth` and `client_secret` go.
+_SECRET_SEGMENTS = frozenset(
+    {"authorization", "auth", "token", "password", "passwd", "secret", "credentials", "cookie"}
+)
+
+#: Wake the flusher early once this much is buffered...
+_WAKE_FLUSHER_BYTES = 1 << 20
+#: ...and write from the caller's thread if the flusher still has not kept up.
+_INLINE_FLUSH_BYTES = 16 << 20
+
+_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+
+def is_secret_key(key: str) -> bool:
+    k = key.lower().replace("-", "_").replace(".", "_").replace(" ", "_")
+    if "api_key" in k or "apikey" in k or "access_key" in k or "private_key" in k:
+        return True
+    return any(part in _SECRET_SEGMENTS for part in k.split("_"))
+
+
+def redact_secrets(value: Any) -> Any:
+    """A copy of `value` with the value of every secret-looking key replaced by "***",
+    at any depth (dicts inside lists included). Bearer strings are redacted too, since
+    header lists like ["Authorization: Bearer ..."] carry no key to match."""
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if isinstance(k, str) and is_secret_key(k) else redact_secrets(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact_secrets(v) for v in value]
+    if isinstance(value, str) and "bearer " in value.lower():
+        return REDACTED
+    return value
+
+
+def _default(obj: Any) -> Any:
+    # Paths, enums and other odd config values: write their text rather than fail.
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return str(obj)
+
+
+# Field names per event class: `Event.to_dict` calls dataclasses.fields() every time,
+# which is most of the cost of recording an event.
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
+
+
+def _event_line(event: Event) -> bytes:
+    cls = type(event)
+    if cls.to_dict is not Event.to_dict:  # a subclass that shapes its own dict
+        return orjson.dumps(event.to_dict(), default=_default, option=_OPTS)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    d: dict[str, Any] = {"kind": cls.kind}
+    for name in names:
+        d[name] = getattr(event, name)
+    return orjson.dumps(d, default=_default, option=_OPTS)
+
+
+class SessionRecorder:
+    """Writes one session file. `open` once, `write` per event, `close` once."""
+
+    def __init__(self, path: Path | str, *, flush_interval_s: float = 0.25) -> None:
+        self.path = Path(path)
+        self.flush_interval_s = flush_interval_s
+        self.events_written = 0
+        self._file: IO[bytes] | None = None
+        self._buf: list[bytes] = []
+        self._buf_bytes = 0
+        self._buf_lock = threading.Lock()  # guards _buf/_buf_bytes (loop vs flusher)
+        self._file_lock = threading.Lock()  # one writer of the file at a time
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._error: str | None = None
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def open(self, header: SessionHeader) -> None:
+        if self._file is not None or self._closed:
+            raise SessionError(f"{self.path}: recorder already opened")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(self.path, "xb")  # noqa: SIM115 - lives until close()
+        except FileExistsError:
+            raise SessionError(f"session file already exists: {self.path}") from None
+        except OSError as e:
+            raise SessionError(f"cannot create session file {self.path}: {e.strerror}") from None
+        header_dict = redact_secrets(header.to_dict())
+        try:
+            f.write(orjson.dumps(header_dict, default=_default, option=_OPTS))
+            f.flush()
+        except OSError as e:
+            f.close()
+            raise SessionError(f"cannot write session file {self.path}: {e.strerror}") from None
+        self._file = f
+        self._thread = threading.Thread(
+            target=self._flusher, name=f"session-flusher:{self.path.name}", daemon=True
+        )
+        self._thread.start()
+
+    def write(self, event: Event) -> None:
+        """Buffer one event. Cheap: called on the loop thread for every event."""
+        if self._file is None:
+            if self._error is not None:
+                raise SessionError(self._error)
+            raise SessionError(f"{self.path}: write() before open() or after close()")
+        line = _event_line(event)
+        with self._buf_lock:
+            self._buf.append(line)
+            self._buf_bytes += len(line)
+            size = self._buf_bytes
+        self.events_written += 1
+        if size >= _WAKE_FLUSHER_BYTES:
+            if size >= _INLINE_FLUSH_BYTES:
+                # The flusher is not keeping up (slow disk): push back on the producer
+                # rather than let memory grow without bound.
+                self.flush()
+            else:
+                self._wake.set()
+        if self._error is not None:
+            raise SessionError(self._error)
+
+    def flush(self) -> None:
+        """Move everything buffered so far to the OS (survives a crash of this process)."""
+        with self._file_lock:
+            with self._buf_lock:
+                buf, self._buf, self._buf_bytes = self._buf, [], 0
+            if not buf or self._file is None:
+                return
+            try:
+                self._file.write(b"".join(buf))
+                self._file.flush()
+            except OSError as e:
+                self._error = f"cannot write session file {self.path}: {e.strerror}"
+
+    def close(self, end: EndEvent) -> None:
+        """Write the end line, flush, fsync and stop the flusher. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_flusher()
+        f = self._file
+        if f is None:
+            return
+        try:
+            with self._buf_lock:
+                self._buf.append(_event_line(end))
+            self.flush()
+            if self._error is None:
+                os.fsync(f.fileno())
+        except OSError as e:
+            self._error = self._error or f"cannot write session file {self.path}: {e.strerror}"
+        finally:
+            with self._file_lock:
+                self._file = None
+                f.close()
+        if self._error is not None:
+            raise SessionError(self._error)
+
+    def abort(self) -> None:
+        """Flush what was buffered and close without an end line (the reader will say the
+        run did not close cleanly). For paths where writing a summary is impossible."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_flusher()
+        self.flush()
+        with self._file_lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    @property
+    def error(self) -> str | None:
+        """Why writing failed (disk full...), or None."""
+        return self._error
+
+    def __enter__(self) -> SessionRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+    # -- flusher thread --------------------------------------------------------
+
+    def _stop_flusher(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+
+    def _flusher(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            self.flush()
+            if self._error is not None:
+                return

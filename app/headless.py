@@ -1,0 +1,76 @@
+"""The headless view: one short progress line per second, and a closing summary.
+
+A plain subscriber of the event stream like the dashboard; it prints at most once a
+second of wall time, whether the run is on wall or virtual time.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any
+
+from app.core.events import ErrorEvent, Event, KnobEvent
+from app.core.stats import LiveStats, StatsSnapshot
+
+
+def _f(v: float | None, fmt: str, unit: str = "") -> str:
+    return "-" if v is None else f"{v:{fmt}}{unit}"
+
+
+def progress_line(s: StatsSnapshot) -> str:
+    gpu_w = sum(w for dev, w in s.power_w.items() if dev.startswith("gpu")) if s.power_w else None
+    return (
+        f"t={s.t_s:7.1f}s  req {s.requests_finished:>6} done {s.requests_in_flight:>4} in flight"
+        f" {s.requests_failed:>3} failed  wf {s.workflows_finished:>5}"
+        f"  {_f(s.recent_tokens_per_s, '8.0f')} tok/s"
+        f"  p50 {_f(s.latency_p50_s, '6.2f', 's')}"
+        f"  GPU {_f(gpu_w, '5.0f', 'W')}"
+        f"  {_f(s.j_per_output_token, '6.3f')} J/tok"
+    )
+
+
+class HeadlessPrinter:
+    def __init__(self, stats: LiveStats, out: IO[str] | None = None, period_s: float = 1.0) -> None:
+        self._stats = stats
+        self._out = out or sys.stdout
+        self._period_s = period_s
+        self._last = time.monotonic()
+
+    def on_event(self, ev: Event) -> None:
+        if isinstance(ev, KnobEvent):
+            self._print(f"knob {ev.knob}: {ev.previous} -> {ev.value} ({ev.source}) at t={ev.t_s:.1f}s")
+        elif isinstance(ev, ErrorEvent):
+            self._print(f"error [{ev.source}] {ev.message}")
+        now = time.monotonic()
+        if now - self._last >= self._period_s:
+            self._last = now
+            self._print(progress_line(self._stats.snapshot()))
+
+    def _print(self, line: str) -> None:
+        print(line, file=self._out, flush=True)
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    def g(key: str) -> Any:
+        return summary.get(key)
+
+    energy = summary.get("energy_j") or {}
+    idle = summary.get("idle_energy_j") or {}
+    parts = [
+        f"duration {g('duration_s'):.1f} s (wall {g('wall_s'):.1f} s)",
+        f"requests {g('requests_finished')} finished, {g('requests_failed')} failed;"
+        f" workflows {g('workflows_finished')} finished",
+        f"tokens {g('output_tokens')} out / {g('prompt_tokens')} in;"
+        f" {_f(g('tokens_per_s'), '.1f')} tok/s",
+        f"latency p50 {_f(g('latency_p50_s'), '.3f', 's')} p99 {_f(g('latency_p99_s'), '.3f', 's')};"
+        f" TTFT p50 {_f(g('ttft_p50_s'), '.3f', 's')}",
+    ]
+    if energy:
+        comp = ", ".join(f"{c} {j:.1f} J" for c, j in sorted(energy.items()))
+        idle_s = ", ".join(f"{c} {j:.1f} J" for c, j in sorted(idle.items()))
+        power = ", ".join(f"{c} {w:.0f} W" for c, w in sorted((g("avg_power_w") or {}).items()))
+        parts.append(f"energy {comp} (idle {idle_s}); average power {power}")
+        parts.append(f"J/token {_f(g('j_per_output_token'), '.4f')}"
+                     f" (GPU {_f(g('gpu_j_per_output_token'), '.4f')})")
+    return parts

@@ -1,0 +1,314 @@
+"""SessionRecorder: round trip, timely flushing, crash safety, secrets, refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.core.events import (
+    EVENT_KINDS,
+    EndEvent,
+    Event,
+    MarkEvent,
+    Sample,
+    SessionHeader,
+)
+from app.core.session_reader import read_session
+from app.core.session_writer import SessionError, SessionRecorder, is_secret_key
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def header(**config: object) -> SessionHeader:
+    return SessionHeader(
+        t_s=0.0,
+        name="t",
+        started_unix_s=1_700_000_000.5,
+        clock="virtual",
+        config=dict(config),
+        engine={"name": "sim", "model": "llama-8b"},
+        workload={"name": "composite"},
+        meters=[{"name": "sim", "devices": ["gpu0"]}],
+        knobs={"power_cap": 700.0, "batch_limit": 64},
+    )
+
+
+def _value_for(annotation: str, name: str, i: int) -> object:
+    """A non-default value of the annotated type (annotations are strings here)."""
+    a = annotation.replace(" ", "")
+    if a.startswith("dict"):
+        return {"gpu": 1.5 + i, "cpu": 0.25} if "float" in a else {"k": name, "n": i}
+    if a.startswith("list"):
+        return [f"{name}-a", f"{name}-b"]
+    if a.startswith("bool"):
+        return True
+    if a.startswith("str"):
+        return f"{name}-{i}"
+    if a.startswith("int"):
+        return 1000 + i
+    if a.startswith("float"):
+        return 0.125 + i  # exact in binary, so equality is fair
+    raise AssertionError(f"no test value for {annotation}")
+
+
+def one_of_each_kind() -> list[Event]:
+    """Every registered event kind (bar header and end) with every field set to a
+    non-default value, so a field that does not survive the round trip shows up.
+    Built from the registry so kinds and fields added later are covered too."""
+    events: list[Event] = []
+    for i, (kind, cls) in enumerate(sorted(EVENT_KINDS.items())):
+        if kind in ("session", "end"):
+            continue
+        values = {
+            f.name: _value_for(str(f.type), f.name, i)
+            for f in dataclasses.fields(cls)
+            if f.name != "t_s"
+        }
+        events.append(cls(t_s=0.5 * i, **values))
+    return events
+
+
+def test_the_round_trip_covers_the_kinds_the_design_names() -> None:
+    kinds = {e.kind for e in one_of_each_kind()}
+    assert {
+        "sample",
+        "request",
+        "stage",
+        "workflow",
+        "knob",
+        "engine_state",
+        "mark",
+        "error",
+    } <= kinds
+
+
+def test_every_event_kind_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    events = one_of_each_kind()
+    rec = SessionRecorder(path)
+    rec.open(header(seed=7))
+    for ev in events:
+        rec.write(ev)
+    end = EndEvent(t_s=1.0, reason="completed", summary={"requests_finished": 1})
+    rec.close(end)
+
+    data = read_session(path)
+    assert data.header == header(seed=7)
+    assert data.events == events
+    assert data.end == end
+    assert not data.truncated
+    assert data.warnings == []
+    assert rec.events_written == len(events)
+
+
+def test_lines_are_the_events_to_dict(tmp_path: Path) -> None:
+    # The fast serialiser must write exactly what Event.to_dict says.
+    path = tmp_path / "s.jsonl"
+    events = one_of_each_kind()
+    rec = SessionRecorder(path)
+    rec.open(header())
+    for ev in events:
+        rec.write(ev)
+    rec.close(EndEvent(t_s=1.0))
+    lines = path.read_bytes().splitlines()
+    assert [orjson.loads(x) for x in lines[1:-1]] == [
+        orjson.loads(orjson.dumps(e.to_dict())) for e in events
+    ]
+
+
+def _lines_seen(path: Path) -> int:
+    with open(path, "rb") as f:  # a separate handle, as another process would read it
+        return f.read().count(b"\n")
+
+
+def test_buffer_reaches_the_file_within_a_second_without_more_writes(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    rec = SessionRecorder(path)
+    rec.open(header())
+    assert _lines_seen(path) == 1  # the header is written at once
+    for i in range(5):
+        rec.write(Sample(t_s=float(i), device="gpu0", energy_mj=float(i)))
+    deadline = time.monotonic() + 1.0
+    while _lines_seen(path) < 6 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _lines_seen(path) == 6
+    rec.close(EndEvent(t_s=5.0))
+    assert _lines_seen(path) == 7
+
+
+def test_flushes_while_the_loop_thread_is_blocked(tmp_path: Path) -> None:
+    # The loop thread writes, then stays busy (no timers run): the flusher thread must
+    # still move the data out. Here the "loop" is this thread, sleeping.
+    path = tmp_path / "s.jsonl"
+    rec = SessionRecorder(path, flush_interval_s=0.1)
+    rec.open(header())
+    rec.write(MarkEvent(t_s=0.0, label="x"))
+    time.sleep(0.5)
+    assert _lines_seen(path) == 2
+    rec.close(EndEvent(t_s=0.0))
+
+
+def test_close_stops_the_flusher_and_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    rec = SessionRecorder(path)
+    rec.open(header())
+    rec.close(EndEvent(t_s=0.0))
+    rec.close(EndEvent(t_s=1.0))
+    names = [t.name for t in threading.enumerate()]
+    assert not any(n.startswith("session-flusher:s.jsonl") for n in names)
+    assert path.read_bytes().count(b'"kind":"end"') == 1
+    with pytest.raises(SessionError):
+        rec.write(MarkEvent(t_s=2.0))
+
+
+def test_open_creates_parent_directories(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "s.jsonl"
+    rec = SessionRecorder(path)
+    rec.open(header())
+    rec.close(EndEvent(t_s=0.0))
+    assert read_session(path).end is not None
+
+
+def test_open_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b"precious\n")
+    rec = SessionRecorder(path)
+    with pytest.raises(SessionError) as exc:
+        rec.open(header())
+    msg = str(exc.value)
+    assert "already exists" in msg and str(path) in msg and "\n" not in msg
+    assert path.read_bytes() == b"precious\n"
+
+
+def test_write_before_open_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SessionError):
+        SessionRecorder(tmp_path / "s.jsonl").write(MarkEvent(t_s=0.0))
+
+
+def test_secrets_never_reach_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    rec = SessionRecorder(path)
+    h = header(
+        api_key="sk-live-123",
+        max_tokens=256,
+        prompt_tokens=1000,
+        engine={"url": "http://x", "OPENAI_API_KEY": "sk-env-456", "hf_token": "hf_789"},
+        headers={"Authorization": "Bearer abc", "X-Api-Key": "k-1", "Accept": "json"},
+        parrot=[{"session_auth": "pa-1", "password": "hunter2", "Secret": {"a": "s-2"}}],
+        raw_headers=["Authorization: Bearer zzz"],
+    )
+    rec.open(h)
+    rec.close(EndEvent(t_s=0.0))
+    text = path.read_text()
+    for secret in (
+        "sk-live-123",
+        "sk-env-456",
+        "hf_789",
+        "abc",
+        "k-1",
+        "pa-1",
+        "hunter2",
+        "s-2",
+        "zzz",
+    ):
+        assert secret not in text, secret
+    config = read_session(path).header.config
+    assert config["api_key"] == "***"
+    assert config["max_tokens"] == 256 and config["prompt_tokens"] == 1000
+    assert config["engine"]["url"] == "http://x"
+    assert config["headers"]["Accept"] == "json"
+    assert config["parrot"][0]["Secret"] == "***"
+    # The caller's header is not modified.
+    assert h.config["api_key"] == "sk-live-123"
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("api_key", True),
+        ("API-KEY", True),
+        ("apikey", True),
+        ("Authorization", True),
+        ("access_token", True),
+        ("token", True),
+        ("db.password", True),
+        ("client_secret", True),
+        ("max_tokens", False),
+        ("output_tokens", False),
+        ("tokenizer", False),
+        ("author", False),
+        ("model", False),
+    ],
+)
+def test_secret_key_names(key: str, secret: bool) -> None:
+    assert is_secret_key(key) is secret
+
+
+def test_odd_config_values_are_written_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    rec = SessionRecorder(path)
+    rec.open(header(out_dir=Path("/tmp/x"), levels={1: "a"}))
+    rec.close(EndEvent(t_s=0.0))
+    config = read_session(path).header.config
+    assert config["out_dir"] == "/tmp/x"
+    assert config["levels"] == {"1": "a"}
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from app.core.events import SessionHeader, Sample
+    from app.core.session_writer import SessionRecorder
+    rec = SessionRecorder(sys.argv[1])
+    rec.open(SessionHeader(t_s=0.0, name="kill"))
+    print("open", flush=True)
+    while True:
+        rec.write(Sample(t_s=time.time(), device="gpu0", energy_mj=1.0))
+        time.sleep(0.001)
+    """
+)
+
+
+def test_sigkill_loses_at_most_the_last_second(tmp_path: Path) -> None:
+    path = tmp_path / "killed.jsonl"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == b"open"
+        time.sleep(1.5)
+        killed_at = time.time()
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    data = read_session(path)
+    assert data.end is None
+    assert len(data.events) > 100
+    last = max(e.t_s for e in data.events)
+    assert killed_at - last < 1.0
+
+
+def test_header_to_dict_is_not_mutated_by_redaction() -> None:
+    # Redaction works on a copy: dataclasses hold the live config the runner uses.
+    h = header(token="t-1")
+    before = dataclasses.replace(h, config=dict(h.config))
+    from app.core.session_writer import redact_secrets
+
+    redacted = redact_secrets(h.to_dict())
+    assert redacted["config"]["token"] == "***"
+    assert h == before

@@ -1,0 +1,110 @@
+"""Sequential: chain summarization of a document, and its map-reduce variant.
+
+Chain (Parrot's evaluation): the document is cut into `chunks` chunks of
+`chunk_tokens`; step k's prompt holds the summary so far and chunk k, so each call
+waits for the previous one. Map-reduce: every chunk is summarized in parallel, then
+one reduce call summarizes the summaries.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from workloads.base import Arrival, Call, StageInputs, StageSpec, WorkflowSpec
+from workloads.text import estimate_tokens, passage
+
+CHAIN_INSTRUCTION = "Refine the running summary with the next part of the document."
+MAP_INSTRUCTION = "Summarize this part of the document in a few sentences."
+REDUCE_INSTRUCTION = "Combine these partial summaries into one summary of the document."
+
+
+@dataclass(slots=True)
+class SequentialParams:
+    variant: str = "chain"  # chain | mapreduce
+    chunks: int = 8
+    chunk_tokens: int = 1024
+    output_tokens: int = 50
+    reduce_tokens: int = 200
+    concurrency: int = 1  # documents summarized at once (closed loop)
+    rate: float | None = None  # documents per second (open loop), instead
+
+    def validate(self) -> None:
+        if self.variant not in ("chain", "mapreduce"):
+            raise ValueError(f"variant must be chain or mapreduce, got {self.variant!r}")
+        for name in ("chunks", "chunk_tokens", "output_tokens", "reduce_tokens", "concurrency"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.rate is not None and self.rate <= 0:
+            raise ValueError(f"rate must be positive, got {self.rate}")
+
+
+class SequentialWorkload:
+    name = "sequential"
+
+    def __init__(self, params: SequentialParams | None = None) -> None:
+        self.p = params or SequentialParams()
+        self.p.validate()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> SequentialWorkload:
+        try:
+            return cls(SequentialParams(**params))
+        except TypeError as exc:
+            raise ValueError(f"sequential: {exc}") from None
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self.p)
+
+    def arrival(self) -> Arrival:
+        return Arrival(rate_per_s=self.p.rate, concurrency=self.p.concurrency)
+
+    def workflow(self, index: int, rng: random.Random) -> WorkflowSpec:
+        wid = f"seq{index}"
+        doc_rng = random.Random(rng.random())
+        chunks = [passage(self.p.chunk_tokens, doc_rng) for _ in range(self.p.chunks)]
+        if self.p.variant == "chain":
+            stages = self._chain(chunks)
+        else:
+            stages = self._mapreduce(chunks)
+        return WorkflowSpec(workflow_id=wid, workload=self.name, stages=stages)
+
+    def _chain(self, chunks: list[str]) -> list[StageSpec]:
+        p = self.p
+        stages: list[StageSpec] = []
+        for k, chunk in enumerate(chunks):
+
+            def build(inp: StageInputs, chunk: str = chunk) -> list[Call]:
+                summary = " ".join(inp.parent_texts()) or ""
+                prompt = f"{CHAIN_INSTRUCTION}\nSummary so far: {summary}\nNext part: {chunk}"
+                tokens = (estimate_tokens(CHAIN_INSTRUCTION) + 8 + p.chunk_tokens
+                          + (inp.parent_tokens() if inp.parents else 0))
+                return [Call(prompt=prompt, prompt_tokens=tokens, max_tokens=p.output_tokens)]
+
+            deps = (f"summarize_{k - 1}",) if k else ()
+            stages.append(StageSpec(node=f"summarize_{k}", stage="summarize", build=build,
+                                    deps=deps))
+        return stages
+
+    def _mapreduce(self, chunks: list[str]) -> list[StageSpec]:
+        p = self.p
+        stages: list[StageSpec] = []
+        for k, chunk in enumerate(chunks):
+
+            def build_map(inp: StageInputs, chunk: str = chunk) -> list[Call]:
+                prompt = f"{MAP_INSTRUCTION}\n{chunk}"
+                tokens = estimate_tokens(MAP_INSTRUCTION) + p.chunk_tokens
+                return [Call(prompt=prompt, prompt_tokens=tokens, max_tokens=p.output_tokens)]
+
+            stages.append(StageSpec(node=f"map_{k}", stage="map", build=build_map))
+
+        def build_reduce(inp: StageInputs) -> list[Call]:
+            summaries = "\n".join(inp.parent_texts())
+            prompt = f"{REDUCE_INSTRUCTION}\n{summaries}"
+            tokens = estimate_tokens(REDUCE_INSTRUCTION) + inp.parent_tokens()
+            return [Call(prompt=prompt, prompt_tokens=tokens, max_tokens=p.reduce_tokens)]
+
+        stages.append(StageSpec(node="reduce", stage="reduce", build=build_reduce,
+                                deps=tuple(f"map_{k}" for k in range(len(chunks)))))
+        return stages
