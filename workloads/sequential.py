@@ -64,10 +64,7 @@ class SequentialWorkload:
         wid = f"seq{index}"
         doc_rng = random.Random(rng.random())
         chunks = [passage(self.p.chunk_tokens, doc_rng) for _ in range(self.p.chunks)]
-        if self.p.variant == "chain":
-            stages = self._chain(chunks)
-        else:
-            stages = self._mapreduce(chunks)
+        stages = self._chain(chunks) if self.p.variant == "chain" else self._mapreduce(chunks)
         return WorkflowSpec(workflow_id=wid, workload=self.name, stages=stages)
 
     def _chain(self, chunks: list[str]) -> list[StageSpec]:

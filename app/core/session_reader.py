@@ -61,16 +61,16 @@ def _open_error(path: Path, e: OSError) -> SessionError:
 
 
 # Header fields the readers index into: a wrong type must be an input error, not a crash.
-_HEADER_TYPES: dict[str, type] = {
-    "name": str,
-    "clock": str,
-    "started_unix_s": float | int,  # type: ignore[dict-item]
-    "config": dict,
-    "host": dict,
-    "engine": dict,
-    "workload": dict,
-    "meters": list,
-    "knobs": dict,
+_HEADER_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "clock": (str,),
+    "started_unix_s": (int, float),
+    "config": (dict,),
+    "host": (dict,),
+    "engine": (dict,),
+    "workload": (dict,),
+    "meters": (list,),
+    "knobs": (dict,),
 }
 
 
@@ -93,7 +93,7 @@ def _parse_header(path: Path, line: bytes) -> SessionHeader:
         )
     for key, typ in _HEADER_TYPES.items():
         if key in d and not isinstance(d[key], typ):
-            raise SessionError(f"{path}: bad session header: {key} is not a {typ.__name__}")
+            raise SessionError(f"{path}: bad session header: {key} is not a {typ[-1].__name__}")
     try:
         header = event_from_dict(d)
     except (TypeError, ValueError) as e:
