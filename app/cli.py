@@ -115,7 +115,7 @@ def _default_session_path(workload: str, engine: str) -> Path:
 def _run(args: argparse.Namespace) -> int:
     from app.core import knobs as knobmod
     from app.core.clock import run_async
-    from app.core.runner import RunConfig, RunError, Runner
+    from app.core.runner import ConfigError, RunConfig, RunError, Runner
     from app.headless import HeadlessPrinter, summary_lines
     from workloads import WorkloadError, create
 
@@ -182,9 +182,13 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         outcome, terminated = run_async(main(), virtual=args.fast)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     except RunError as exc:
         print(f"wattflow: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    if outcome.config_error:
+        raise UsageError(outcome.message)
     for line in summary_lines(outcome.summary):
         print(line)
     print(f"session: {outcome.session_path}")

@@ -83,7 +83,7 @@ def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
     def feed(ev: Event) -> None:
         try:
             stats.on_event(ev)
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
+        except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as e:
             # A line that parsed as JSON but holds values of the wrong type.
             raise SessionError(
                 f"{stream.path}: bad {ev.kind} event at t={ev.t_s}: {type(e).__name__}: {e}"
@@ -104,10 +104,16 @@ def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
             knob_changes.append(ev)
     if stream.end is not None:
         feed(stream.end)
+    try:
+        snapshot = stats.snapshot()
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as e:
+        raise SessionError(
+            f"{stream.path}: events hold values of the wrong type: {type(e).__name__}: {e}"
+        ) from None
     return SessionReport(
         path=stream.path,
         header=stream.header,
-        stats=stats.snapshot(),
+        stats=snapshot,
         end=stream.end,
         truncated=stream.truncated,
         warnings=list(stream.warnings),
@@ -154,7 +160,7 @@ def _stage_table(r: SessionReport) -> Table:
             _f(st.latency_p99_s, 3),
             _f(st.ttft_p50_s, 3),
             _i(st.output_tokens),
-            _f(st.energy_j, 1),
+            _f(st.energy_j, 1) if st.energy_by_component_j else "-",  # "-": nothing measured
             _f(st.j_per_output_token, 4),
         )
     s = r.stats
@@ -170,7 +176,7 @@ def _stage_table(r: SessionReport) -> Table:
             _f(s.latency_p99_s, 3),
             _f(s.ttft_p50_s, 3),
             _i(s.output_tokens),
-            _f(attributed, 1),
+            _f(attributed, 1) if any(st.energy_by_component_j for st in s.stages) else "-",
             _f(attributed / s.output_tokens if s.output_tokens and attributed else None, 4),
         )
     else:
@@ -178,9 +184,15 @@ def _stage_table(r: SessionReport) -> Table:
     return t
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{format_duration(seconds)} ({seconds:,.0f} s)"
+
+
 def totals_rows(s: StatsSnapshot) -> list[tuple[str, str]]:
     rows = [
-        ("duration", f"{format_duration(s.duration_s)} ({s.duration_s:,.1f} s)"),
+        ("duration", _duration(s.duration_s)),
         (
             "requests",
             f"{s.requests_finished:,} finished, {s.requests_failed:,} failed "
@@ -288,7 +300,7 @@ def _stage_row(session: str, st: StageStats) -> dict[str, Any]:
         "tpot_p50_s": st.tpot_p50_s,
         "prompt_tokens": st.prompt_tokens,
         "output_tokens": st.output_tokens,
-        "energy_j": st.energy_j,
+        "energy_j": st.energy_j if by else None,  # None: no meter measured anything
         "gpu_j": by.get("gpu"),
         "cpu_j": by.get("cpu"),
         "dram_j": by.get("dram"),
@@ -335,6 +347,7 @@ def write_plot(reports: list[SessionReport], path: Path) -> None:
             ax.set_title(_title(r), fontsize=9, loc="left")
             ax.set_xlabel("time since start (s)")
             ax.set_ylabel("GPU power (W)")
+            ax.set_ylim(bottom=0)  # power read against zero, not against its own wiggle
             ax.grid(alpha=0.3)
             if r.gpu_power:
                 ax.legend(loc="lower right", fontsize=7)

@@ -9,6 +9,7 @@ without a conversion step, and the reader can rebuild them from a dict.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -184,6 +185,11 @@ class EndEvent(Event):
 COALESCIBLE_KINDS = frozenset({"sample", "engine_state"})
 
 
+@functools.cache
+def _field_names(cls: type[Event]) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
 def event_from_dict(d: dict[str, Any]) -> Event:
     """Rebuild an event from a session line. Unknown fields are ignored so that a
     newer writer's extra fields do not break an older reader."""
@@ -191,7 +197,7 @@ def event_from_dict(d: dict[str, Any]) -> Event:
     cls = EVENT_KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ValueError(f"unknown event kind {kind!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _field_names(cls)
     if "t_s" not in d:
         d = {**d, "t_s": 0.0}
     return cls(**{k: v for k, v in d.items() if k in names})

@@ -56,6 +56,11 @@ class RunError(RuntimeError):
     """The run could not start or had to stop; one line for the user."""
 
 
+class ConfigError(RunError):
+    """The run was asked for something it cannot do here (a bad session path, a meter
+    that cannot read, a knob value out of range): a usage error, exit 2."""
+
+
 class RequestFailed(RuntimeError):
     pass
 
@@ -91,6 +96,7 @@ class RunOutcome:
     message: str
     session_path: Path | None
     summary: dict[str, Any]
+    config_error: bool = False  # failed because of bad input (exit 2)
 
 
 class Runner:
@@ -121,6 +127,7 @@ class Runner:
         self._out_tokens_total = 0
         self._prompt_tokens_total = 0
         self._wall_t0 = 0.0
+        self._config_error: str | None = None  # set when the run failed on bad input
 
     # -- public API (UI, CLI, sweeps) ------------------------------------------
     @property
@@ -212,11 +219,11 @@ class Runner:
             try:
                 m = meters.create(name, opts)
             except KeyError as exc:
-                raise RunError(str(exc.args[0])) from None
+                raise ConfigError(str(exc.args[0])) from None
             try:
                 m.open()
             except MeterUnavailable as exc:
-                raise RunError(f"meter {name}: {exc}") from None
+                raise ConfigError(f"meter {name}: {exc}") from None
             out.append(m)
         return out
 
@@ -442,7 +449,9 @@ class Runner:
             engine = engines.create(cfg.engine, EngineContext(self.clock, self.publish),
                                     {"seed": cfg.seed, **cfg.engine_options})
         except KeyError as exc:
-            raise RunError(str(exc.args[0])) from None
+            raise ConfigError(str(exc.args[0])) from None
+        except (ValueError, EngineError) as exc:
+            raise ConfigError(f"engine {cfg.engine}: {exc}") from None
         self._engine = engine
         self._meters = self._make_meters(engine)
         self.knobs = {"power_cap": self._current_power_limit(), "batch_limit": cfg.batch_limit,
@@ -455,7 +464,12 @@ class Runner:
         header = self._header(workload, engine)
         self.bus.publish(header)  # live subscribers see the configuration too
         if self._recorder is not None:
-            self._recorder.open(header)
+            from app.core.session_writer import SessionError
+
+            try:
+                self._recorder.open(header)
+            except (SessionError, OSError) as exc:
+                raise ConfigError(str(exc).splitlines()[0]) from None
             self.bus.subscribe(self._recorder.write)
         background: list[asyncio.Task[Any]] = []
         reason, message = "failed", ""
@@ -468,7 +482,11 @@ class Runner:
             self._poller.start()
             await asyncio.sleep(0)  # let the poller take its baseline reading
             if cfg.power_cap_w is not None:
-                self.set_knob("power_cap", cfg.power_cap_w, source="cli")
+                try:
+                    self.set_knob("power_cap", cfg.power_cap_w, source="cli")
+                except knobmod.KnobError as exc:
+                    self._config_error = str(exc)
+                    raise
             background.append(asyncio.create_task(self._client_state()))
             for change in cfg.schedule:
                 background.append(asyncio.create_task(self._schedule(change)))
@@ -488,6 +506,10 @@ class Runner:
         except knobmod.KnobError as exc:
             reason, message = "failed", str(exc)
             await self._drain(graceful=False)
+        except ConfigError as exc:
+            reason, message = "failed", str(exc)
+            self._config_error = str(exc)
+            await self._drain(graceful=False)
         except asyncio.CancelledError:
             reason, message = "interrupted", "cancelled"
             await self._drain(graceful=False)
@@ -499,7 +521,8 @@ class Runner:
                 t.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             summary = await self._close(reason, message)
-        return RunOutcome(reason, message, cfg.session_path, summary)
+        return RunOutcome(reason, message, cfg.session_path, summary,
+                          config_error=self._config_error is not None)
 
     def _current_power_limit(self) -> float | None:
         for m in self._meters:
@@ -552,7 +575,13 @@ class Runner:
         end = EndEvent(t_s=self.clock.now(), reason=reason, summary=summary)
         if self._recorder is not None:
             self.bus.unsubscribe(self._recorder.write)
-            self._recorder.close(end)
+            from app.core.session_writer import SessionError
+
+            try:
+                self._recorder.close(end)
+            except SessionError as exc:
+                reason = "failed"
+                self._stop_message = f"session could not be written: {exc}"
         self.bus.publish(end)
         self.bus.close()
         return summary

@@ -8,6 +8,7 @@ meant for the user.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 from collections import Counter
@@ -18,7 +19,14 @@ from typing import Any
 
 import orjson
 
-from app.core.events import SESSION_VERSION, EndEvent, Event, SessionHeader, event_from_dict
+from app.core.events import (
+    EVENT_KINDS,
+    SESSION_VERSION,
+    EndEvent,
+    Event,
+    SessionHeader,
+    event_from_dict,
+)
 
 NOT_A_SESSION = "not a wattflow session (first line is not a session header)"
 
@@ -102,6 +110,26 @@ def _parse_header(path: Path, line: bytes) -> SessionHeader:
     return header
 
 
+_FIELD_NAMES: dict[type[Event], frozenset[str]] = {}
+
+
+def _event(d: dict[str, Any]) -> Event:
+    """event_from_dict, with a fast path for the usual line (a known kind, exactly
+    the fields this version writes): reading is dominated by rebuilding events, and
+    event_from_dict recomputes the class's field names on every call."""
+    kind = d.get("kind")
+    cls = EVENT_KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is not None:
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+        del d["kind"]
+        if "t_s" in d and d.keys() <= names:
+            return cls(**d)
+        d["kind"] = kind
+    return event_from_dict(d)
+
+
 class SessionStream:
     """A session read lazily: the header is read (and checked) at once; iterating
     yields the events after it, one line at a time, so big files need little memory.
@@ -159,7 +187,7 @@ class SessionStream:
                         "(two sessions joined into one file?)"
                     )
                 try:
-                    ev = event_from_dict(d)
+                    ev = _event(d)
                 except ValueError:
                     unknown[str(kind)] += 1
                     continue
@@ -291,10 +319,10 @@ def summarize(path: Path | str) -> SessionSummary:
     try:
         for ev in stream:
             stats.on_event(ev)
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        snap = stats.snapshot()
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as e:
         # A line that parsed as JSON but holds values of the wrong type.
         raise SessionError(f"{stream.path}: bad event: {type(e).__name__}: {e}") from None
-    snap = stats.snapshot()
     return SessionSummary(
         path=stream.path,
         header=stream.header,

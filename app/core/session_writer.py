@@ -9,6 +9,7 @@ the OS survives a SIGKILL of this process, so a crash loses at most the last int
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import threading
@@ -17,7 +18,7 @@ from typing import IO, Any
 
 import orjson
 
-from app.core.events import EndEvent, Event, SessionHeader
+from app.core.events import EndEvent, ErrorEvent, Event, SessionHeader
 from app.core.session_reader import SessionError
 
 __all__ = ["SessionError", "SessionRecorder", "is_secret_key", "redact_secrets"]
@@ -120,6 +121,10 @@ class SessionRecorder:
         try:
             f.write(orjson.dumps(header_dict, default=_default, option=_OPTS))
             f.flush()
+        except orjson.JSONEncodeError as e:
+            f.close()
+            self.path.unlink()
+            raise SessionError(f"cannot record the session header: {e}") from None
         except OSError as e:
             f.close()
             raise SessionError(f"cannot write session file {self.path}: {e.strerror}") from None
@@ -128,6 +133,8 @@ class SessionRecorder:
             target=self._flusher, name=f"session-flusher:{self.path.name}", daemon=True
         )
         self._thread.start()
+        # An exit that skips close() (an uncaught exception) still gets the buffer out.
+        atexit.register(self.flush)
 
     def write(self, event: Event) -> None:
         """Buffer one event. Cheap: called on the loop thread for every event."""
@@ -135,7 +142,18 @@ class SessionRecorder:
             if self._error is not None:
                 raise SessionError(self._error)
             raise SessionError(f"{self.path}: write() before open() or after close()")
-        line = _event_line(event)
+        try:
+            line = _event_line(event)
+        except orjson.JSONEncodeError as e:
+            # One odd value (an int past 64 bits...) must not stop the recording: keep
+            # a trace of it instead. Raising here would get the recorder unsubscribed.
+            line = _event_line(
+                ErrorEvent(
+                    t_s=event.t_s,
+                    source="recorder",
+                    message=f"could not record a {event.kind} event: {e}",
+                )
+            )
         with self._buf_lock:
             self._buf.append(line)
             self._buf_bytes += len(line)
@@ -215,6 +233,7 @@ class SessionRecorder:
     # -- flusher thread --------------------------------------------------------
 
     def _stop_flusher(self) -> None:
+        atexit.unregister(self.flush)
         self._stop = True
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():

@@ -148,7 +148,10 @@ def test_empty_missing_and_directory(tmp_path: Path) -> None:
     assert "is a directory" in error_of(tmp_path)
 
 
-@pytest.mark.parametrize(("version", "expect"), [(99, "version 99"), ("1", "unknown")])
+@pytest.mark.parametrize(
+    ("version", "expect"),
+    [(99, "version 99"), ("1", "unknown session version '1'"), (None, "unknown")],
+)
 def test_unknown_version(tmp_path: Path, version: object, expect: str) -> None:
     path = tmp_path / "s.jsonl"
     path.write_bytes(orjson.dumps({"kind": "session", "version": version}) + b"\n")
@@ -251,3 +254,9 @@ def test_summary_finds_an_end_line_longer_than_the_tail_chunk(tmp_path: Path) ->
     rec.close(EndEvent(t_s=1.0, summary=big))
     s = summarize(path)
     assert s.complete and s.requests == 5
+
+
+def test_wrongly_typed_header_fields(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{"kind":"session","version":1,"engine":"sim"}\n')
+    assert error_of(path) == f"{path}: bad session header: engine is not a dict"

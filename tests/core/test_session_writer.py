@@ -18,6 +18,7 @@ import pytest
 from app.core.events import (
     EVENT_KINDS,
     EndEvent,
+    ErrorEvent,
     Event,
     MarkEvent,
     Sample,
@@ -312,3 +313,44 @@ def test_header_to_dict_is_not_mutated_by_redaction() -> None:
     redacted = redact_secrets(h.to_dict())
     assert redacted["config"]["token"] == "***"
     assert h == before
+
+
+_EXITING_CHILD = textwrap.dedent(
+    """
+    import sys
+    from app.core.events import SessionHeader, MarkEvent
+    from app.core.session_writer import SessionRecorder
+    rec = SessionRecorder(sys.argv[1], flush_interval_s=60.0)
+    rec.open(SessionHeader(t_s=0.0, name="exit"))
+    rec.write(MarkEvent(t_s=1.0, label="last words"))
+    raise SystemExit(3)  # no close(): the interpreter exits with the event buffered
+    """
+)
+
+
+def test_buffer_is_flushed_when_the_interpreter_exits_without_close(tmp_path: Path) -> None:
+    path = tmp_path / "exit.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXITING_CHILD, str(path)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+    assert proc.returncode == 3
+    data = read_session(path)
+    assert [e.label for e in data.events if isinstance(e, MarkEvent)] == ["last words"]
+    assert data.end is None
+
+
+def test_an_unserialisable_event_becomes_an_error_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    rec = SessionRecorder(path)
+    rec.open(header())
+    rec.write(MarkEvent(t_s=1.0, label="before"))
+    rec.write(Sample(t_s=2.0, device="gpu0", energy_mj=2**70))
+    rec.write(MarkEvent(t_s=3.0, label="after"))
+    rec.close(EndEvent(t_s=3.0))
+    events = read_session(path).events
+    assert [e.kind for e in events] == ["mark", "error", "mark"]
+    err = events[1]
+    assert isinstance(err, ErrorEvent) and err.source == "recorder" and "sample" in err.message
