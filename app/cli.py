@@ -171,11 +171,11 @@ def _run(args: argparse.Namespace) -> int:
 
         def on_signal(sig: int) -> None:
             nonlocal terminated
-            terminated = sig == signal.SIGTERM
-            name = "SIGTERM" if terminated else "Ctrl-C"
+            terminated = sig != signal.SIGINT
+            name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
             runner.request_stop("interrupted", f"stopped by {name}")
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, on_signal, sig)
         outcome = await runner.run()
         return outcome, terminated

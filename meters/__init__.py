@@ -34,3 +34,19 @@ def _sim() -> MeterFactory:
 
 
 register("sim", _sim)
+
+
+def _nvml() -> MeterFactory:
+    from meters.nvml import load
+
+    return load()
+
+
+def _rapl() -> MeterFactory:
+    from meters.rapl import load
+
+    return load()
+
+
+register("nvml", _nvml)
+register("rapl", _rapl)

@@ -60,6 +60,8 @@ class EnergyAttributor:
         dev = self._devices.get(s.device)
         if dev is None:
             self._devices[s.device] = _Device(s.component, s.energy_mj, s.t_s, s.energy_mj)
+            self.idle_j[s.component] += 0.0  # every measured component has an idle line
+            self.attributed_j[s.component] += 0.0
             return
         delta_j = max(0.0, (s.energy_mj - dev.last_energy_mj) / 1000.0)
         dev.last_energy_mj = s.energy_mj

@@ -54,7 +54,12 @@ class MeterPoller:
 
     def _read(self, m: Meter) -> list[Event]:
         try:
-            return list(m.sample(self._clock.now()))
+            events: list[Event] = list(m.sample(self._clock.now()))
+            # Meters report a GPU lost mid-run or a counter reset as one-line messages.
+            for msg in getattr(m, "drain_errors", list)() + getattr(m, "drain_notes", list)():
+                events.append(ErrorEvent(t_s=self._clock.now(), source=f"meter:{m.name}",
+                                         message=msg))
+            return events
         except Exception as exc:  # a GPU that cannot be read must not end the run
             msg = f"{m.name}: {exc}".splitlines()[0]
             if msg in self._errors_reported:
@@ -98,4 +103,13 @@ class MeterPoller:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5.0)
         for m in self._meters:
+            # sample_final: a meter that reads its energy counter rarely reads it now,
+            # so the run's total is exact.
+            final = getattr(m, "sample_final", None)
+            if final is not None:
+                try:
+                    self._deliver(list(final(self._clock.now())))
+                    continue
+                except Exception:
+                    pass
             self._deliver(self._read(m))

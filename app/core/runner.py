@@ -17,6 +17,7 @@ import platform
 import random
 import socket
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,6 +129,7 @@ class Runner:
         self._prompt_tokens_total = 0
         self._wall_t0 = 0.0
         self._config_error: str | None = None  # set when the run failed on bad input
+        self._guard: Any = None  # PowerCapGuard, once a real GPU's limit was changed
 
     # -- public API (UI, CLI, sweeps) ------------------------------------------
     @property
@@ -184,11 +186,44 @@ class Runner:
         if real and not self.config.allow_power_cap:
             raise knobmod.KnobError("power_cap on a real GPU needs --allow-power-cap")
         for m, d in gpus:
-            target = watts if watts is not None else (d.power_limit_range_w or (0.0, 0.0))[1]
             try:
-                m.set_power_limit(d.device, target)
+                if m.name == "sim":
+                    # The twin is simulated: nothing to restore, no permission needed.
+                    rng = d.power_limit_range_w or (0.0, 0.0)
+                    m.set_power_limit(d.device, watts if watts is not None else rng[1])
+                    continue
+                guard = self._power_guard()
+                if watts is None:
+                    original = guard.original_limit_w(m.name, d.device)
+                    if original is not None:
+                        guard.apply(m, d.device, original)
+                else:
+                    guard.apply(m, d.device, watts)
             except PowerCapError as exc:
                 raise knobmod.KnobError(f"power_cap: {exc}") from None
+
+    def _power_guard(self) -> Any:
+        """Created at the first real change: saves the limit in force to disk first,
+        and is restored on every exit path (see _close, and atexit as a last resort)."""
+        if self._guard is None:
+            from meters.powercap_guard import PowerCapGuard
+
+            self._guard = PowerCapGuard()
+            self._guard.install(signals=())  # signals are the CLI's: they unwind to _close
+        return self._guard
+
+    def _restore_power_caps(self) -> None:
+        if self._guard is None:
+            return
+        for r in self._guard.restore():
+            if r.ok:
+                self.publish(KnobEvent(t_s=self.clock.now(), knob="power_cap", value=r.limit_w,
+                                       previous=self.knobs.get("power_cap"), source="restore"))
+                self.knobs["power_cap"] = r.limit_w
+            else:
+                self.publish(ErrorEvent(t_s=self.clock.now(), source="powercap",
+                                        message=r.line(), fatal=False))
+        self._guard.uninstall()
 
     def _make_workload(self) -> Workload:
         if self._workload is not None:
@@ -516,6 +551,11 @@ class Runner:
         except RunError as exc:
             reason, message = "failed", str(exc)
             await self._drain(graceful=False)
+        except Exception as exc:  # a bug or an engine crash: record it, close cleanly
+            reason, message = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.publish(ErrorEvent(t_s=self.clock.now(), source="runner", fatal=True,
+                                    message="".join(traceback.format_exception(exc))))
+            await self._drain(graceful=False)
         finally:
             for t in background:
                 t.cancel()
@@ -553,6 +593,7 @@ class Runner:
             except Exception as exc:
                 self.publish(ErrorEvent(t_s=self.clock.now(), source="engine",
                                         message=f"stop failed: {exc}"))
+        self._restore_power_caps()
         if self._poller is not None:
             await self._poller.stop()
         self._flush_finished(force=True)

@@ -109,11 +109,53 @@ def test_raising_batch_limit_releases_waiters_at_once_and_lowering_waits() -> No
 
 
 def test_knob_schedule_changes_knob_through_set_knob() -> None:
-    sched = [knobs.parse_at("0.5:batch_limit=2"), knobs.parse_at("0.7:power_cap=300")]
-    _, events, _ = _run(_cfg(schedule=sched, allow_power_cap=True))
+    sched = [knobs.parse_at("0.5:batch_limit=2"), knobs.parse_at("0.7:max_tokens=5")]
+    _, events, _ = _run(_cfg(schedule=sched))
     changes = [(e.knob, e.value, e.source, round(e.t_s, 3)) for e in events
                if isinstance(e, KnobEvent)]
-    assert changes == [("batch_limit", 2, "schedule", 0.5), ("power_cap", 300.0, "schedule", 0.7)]
+    assert changes == [("batch_limit", 2, "schedule", 0.5), ("max_tokens", 5, "schedule", 0.7)]
+    # Calls made after the change are capped at 5 output tokens.
+    reqs = [e for e in events if isinstance(e, RequestEvent)]
+    late = {e.request_id for e in reqs if e.phase == "submitted" and e.t_s > 0.7}
+    early = {e.request_id for e in reqs if e.phase == "submitted" and e.t_s < 0.7}
+    done = {e.request_id: e.output_tokens for e in reqs if e.phase == "finished"}
+    assert late and all(done[r] == 5 for r in late)
+    assert all(done[r] == 20 for r in early)
+
+
+def test_real_gpu_power_cap_is_saved_applied_and_restored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from tests.fakes.fake_pynvml import FakeGpu, FakeNvml, install
+
+    monkeypatch.setenv("WATTFLOW_STATE_DIR", str(tmp_path))
+    fake = install(monkeypatch, FakeNvml([FakeGpu(limit_w=650.0)], root=True))
+    seen: dict[str, float] = {}
+
+    async def during(runner: Runner) -> None:
+        await asyncio.sleep(0.3)
+        seen["during"] = fake.gpus[0].limit_w
+        seen["state_file"] = float((tmp_path / "powercap.json").exists())
+
+    cfg = _cfg(meters=["nvml"], allow_power_cap=True, power_cap_w=300.0, workflows=None,
+               duration_s=0.6, engine_options={"token_s": 0.001, "prefill_s": 0.001})
+    runner = Runner(cfg)
+    events: list[Event] = []
+    runner.bus.subscribe(events.append)
+
+    async def main() -> Any:
+        task = asyncio.create_task(runner.run())
+        await asyncio.sleep(0)
+        await during(runner)
+        return await task
+
+    out = run_async(main(), virtual=False)
+    assert out.reason == "completed"
+    assert seen == {"during": 300.0, "state_file": 1.0}
+    assert fake.gpus[0].limit_w == 650.0  # put back
+    assert not (tmp_path / "powercap.json").exists()
+    caps = [(e.value, e.source) for e in events if isinstance(e, KnobEvent)]
+    assert caps == [(300.0, "cli"), (650.0, "restore")]
 
 
 def test_invalid_knob_values_are_rejected() -> None:
@@ -133,7 +175,7 @@ def test_power_cap_outside_device_range_is_a_knob_error() -> None:
         with pytest.raises(knobs.KnobError, match="outside"):
             runner.set_knob("power_cap", 50.0)
 
-    _run(_cfg(workflows=1, allow_power_cap=True), during)
+    _run(_cfg(workflows=1, meters=["sim"], engine="sim"), during)
 
 
 def test_power_cap_on_a_real_meter_needs_permission_flag() -> None:

@@ -1,0 +1,97 @@
+"""SimMeter: reads the simulated GPU twin like NVML reads a real one.
+
+Non-blocking (every reading is arithmetic on the twin's timeline), so the runner
+calls it on the loop, at the loop's (virtual) time. The energy counter is the exact
+integral of the twin's power up to `t_s`; instant power is the power of the step
+running at `t_s`; the average is over the last second, like NVML's averaged field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.core.events import Sample
+from meters.base import DeviceInfo, MeterInfo, MeterUnavailable, PowerCapError
+
+_DEVICE = "gpu0"
+_AVG_WINDOW_S = 1.0
+_UTIL_WINDOW_S = 0.1  # NVML's utilization is over a short sample period
+
+
+class SimMeter:
+    name = "sim"
+
+    def __init__(self, engine: Any) -> None:
+        twin = getattr(engine, "twin", None)
+        if twin is None or getattr(engine, "name", None) != "sim":
+            raise MeterUnavailable(
+                "the sim meter measures the simulated GPU; use it with --engine sim"
+            )
+        self.engine = engine
+        self.twin = twin
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> SimMeter:
+        return cls(options.get("engine"))
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def info(self) -> MeterInfo:
+        t = self.twin
+        return MeterInfo(
+            name=self.name,
+            devices=[
+                DeviceInfo(
+                    device=_DEVICE,
+                    component="gpu",
+                    name=t.gpu.name,
+                    channels=["energy_mj", "power_w", "power_avg_w", "util_pct",
+                              "mem_used_mib", "sm_clock_mhz", "temp_c", "power_limit_w"],
+                    power_limit_range_w=t.power_limit_range_w,
+                    power_limit_w=t.power_limit_w,
+                )
+            ],
+            blocking=False,
+            poll_interval_s=0.1,
+            notes=["simulated GPU twin (virtual time)"],
+        )
+
+    def sample(self, t_s: float) -> list[Sample]:
+        t = self.twin
+        e_now = t.energy_j(t_s)
+        window = min(_AVG_WINDOW_S, t_s)
+        avg = ((e_now - t.energy_j(t_s - window)) / window) if window > 0 else t.power_w(t_s)
+        return [
+            Sample(
+                t_s=t_s,
+                meter=self.name,
+                device=_DEVICE,
+                component="gpu",
+                energy_mj=1000.0 * e_now,
+                power_w=t.power_w(t_s),
+                power_avg_w=avg,
+                util_pct=100.0 * t.busy_fraction(max(0.0, t_s - _UTIL_WINDOW_S), t_s),
+                mem_used_mib=t.mem_used_mib,
+                sm_clock_mhz=t.clock_mhz(t_s),
+                temp_c=t.temperature_c(t_s),
+                power_limit_w=t.power_limit_w,
+            )
+        ]
+
+    def set_power_limit(self, device: str, watts: float) -> None:
+        if device != _DEVICE:
+            raise PowerCapError(f"the sim meter has no device {device!r} (it has {_DEVICE})")
+        lo, hi = self.twin.power_limit_range_w
+        try:
+            w = float(watts)
+        except (TypeError, ValueError):
+            raise PowerCapError(f"power limit must be a number of watts, not {watts!r}") from None
+        if not lo <= w <= hi:
+            raise PowerCapError(
+                f"power limit {w:g} W is outside {self.twin.gpu.name}'s range {lo:g}-{hi:g} W"
+            )
+        self.twin.set_power_limit(w)
