@@ -52,7 +52,8 @@ def test_sigkill_leaves_a_session_missing_at_most_the_last_second(tmp_path: Path
     # The run's clock starts a little after the file is opened; allow for that.
     assert last_t >= ran_s - 1.0 - 0.5, (last_t, ran_s)
     rep = subprocess.run([sys.executable, "-m", "app", "report", str(session)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "COLUMNS": "200"})
     assert rep.returncode == 0, rep.stderr
     assert "did not close cleanly" in rep.stdout + rep.stderr or "cut" in rep.stdout + rep.stderr
     assert "summarize" in rep.stdout
