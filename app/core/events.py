@@ -9,7 +9,6 @@ without a conversion step, and the reader can rebuild them from a dict.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -185,9 +184,14 @@ class EndEvent(Event):
 COALESCIBLE_KINDS = frozenset({"sample", "engine_state"})
 
 
-@functools.cache
-def _field_names(cls: type[Event]) -> frozenset[str]:
-    return frozenset(f.name for f in dataclasses.fields(cls))
+_FIELD_NAMES: dict[type[Event], frozenset[str]] = {}
+
+
+def field_names(cls: type[Event]) -> frozenset[str]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def event_from_dict(d: dict[str, Any]) -> Event:
@@ -197,7 +201,7 @@ def event_from_dict(d: dict[str, Any]) -> Event:
     cls = EVENT_KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ValueError(f"unknown event kind {kind!r}")
-    names = _field_names(cls)
+    names = field_names(cls)
     if "t_s" not in d:
         d = {**d, "t_s": 0.0}
     return cls(**{k: v for k, v in d.items() if k in names})

@@ -8,7 +8,6 @@ meant for the user.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import math
 from collections import Counter
@@ -26,6 +25,7 @@ from app.core.events import (
     Event,
     SessionHeader,
     event_from_dict,
+    field_names,
 )
 
 NOT_A_SESSION = "not a wattflow session (first line is not a session header)"
@@ -110,19 +110,14 @@ def _parse_header(path: Path, line: bytes) -> SessionHeader:
     return header
 
 
-_FIELD_NAMES: dict[type[Event], frozenset[str]] = {}
-
-
 def _event(d: dict[str, Any]) -> Event:
     """event_from_dict, with a fast path for the usual line (a known kind, exactly
     the fields this version writes): reading is dominated by rebuilding events, and
-    event_from_dict recomputes the class's field names on every call."""
+    the fast path skips event_from_dict's filtering copy of the dict."""
     kind = d.get("kind")
     cls = EVENT_KINDS.get(kind) if isinstance(kind, str) else None
     if cls is not None:
-        names = _FIELD_NAMES.get(cls)
-        if names is None:
-            names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+        names = field_names(cls)
         del d["kind"]
         if "t_s" in d and d.keys() <= names:
             return cls(**d)

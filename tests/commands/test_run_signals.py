@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -31,10 +32,8 @@ def _start(session: Path) -> tuple[subprocess.Popen[str], float]:
 def _events(session: Path) -> list[dict[str, object]]:
     out = []
     for line in session.read_bytes().splitlines():
-        try:
+        with contextlib.suppress(orjson.JSONDecodeError):  # a cut last line
             out.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            pass  # a cut last line
     return out
 
 
