@@ -4,14 +4,17 @@ Energy of a step at SM clock fraction f (times from `roofline.Roofline.times`):
 
     E = P_idle * t_step                              idle floor, always
       + P_gap * t_overhead                           host gaps: clocks up, SMs waiting
-      + P_busy * (b0 + (1-b0) f^a) * t_gpu           kernels resident (clock tree, leakage)
-      + P_comp * f^a * t_compute(f)                  tensor cores (t_compute ~ 1/f)
-      + P_hbm * t_memory + P_msm * f^a * t_memory    HBM traffic, and the SM/L2 side of it
+      + P_busy * (b0 + (1-b0) phi(f)) * t_gpu        kernels resident (clock tree, leakage)
+      + P_comp * phi(f) * t_compute(f)               tensor cores (t_compute ~ 1/f)
+      + P_hbm * t_memory + P_msm * phi(f) * t_memory HBM traffic, and the SM/L2 side of it
 
-Dynamic power goes as f*V^2 and V tracks f in the DVFS range, hence f^a with a ~ 2.5.
-Because compute time grows as 1/f, compute energy per FLOP falls as f^(a-1) under a
-cap; HBM energy per byte does not change with the SM clock, which is why memory-bound
-decode saves less energy (and loses less speed) when capped.
+    phi(f) = f * max(v_floor, f)^2
+
+Dynamic power goes as f*V^2; V tracks f in the DVFS range down to a floor voltage,
+below which only the frequency term is left (phi(1) = 1). Because compute time grows
+as 1/f, compute energy per FLOP falls as phi(f)/f under a cap; HBM energy per byte does
+not change with the SM clock, which is why memory-bound decode saves less energy (and
+loses less speed) when capped.
 
 The cap: the average power of a step, E / t_step, rises monotonically with f; the
 twin runs each step at the highest f in [f_min, 1] whose power fits under the cap
@@ -30,14 +33,14 @@ class PowerCoefficients:
     """Watts above idle at full activity and maximum clock. Fitted for the H100;
     other GPUs scale them by (TDP - idle)."""
 
-    gap_w: float = 40.0
-    busy_w: float = 150.0
-    busy_static_frac: float = 0.4
-    compute_w: float = 700.0
-    hbm_w: float = 180.0
-    mem_sm_w: float = 120.0
-    alpha: float = 2.5
-    min_clock: float = 0.3
+    gap_w: float = 0.0  # the fit put host gaps at idle power
+    busy_w: float = 100.0
+    busy_static_frac: float = 0.4  # not fitted
+    compute_w: float = 1450.0  # never reached: at 700 W the cap holds GEMMs near f ~ 0.7
+    hbm_w: float = 120.0
+    mem_sm_w: float = 250.0
+    v_floor: float = 0.65  # voltage floor as a fraction of the voltage at max clock
+    min_clock: float = 0.1  # ~200 MHz, the lowest H100 graphics clock
     limiter_margin: float = 0.985  # the limiter holds the average this far under the cap
 
     def scaled(self, factor: float) -> PowerCoefficients:
@@ -48,7 +51,7 @@ class PowerCoefficients:
             compute_w=self.compute_w * factor,
             hbm_w=self.hbm_w * factor,
             mem_sm_w=self.mem_sm_w * factor,
-            alpha=self.alpha,
+            v_floor=self.v_floor,
             min_clock=self.min_clock,
             limiter_margin=self.limiter_margin,
         )
@@ -77,7 +80,8 @@ class PowerModel:
 
     def energy_j(self, t: StepTimes) -> float:
         c = self.coef
-        fa = t.clock**c.alpha
+        v = t.clock if t.clock > c.v_floor else c.v_floor
+        fa = t.clock * v * v
         return (
             self.idle_w * t.total_s
             + c.gap_w * t.overhead_s
@@ -100,13 +104,28 @@ class PowerModel:
         low = self.at_clock(work, lo_clock)
         if low.power_w >= limit:
             return low  # the cap cannot be met; the GPU sits at its lowest clock
+        # Illinois regula falsi on P(f) - limit (smooth and increasing): a handful of
+        # evaluations instead of a bisection's twenty; always keeps a feasible point.
         lo, hi = lo_clock, 1.0
+        g_lo, g_hi = low.power_w - limit, full.power_w - limit
         best = low
-        for _ in range(18):  # 2^-18 of the clock range: far finer than any effect
-            mid = 0.5 * (lo + hi)
+        side = 0
+        for _ in range(30):
+            mid = (lo * g_hi - hi * g_lo) / (g_hi - g_lo)
             p = self.at_clock(work, mid)
-            if p.power_w <= limit:
-                lo, best = mid, p
+            g = p.power_w - limit
+            if g <= 0.0:
+                lo, g_lo, best = mid, g, p
+                if -g <= 1e-4 * limit:
+                    break
+                if side == -1:
+                    g_hi *= 0.5
+                side = -1
             else:
-                hi = mid
+                hi, g_hi = mid, g
+                if side == 1:
+                    g_lo *= 0.5
+                side = 1
+            if hi - lo < 1e-6:
+                break
         return best

@@ -1,0 +1,492 @@
+"""SimEngine: the simulated twin behind the engine protocol.
+
+One background task runs the scheduler: it forms a batch (scheduler.Scheduler), asks
+the GPU twin how long the step takes at the clock the power cap allows, records the
+step's power on the twin's timeline, sleeps for the step (asyncio.sleep, so it runs
+on virtual time under app.core.clock.VirtualTimeEventLoop), then commits the step's
+tokens and pushes TokenEvents to the requests' streams.
+
+Speed: a batch of pure decode that nothing disturbs is fast-forwarded several steps
+per sleep (up to the next finish, event flush or state report); a new arrival or a
+cap change wakes the loop, which keeps the step in flight and re-plans after it.
+Token events are coalesced: the first token at once, then at most one event per
+request per `token_event_interval_s`, and always a final one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from app.core.events import EngineStateEvent
+from engines.base import EngineContext, EngineError, EngineInfo, Request, TokenEvent
+from engines.sim.scheduler import BLOCK_TOKENS, Scheduler, Seq
+from engines.sim.specs import GIB, resolve_gpu, resolve_model
+from engines.sim.twin import GpuTwin
+
+MAX_MODEL_LEN = 131072
+_FF_MAX_STEPS = 256
+_STATE_INTERVAL_S = 1.0
+_JITTER = 0.005  # +-0.5% step-time noise (host timing), seeded
+_OPTIONS = {
+    "gpu", "model", "max_num_seqs", "max_num_batched_tokens", "kv_cache_gb", "seed",
+    "prefix_caching", "token_event_interval_s",
+}
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class SimOptionError(EngineError, ValueError):
+    """A bad engine option; the message is one line."""
+
+
+def _int_opt(options: dict[str, Any], key: str, default: int, lo: int) -> int:
+    raw = options.get(key)
+    if raw is None:
+        return default
+    try:
+        v = int(raw)
+    except (TypeError, ValueError):
+        raise SimOptionError(f"sim engine option {key} must be an integer, not {raw!r}") from None
+    if v < lo or (isinstance(raw, float) and raw != v):
+        raise SimOptionError(f"sim engine option {key} must be an integer >= {lo}, not {raw!r}")
+    return v
+
+
+def _float_opt(options: dict[str, Any], key: str, lo: float) -> float | None:
+    raw = options.get(key)
+    if raw is None:
+        return None
+    try:
+        v = float(raw)
+    except (TypeError, ValueError):
+        raise SimOptionError(f"sim engine option {key} must be a number, not {raw!r}") from None
+    if not v >= lo:
+        raise SimOptionError(f"sim engine option {key} must be >= {lo:g}, not {raw!r}")
+    return v
+
+
+class SimEngine:
+    name = "sim"
+
+    def __init__(
+        self,
+        ctx: EngineContext,
+        twin: GpuTwin,
+        *,
+        max_num_seqs: int = 1024,
+        max_num_batched_tokens: int = 8192,
+        kv_cache_bytes: float | None = None,
+        seed: int = 0,
+        prefix_caching: bool = True,
+        token_event_interval_s: float = 0.05,
+    ) -> None:
+        self.ctx = ctx
+        self.twin = twin
+        gpu, model = twin.gpu, twin.model
+        if kv_cache_bytes is None:
+            kv_cache_bytes = gpu.mem_bytes * 0.9 - model.weight_bytes
+        if kv_cache_bytes <= 0:
+            raise SimOptionError(
+                f"{model.name} ({model.weight_bytes / GIB:.1f} GiB) leaves no KV cache "
+                f"room on {gpu.name}"
+            )
+        self.kv_cache_bytes = kv_cache_bytes
+        kv_blocks = int(kv_cache_bytes // (BLOCK_TOKENS * model.kv_bytes_per_token))
+        if kv_blocks < 1:
+            raise SimOptionError("kv_cache_gb is smaller than one KV block")
+        self.max_model_len = min(MAX_MODEL_LEN, kv_blocks * BLOCK_TOKENS)
+        self.sched = Scheduler(
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            kv_blocks=kv_blocks,
+            prefix_caching=prefix_caching,
+        )
+        self.seed = seed
+        self.token_event_interval_s = token_event_interval_s
+        self._rng = random.Random(seed)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._failure: str | None = None
+        self._poked = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._last_end = 0.0
+        self._next_state_t = 0.0
+        self._idle_reported = False
+        self.steps = 0  # engine iterations simulated (for tests and benchmarks)
+        self.output_tokens_total = 0
+        self.prompt_tokens_total = 0  # prompts that reached their first token
+        twin.on_change(self._poke)
+
+    @classmethod
+    def from_options(cls, ctx: EngineContext, options: dict[str, Any]) -> SimEngine:
+        unknown = sorted(k for k, v in options.items() if k not in _OPTIONS and v is not None)
+        if unknown:
+            raise SimOptionError(
+                f"unknown sim engine option(s) {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(_OPTIONS))})"
+            )
+        try:
+            gpu = resolve_gpu(options.get("gpu") or "h100")
+            model = resolve_model(options.get("model") or "llama-3.1-8b")
+        except ValueError as e:
+            raise SimOptionError(str(e)) from None
+        kv_gb = _float_opt(options, "kv_cache_gb", 0.0)
+        interval = _float_opt(options, "token_event_interval_s", 0.0)
+        prefix = options.get("prefix_caching", True)
+        if not isinstance(prefix, bool):
+            raise SimOptionError(f"sim engine option prefix_caching must be true or false, "
+                                 f"not {prefix!r}")
+        return cls(
+            ctx,
+            GpuTwin(gpu, model),
+            max_num_seqs=_int_opt(options, "max_num_seqs", 1024, 1),
+            max_num_batched_tokens=_int_opt(options, "max_num_batched_tokens", 8192, 16),
+            kv_cache_bytes=None if kv_gb is None else kv_gb * GIB,
+            seed=_int_opt(options, "seed", 0, 0),
+            prefix_caching=prefix,
+            token_event_interval_s=0.05 if interval is None else interval,
+        )
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._stopping = False
+        self._last_end = self.ctx.clock.now()
+        self._failure = None
+        # vLLM takes its memory up front: weights, the whole KV pool, activations.
+        gpu, model = self.twin.gpu, self.twin.model
+        used = min(gpu.mem_bytes, model.weight_bytes + self.kv_cache_bytes + 2 * GIB)
+        self.twin.mem_used_mib = used / 1024**2 + 500.0
+        self._task = asyncio.create_task(self._run(), name="sim-engine-scheduler")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._poke()
+        if self._task is not None:
+            task, self._task = self._task, None
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._fail_all("the sim engine was stopped")
+        self.sched.clear()  # counters stay readable after the run
+        self.twin.mem_used_mib = 500.0
+
+    def info(self) -> EngineInfo:
+        t = self.twin
+        return EngineInfo(
+            name=self.name,
+            model=t.model.name,
+            max_num_seqs=self.sched.max_num_seqs,
+            capabilities=["chunked_prefill", "prefix_caching", "power_cap", "engine_state",
+                          "virtual_time"],
+            details={
+                "gpu": t.gpu.name,
+                "max_num_batched_tokens": self.sched.max_num_batched_tokens,
+                "kv_cache_gib": round(self.kv_cache_bytes / GIB, 2),
+                "kv_cache_blocks": self.sched.total_blocks,
+                "block_tokens": BLOCK_TOKENS,
+                "max_model_len": self.max_model_len,
+                "prefix_caching": self.sched.prefix_caching,
+                "seed": self.seed,
+                "token_event_interval_s": self.token_event_interval_s,
+            },
+        )
+
+    # ---- requests -------------------------------------------------------------------
+
+    def _validate(self, request: Request) -> Seq:
+        if self._failure is not None:
+            raise EngineError(self._failure)
+        if request.max_tokens < 1:
+            raise EngineError(f"request {request.request_id}: max_tokens must be at least 1")
+        prompt = max(1, int(request.prompt_tokens))
+        total = prompt + request.max_tokens
+        if total > self.max_model_len:
+            raise EngineError(
+                f"request {request.request_id}: prompt + max_tokens = {total} exceeds the "
+                f"sim engine's max model length {self.max_model_len}"
+            )
+        return Seq(req=request, prompt=prompt, max_tokens=int(request.max_tokens),
+                   last_event_t=self.ctx.clock.now())
+
+    async def generate(self, request: Request) -> AsyncIterator[TokenEvent]:
+        seq = self._validate(request)
+        if self._task is None:
+            await self.start()
+        self.sched.add(seq)
+        self._poke()
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if not seq.events:
+                    if self._failure is not None:
+                        raise EngineError(self._failure)
+                    seq.waiter = loop.create_future()
+                    await seq.waiter
+                    seq.waiter = None
+                    continue
+                events, seq.events = seq.events, []
+                for ev in events:
+                    yield ev
+                    if ev.finished:
+                        return
+        finally:
+            if not seq.finished:
+                seq.aborted = True  # consumer went away: free its slot and KV
+                self._poke()
+
+    def _fail_all(self, message: str) -> None:
+        self._failure = self._failure or message
+        for seq in [*self.sched.running, *self.sched.waiting]:
+            if seq.waiter is not None and not seq.waiter.done():
+                seq.waiter.set_result(None)
+
+    # ---- the scheduler loop ---------------------------------------------------------
+
+    def _poke(self) -> None:
+        self._poked = True
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _wait(self, delay: float | None) -> None:
+        """Sleep `delay` seconds (forever if None) or until poked."""
+        loop = asyncio.get_running_loop()
+        w = self._waiter = loop.create_future()
+        handle = None
+        if delay is not None:
+            handle = loop.call_later(delay, _resolve, w)
+        try:
+            await w
+        finally:
+            self._waiter = None
+            if handle is not None:
+                handle.cancel()
+
+    async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug must fail the requests, not hang them
+            self._fail_all(f"sim engine failed: {type(e).__name__}: {e}")
+            raise
+
+    async def _loop(self) -> None:
+        sch = self.sched
+        while not self._stopping:
+            self._poked = False
+            sch.reap_aborted()
+            batch = sch.schedule()
+            now = self.ctx.clock.now()
+            if not batch:
+                if sch.waiting and not sch.running and not sch.schedule():
+                    # Cannot happen for validated requests; never spin on it.
+                    seq = sch.waiting.popleft()
+                    seq.aborted = True
+                    seq.push(TokenEvent(t_s=now, finished=True, finish_reason="abort",
+                                        prompt_tokens=seq.prompt, output_tokens=seq.num_output))
+                    continue
+                self._report_state(now, force=not self._idle_reported)
+                self._idle_reported = True
+                self.twin.prune(now)
+                if not self._poked and not self._stopping:
+                    await self._wait(None)
+                continue
+            self._idle_reported = False
+            # Keep the GPU timeline gap-free when the loop wakes a hair late (wall clock).
+            t0 = self._last_end if now - self._last_end < 5e-3 else now
+            ends = self._plan(batch, t0)
+            if len(ends) == 1:
+                await asyncio.sleep(max(0.0, ends[0] - self.ctx.clock.now()))
+                done = 1
+            else:
+                await self._wait(max(0.0, ends[-1] - self.ctx.clock.now()))
+                t = self.ctx.clock.now()
+                done = next((i + 1 for i, e in enumerate(ends) if e > t + 1e-9), len(ends))
+                if done < len(ends):
+                    # Woken early: the step in flight completes, the rest is re-planned.
+                    self.twin.truncate(ends[done - 1])
+                    await asyncio.sleep(max(0.0, ends[done - 1] - self.ctx.clock.now()))
+            self._last_end = ends[done - 1]
+            self.steps += done
+            if done == 1 and len(ends) == 1:
+                self._commit_step(batch, ends[0])
+            else:
+                self._commit_decode(batch, done, ends[done - 1])
+            self._report_state(ends[done - 1])
+
+    def _jitter(self) -> float:
+        return 1.0 + _JITTER * (2.0 * self._rng.random() - 1.0)
+
+    def _plan(self, batch: list[tuple[Seq, int]], t0: float) -> list[float]:
+        """Plan one step, or several when the batch is pure decode; record them on the
+        twin and return their end times."""
+        rf, twin, sch = self.twin.roofline, self.twin, self.sched
+        decode = all(n == 1 and s.num_output >= 1 for s, n in batch)
+        ff_ok = (decode and len(batch) == len(sch.running)
+                 and (not sch.waiting or len(sch.running) >= sch.max_num_seqs))
+        if not ff_ok:
+            # Decode tokens in bulk (only their context sum matters), chunks one by one.
+            n_dec = ctx_dec = 0
+            chunks: list[tuple[int, int]] = []
+            for s, n in batch:
+                if n == 1:
+                    n_dec += 1
+                    ctx_dec += s.num_computed + 1
+                else:
+                    chunks.append((s.num_computed, n))
+            work = rf.decode_work(n_dec, ctx_dec)
+            for start, n in chunks:
+                rf.add_chunk(work, start, n)
+            sp = twin.plan_step(work)
+            t1 = t0 + sp.times.total_s * self._jitter()
+            twin.record_segment(t0, t1, sp.power_w, sp.times.clock, sp.util)
+            return [t1]
+        n_seqs = len(batch)
+        k_max = min(_FF_MAX_STEPS, min(s.max_tokens - s.num_output for s, _ in batch))
+        deadline = min(self._next_state_t,
+                       min(s.last_event_t for s, _ in batch) + self.token_event_interval_s)
+        ctx_sum = sum(s.num_computed + 1 for s, _ in batch)
+        first = twin.plan_step(rf.decode_work(n_seqs, ctx_sum))
+        clock = first.times.clock
+        t_step, e_step = first.times.total_s, first.energy_j
+        dt = de = 0.0
+        if k_max > 1:
+            # Step time and energy are affine in the context sum, which grows by n_seqs
+            # a step (exact for smooth_k == 1): two evaluations price the whole run.
+            second = twin.plan_step(rf.decode_work(n_seqs, ctx_sum + n_seqs), clock)
+            dt = second.times.total_s - t_step
+            de = second.energy_j - e_step
+        util = first.util
+        ends: list[float] = []
+        energies: list[float] = []
+        rand = self._rng.random
+        t = t0
+        for j in range(k_max):
+            jit = 1.0 + _JITTER * (2.0 * rand() - 1.0)
+            t += (t_step + j * dt) * jit
+            ends.append(t)
+            energies.append((e_step + j * de) * jit)
+            if t >= deadline - 1e-9:
+                break
+        twin.record_steps(t0, ends, energies, clock, util)
+        if len(ends) > 1 and not self._reserve_decode(batch, len(ends)):
+            twin.truncate(ends[0])
+            del ends[1:]
+        return ends
+
+    def _reserve_decode(self, batch: list[tuple[Seq, int]], k: int) -> bool:
+        """KV blocks for k decode steps (step 1's were allocated by the scheduler)."""
+        sch = self.sched
+        need = 0
+        for s, _ in batch:
+            need += -(-(s.num_computed + k - s.prefix_hit) // BLOCK_TOKENS) - s.own_blocks
+        if need > sch.free_blocks:
+            return False
+        for s, _ in batch:
+            extra = -(-(s.num_computed + k - s.prefix_hit) // BLOCK_TOKENS) - s.own_blocks
+            if extra > 0:
+                s.own_blocks += extra
+                sch.used_blocks += extra
+        return True
+
+    # ---- committing steps -----------------------------------------------------------
+
+    def _event(self, seq: Seq, t: float, finished: bool = False) -> None:
+        seq.push(TokenEvent(
+            t_s=t,
+            prefill_tokens=seq.pending_prefill,
+            decode_tokens=seq.pending_decode,
+            finished=finished,
+            finish_reason="length" if finished else None,
+            prompt_tokens=seq.prompt,
+            output_tokens=seq.num_output,
+        ))
+        seq.pending_prefill = seq.pending_decode = 0
+        seq.last_event_t = t
+
+    def _commit_step(self, batch: list[tuple[Seq, int]], t: float) -> None:
+        sch = self.sched
+        for seq, n in batch:
+            if seq.aborted:
+                continue
+            if n == 1 and seq.num_output:
+                # Decode (the common case, kept lean): one more output token.
+                seq.num_computed += 1
+                seq.num_output += 1
+                seq.pending_decode += 1
+                self.output_tokens_total += 1
+                if seq.num_output >= seq.max_tokens:
+                    sch.finish(seq)
+                    self._event(seq, t, finished=True)
+                continue
+            in_prefill = seq.num_output == 0 or seq.num_computed < seq.num_tokens - 1
+            seq.num_computed += n
+            if in_prefill:
+                seq.pending_prefill += n
+                sch.register_prefix(seq)
+            if seq.num_computed == seq.num_tokens:
+                seq.num_output += 1
+                seq.pending_decode += 1
+                self.output_tokens_total += 1
+                if seq.num_output == 1:
+                    self.prompt_tokens_total += seq.prompt
+                if seq.num_output >= seq.max_tokens:
+                    sch.finish(seq)
+                    self._event(seq, t, finished=True)
+                elif seq.num_output == 1:
+                    self._event(seq, t)
+        self._flush(t)
+
+    def _commit_decode(self, batch: list[tuple[Seq, int]], k: int, t: float) -> None:
+        sch = self.sched
+        for seq, _ in batch:
+            if seq.aborted:
+                continue
+            seq.num_computed += k
+            seq.num_output += k
+            seq.pending_decode += k
+            self.output_tokens_total += k
+            if seq.num_output >= seq.max_tokens:
+                sch.finish(seq)
+                self._event(seq, t, finished=True)
+        # Blocks reserved for steps that were withdrawn go back to the pool.
+        for seq, _ in batch:
+            if not seq.finished and not seq.aborted:
+                keep = -(-(seq.num_computed - seq.prefix_hit) // BLOCK_TOKENS)
+                if seq.own_blocks > keep:
+                    sch.used_blocks -= seq.own_blocks - keep
+                    seq.own_blocks = keep
+        self._flush(t)
+
+    def _flush(self, t: float) -> None:
+        due = t - self.token_event_interval_s + 1e-9
+        for seq in self.sched.running:
+            if seq.pending_decode and seq.last_event_t <= due:
+                self._event(seq, t)
+
+    def _report_state(self, t: float, force: bool = False) -> None:
+        if t < self._next_state_t and not force:
+            return
+        self._next_state_t = t + _STATE_INTERVAL_S
+        sch = self.sched
+        self.twin.prune(t)
+        self.ctx.emit(EngineStateEvent(
+            t_s=t,
+            running=len(sch.running),
+            waiting=len(sch.waiting),
+            kv_cache_pct=round(100.0 * sch.kv_usage(), 2),
+            preempted_total=sch.preempted_total,
+            prefix_hit_pct=round(100.0 * sch.prefix_hit_rate(), 2),
+            output_tokens_total=self.output_tokens_total,
+            prompt_tokens_total=self.prompt_tokens_total,
+        ))

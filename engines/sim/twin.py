@@ -1,0 +1,218 @@
+"""The simulated GPU's state: power cap, clock, and an exact energy counter.
+
+The scheduler plans each engine step with `plan_step`, which picks the clock the
+power cap allows (power.PowerModel.solve) and returns the step's duration and
+average power, then records the step as a segment [t0, t1) of constant power on the
+twin's timeline. Outside segments the GPU idles at `idle_w`. The energy counter is
+the exact integral of that piecewise-constant power, so a reading inside a step
+interpolates linearly. Steps may be recorded ahead of time (the scheduler sleeps
+through several decode steps at once) and `truncate` withdraws planned steps when
+something changes (a new arrival, a new cap).
+
+Temperature follows power through one thermal time constant:
+    T_ss = T_ambient + R_th * P,   dT/dt = (T_ss - T) / tau.
+
+The full model (roofline, power, scheduler, calibration) is described in
+engines/sim/README.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engines.sim.power import PowerCoefficients, PowerModel, StepPower
+from engines.sim.roofline import Calibration, Roofline, StepWork
+from engines.sim.specs import GpuSpec, ModelSpec
+
+MIB = 1024**2
+
+# Fitted to the ML.ENERGY Llama-3.1-8B / H100 series by bench/twin_calibration.py.
+H100_CALIBRATION = Calibration()
+H100_POWER = PowerCoefficients()
+
+_AMBIENT_C = 30.0
+_THERMAL_TAU_S = 20.0
+_CUDA_CONTEXT_MIB = 500.0
+_HISTORY_S = 5.0  # timeline kept behind the newest query (for 1 s averages)
+
+
+@dataclass(slots=True)
+class Segment:
+    t0: float
+    t1: float
+    power_w: float
+    clock: float  # SM clock fraction
+    util: float  # fraction of the segment with a kernel running
+    energy_end_j: float  # counter value at t1
+
+
+class GpuTwin:
+    def __init__(
+        self,
+        gpu: GpuSpec,
+        model: ModelSpec,
+        *,
+        calibration: Calibration | None = None,
+        power: PowerCoefficients | None = None,
+    ) -> None:
+        self.gpu = gpu
+        self.model = model
+        if power is None:
+            # The H100 fit, scaled by each GPU's dynamic range (TDP above idle).
+            ref = 700.0 - 75.0
+            power = H100_POWER.scaled((gpu.tdp_w - gpu.idle_w) / ref)
+        self.roofline = Roofline(gpu, model, calibration or H100_CALIBRATION)
+        self.power = PowerModel(self.roofline, power, gpu.idle_w)
+        self.idle_w = gpu.idle_w
+        self.power_limit_w = gpu.tdp_w
+        self.power_limit_range_w = (gpu.min_power_limit_w, gpu.tdp_w)
+        self.mem_used_mib = _CUDA_CONTEXT_MIB
+        self._segs: deque[Segment] = deque()
+        self._base_t = 0.0  # energy counter known exactly here...
+        self._base_j = 0.0  # ...with this value
+        self._listeners: list[Callable[[], None]] = []
+        self._temp_c = _AMBIENT_C + 0.02 * gpu.idle_w
+        self._temp_t = 0.0
+        self._temp_e = 0.0
+
+    # ---- power cap ----------------------------------------------------------------
+
+    def on_change(self, fn: Callable[[], None]) -> None:
+        """Called when the cap changes so that planned steps are re-planned."""
+        self._listeners.append(fn)
+
+    def set_power_limit(self, watts: float) -> None:
+        lo, hi = self.power_limit_range_w
+        if not lo <= watts <= hi:
+            raise ValueError(f"power limit {watts:g} W is outside {lo:g}-{hi:g} W")
+        self.power_limit_w = float(watts)
+        for fn in self._listeners:
+            fn()
+
+    # ---- steps --------------------------------------------------------------------
+
+    def plan_step(self, work: StepWork, clock: float | None = None) -> StepPower:
+        """Time and power of one step: at `clock` if given, else at the highest
+        clock the cap allows."""
+        if clock is not None:
+            return self.power.at_clock(work, clock)
+        return self.power.solve(work, self.power_limit_w)
+
+    def record(self, t0: float, sp: StepPower) -> float:
+        """Put a planned step on the timeline from `t0`; returns its end time."""
+        t1 = t0 + sp.times.total_s
+        self.record_segment(t0, t1, sp.power_w, sp.times.clock, sp.util)
+        return t1
+
+    def record_segment(self, t0: float, t1: float, power_w: float, clock: float,
+                       util: float) -> None:
+        last_t, last_j = self._last_point()
+        t0 = max(t0, last_t)  # float noise must not create overlaps
+        if t1 <= t0:
+            return
+        e0 = last_j + self.idle_w * (t0 - last_t)
+        self._segs.append(Segment(t0, t1, power_w, clock, util, e0 + power_w * (t1 - t0)))
+
+    def record_steps(self, t0: float, ends: list[float], energies_j: list[float],
+                     clock: float, util: float) -> None:
+        """Record back-to-back steps from `t0` (fast path for decode runs)."""
+        last_t, e = self._last_point()
+        t0 = max(t0, last_t)
+        e += self.idle_w * (t0 - last_t)
+        append = self._segs.append
+        for t1, ej in zip(ends, energies_j, strict=True):
+            if t1 <= t0:
+                continue
+            e += ej
+            append(Segment(t0, t1, ej / (t1 - t0), clock, util, e))
+            t0 = t1
+
+    def truncate(self, t: float) -> None:
+        """Withdraw planned steps that start at or after `t`."""
+        while self._segs and self._segs[-1].t0 >= t - 1e-12:
+            self._segs.pop()
+
+    def _last_point(self) -> tuple[float, float]:
+        if self._segs:
+            s = self._segs[-1]
+            return s.t1, s.energy_end_j
+        return self._base_t, self._base_j
+
+    # ---- readings -----------------------------------------------------------------
+
+    def energy_j(self, t: float) -> float:
+        """The cumulative energy counter at `t` (exact; linear inside a step)."""
+        if t <= self._base_t:
+            # Older than the kept history: only reachable with a non-monotonic clock.
+            return self._base_j - self.idle_w * (self._base_t - t) if t > 0 else 0.0
+        prev_t, prev_j = self._base_t, self._base_j
+        # Walk back from the newest segment: queries are near the present.
+        for s in reversed(self._segs):
+            if s.t1 <= t:
+                prev_t, prev_j = s.t1, s.energy_end_j
+                break
+            if s.t0 < t:
+                return s.energy_end_j - s.power_w * (s.t1 - t)
+        return prev_j + self.idle_w * (t - prev_t)
+
+    def energy_mj(self, t: float) -> float:
+        return 1000.0 * self.energy_j(t)
+
+    def at(self, t: float) -> Segment | None:
+        """The step running at `t`, if any."""
+        for s in reversed(self._segs):
+            if s.t0 <= t < s.t1:
+                return s
+            if s.t1 <= t:
+                return None
+        return None
+
+    def power_w(self, t: float) -> float:
+        s = self.at(t)
+        return s.power_w if s else self.idle_w
+
+    def busy_fraction(self, t0: float, t1: float) -> float:
+        """Fraction of [t0, t1) with a kernel running (NVML utilization)."""
+        if t1 <= t0:
+            s = self.at(t1)
+            return s.util if s else 0.0
+        busy = 0.0
+        for s in reversed(self._segs):
+            if s.t1 <= t0:
+                break
+            overlap = min(s.t1, t1) - max(s.t0, t0)
+            if overlap > 0:
+                busy += overlap * s.util
+        return min(1.0, busy / (t1 - t0))
+
+    def clock_mhz(self, t: float, window_s: float = 0.1) -> float:
+        s = self.at(t)
+        if s is None:
+            # Boost clock persists briefly after work; a long idle drops it.
+            recent = self.busy_fraction(t - window_s, t) > 0
+            return self.gpu.max_clock_mhz if recent else self.gpu.idle_clock_mhz
+        return s.clock * self.gpu.max_clock_mhz
+
+    def temperature_c(self, t: float) -> float:
+        """First-order thermal response to the average power since the last reading."""
+        dt = t - self._temp_t
+        if dt <= 0:
+            return self._temp_c
+        e = self.energy_j(t)
+        p = (e - self._temp_e) / dt
+        steady = _AMBIENT_C + (60.0 / self.gpu.tdp_w) * p
+        self._temp_c = steady + (self._temp_c - steady) * math.exp(-dt / _THERMAL_TAU_S)
+        self._temp_t, self._temp_e = t, e
+        return self._temp_c
+
+    def prune(self, t: float) -> None:
+        """Forget timeline older than `t` - history (readings before it stay exact
+        through the base point)."""
+        self.temperature_c(t)  # the engine prunes about once a second: keeps heat exact
+        keep = t - _HISTORY_S
+        while self._segs and self._segs[0].t1 < keep:
+            s = self._segs.popleft()
+            self._base_t, self._base_j = s.t1, s.energy_end_j
