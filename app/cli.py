@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     r = sub.add_parser("run", help="run a workload against an engine, measured and recorded")
-    r.add_argument("--workload", default="sequential",
-                   help="sequential (default), or FILE.toml")
+    r.add_argument("--workload", default="composite",
+                   help="composite (default), sequential, interactive, agentic, or FILE.toml"
+                        " (docs/workflows.md)")
     r.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="KEY=VALUE",
                    help="workload parameter, e.g. -p variant=mapreduce -p chunks=15")
     r.add_argument("--engine", default="sim", help="sim (default), vllm, openai, parrot")

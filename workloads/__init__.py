@@ -48,3 +48,26 @@ def _sequential() -> WorkloadFactory:
 
 
 register("sequential", _sequential)
+
+
+def _interactive() -> WorkloadFactory:
+    from workloads.interactive import InteractiveWorkload
+
+    return InteractiveWorkload.from_params
+
+
+def _agentic() -> WorkloadFactory:
+    from workloads.agentic import AgenticWorkload
+
+    return AgenticWorkload.from_params
+
+
+def _composite() -> WorkloadFactory:
+    from workloads.composite import CompositeWorkload
+
+    return CompositeWorkload.from_params
+
+
+register("interactive", _interactive)
+register("agentic", _agentic)
+register("composite", _composite)

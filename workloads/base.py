@@ -189,7 +189,13 @@ async def run_workflow(
                 )
             )
         try:
-            results = list(await asyncio.gather(*(submit(r) for r in reqs)))
+            # Collect every call's outcome so no failure is left unretrieved, then
+            # fail the stage on the first one.
+            outcomes = await asyncio.gather(*(submit(r) for r in reqs), return_exceptions=True)
+            errors = [o for o in outcomes if isinstance(o, BaseException)]
+            if errors:
+                raise errors[0]
+            results = [o for o in outcomes if not isinstance(o, BaseException)]
         except BaseException as exc:
             emit(StageEvent(t_s=clock.now(), workflow_id=wid, node=s.node, stage=s.stage,
                             phase="failed", deps=list(s.deps), calls=len(calls),

@@ -4,6 +4,11 @@ Chain (Parrot's evaluation): the document is cut into `chunks` chunks of
 `chunk_tokens`; step k's prompt holds the summary so far and chunk k, so each call
 waits for the previous one. Map-reduce: every chunk is summarized in parallel, then
 one reduce call summarizes the summaries.
+
+Parrot's evaluation used chunks of 512/1024/1536/2048 tokens and 25/50/75/100 output
+tokens per chain step, and 15 chunks of 1,000 tokens for map-reduce; other values are
+allowed (tests use tiny ones). Prompts are counted by `text.compose`, the same rule a
+TOML re-creation of this workload uses (workloads/examples/sequential-*.toml).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from workloads.base import Arrival, Call, StageInputs, StageSpec, WorkflowSpec
-from workloads.text import estimate_tokens, passage
+from workloads.text import Piece, compose, passage
 
 CHAIN_INSTRUCTION = "Refine the running summary with the next part of the document."
 MAP_INSTRUCTION = "Summarize this part of the document in a few sentences."
@@ -73,10 +78,9 @@ class SequentialWorkload:
         for k, chunk in enumerate(chunks):
 
             def build(inp: StageInputs, chunk: str = chunk) -> list[Call]:
-                summary = " ".join(inp.parent_texts()) or ""
-                prompt = f"{CHAIN_INSTRUCTION}\nSummary so far: {summary}\nNext part: {chunk}"
-                tokens = (estimate_tokens(CHAIN_INSTRUCTION) + 8 + p.chunk_tokens
-                          + (inp.parent_tokens() if inp.parents else 0))
+                summary = Piece("\n".join(inp.parent_texts()), inp.parent_tokens())
+                prompt, tokens = compose([f"{CHAIN_INSTRUCTION}\nSummary so far: ", summary,
+                                          "\nNext part: ", Piece(chunk, p.chunk_tokens)])
                 return [Call(prompt=prompt, prompt_tokens=tokens, max_tokens=p.output_tokens)]
 
             deps = (f"summarize_{k - 1}",) if k else ()
@@ -90,16 +94,14 @@ class SequentialWorkload:
         for k, chunk in enumerate(chunks):
 
             def build_map(inp: StageInputs, chunk: str = chunk) -> list[Call]:
-                prompt = f"{MAP_INSTRUCTION}\n{chunk}"
-                tokens = estimate_tokens(MAP_INSTRUCTION) + p.chunk_tokens
+                prompt, tokens = compose([f"{MAP_INSTRUCTION}\n", Piece(chunk, p.chunk_tokens)])
                 return [Call(prompt=prompt, prompt_tokens=tokens, max_tokens=p.output_tokens)]
 
             stages.append(StageSpec(node=f"map_{k}", stage="map", build=build_map))
 
         def build_reduce(inp: StageInputs) -> list[Call]:
-            summaries = "\n".join(inp.parent_texts())
-            prompt = f"{REDUCE_INSTRUCTION}\n{summaries}"
-            tokens = estimate_tokens(REDUCE_INSTRUCTION) + inp.parent_tokens()
+            summaries = Piece("\n".join(inp.parent_texts()), inp.parent_tokens())
+            prompt, tokens = compose([f"{REDUCE_INSTRUCTION}\n", summaries])
             return [Call(prompt=prompt, prompt_tokens=tokens, max_tokens=p.reduce_tokens)]
 
         stages.append(StageSpec(node="reduce", stage="reduce", build=build_reduce,

@@ -26,6 +26,7 @@ from typing import Any
 import engines
 import meters
 import workloads
+import workloads.text
 from app.core import knobs as knobmod
 from app.core.admission import Admission
 from app.core.attribution import DEFAULT_PREFILL_WEIGHT, EnergyAttributor
@@ -513,6 +514,10 @@ class Runner:
                 await engine.start()
             except Exception as exc:
                 raise RunError(f"engine {cfg.engine} failed to start: {exc}") from None
+            count_tokens = getattr(engine, "count_tokens", None)
+            if callable(count_tokens):
+                # Prompts hit their token targets with the engine's own tokenizer.
+                workloads.text.set_tokenizer(count_tokens)
             self._poller = MeterPoller(self._meters, self.clock, self.publish)
             self._poller.start()
             await asyncio.sleep(0)  # let the poller take its baseline reading
@@ -593,6 +598,7 @@ class Runner:
             except Exception as exc:
                 self.publish(ErrorEvent(t_s=self.clock.now(), source="engine",
                                         message=f"stop failed: {exc}"))
+        workloads.text.set_tokenizer(None)
         self._restore_power_caps()
         if self._poller is not None:
             await self._poller.stop()

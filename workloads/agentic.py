@@ -1,0 +1,163 @@
+"""Agentic: multi-agent programming in the manner of MetaGPT (as Parrot evaluated it).
+
+Round 0 is one architect call that writes the design. Then each of `rounds` rounds
+has `agents` engineers writing one file each, in parallel; file i's reviewer starts
+when engineer i is done, and its reviser when the review is done (a pipeline per
+file). Round r starts when every reviser of round r-1 is done.
+
+Every agent of a round reads the same shared context: the project brief, the
+architect's design and a digest of every earlier round (the revised files, cut to
+`context_growth_tokens` per round; with real engines that is the real text, padded
+with corpus text when shorter). Prompts therefore grow round by round: ~13k
+characters in round 1 to ~18k in round 10 with the defaults. The shared context is
+named as a prefix (`<workflow>.ctx<r>`) so prefix caching can reuse it across the
+round's agents.
+
+Nodes: `architect`, `engineer_<r>_<i>`, `review_<r>_<i>`, `revise_<r>_<i>`
+(r from 1, i from 0); stage labels: architect, engineer, reviewer, reviser.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from workloads.base import Arrival, Call, StageInputs, StageSpec, WorkflowSpec
+from workloads.params import build_params
+from workloads.text import Piece, compose, passage, words_for_tokens
+
+ARCHITECT = "You are the architect. Write the design of the program described below: its files,"\
+    " their interfaces and how they fit together."
+ENGINEER = "You are an engineer. Write file {i} of the program in full, following the design."
+REVIEWER = "You are a reviewer. Review this file against the design; list every defect."
+REVISER = "You are an engineer. Revise the file to fix every defect the review lists."
+
+
+@dataclass(slots=True)
+class AgenticParams:
+    agents: int = 8  # engineers per round (Parrot: 4, 8, 12, 16)
+    rounds: int = 10
+    brief_tokens: int = 2500  # the project brief every prompt starts with
+    context_growth_tokens: int = 125  # digest of one round added to later prompts
+    task_tokens: int = 60  # a file's own task description
+    architect_tokens: int = 800  # output lengths
+    engineer_tokens: int = 600
+    review_tokens: int = 200
+    revise_tokens: int = 600
+    concurrency: int = 1  # projects at once (closed loop)
+    rate: float | None = None  # projects per second (open loop), instead
+
+    def validate(self) -> None:
+        for name in ("agents", "rounds", "brief_tokens", "architect_tokens", "engineer_tokens",
+                     "review_tokens", "revise_tokens", "concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("context_growth_tokens", "task_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.rate is not None and self.rate <= 0:
+            raise ValueError(f"rate must be positive, got {self.rate}")
+
+
+class AgenticWorkload:
+    name = "agentic"
+
+    def __init__(self, params: AgenticParams | None = None) -> None:
+        self.p = params or AgenticParams()
+        self.p.validate()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> AgenticWorkload:
+        return cls(build_params(AgenticParams, params, "agentic"))
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self.p)
+
+    def arrival(self) -> Arrival:
+        return Arrival(rate_per_s=self.p.rate, concurrency=self.p.concurrency)
+
+    def workflow(self, index: int, rng: random.Random) -> WorkflowSpec:
+        p = self.p
+        wid = f"agent{index}"
+        r = random.Random(rng.random())
+        brief = Piece(passage(p.brief_tokens, r), p.brief_tokens)
+        tasks = {(rd, i): Piece(passage(p.task_tokens, r), p.task_tokens) if p.task_tokens
+                 else Piece("", 0)
+                 for rd in range(1, p.rounds + 1) for i in range(p.agents)}
+        padding = [passage(p.context_growth_tokens, r) if p.context_growth_tokens else ""
+                   for _ in range(p.rounds)]
+        # The shared context of each round, built once by the first agent of the round.
+        design: list[Piece] = []
+        digests: list[Piece] = []
+        contexts: dict[int, Piece] = {}
+
+        def context(rd: int, inp: StageInputs) -> Piece:
+            if rd not in contexts:
+                if rd > 1:
+                    revised = " ".join(inp.parent_texts())
+                    digests.append(_digest(revised, padding[rd - 2], p.context_growth_tokens))
+                parts: list[str | Piece] = ["Project brief: ", brief, "\nDesign: ", design[0]]
+                for q, d in enumerate(digests, start=1):
+                    parts += [f"\nRound {q} files: ", d]
+                contexts[rd] = Piece(*compose(parts))
+            return contexts[rd]
+
+        def build_architect(inp: StageInputs) -> list[Call]:
+            prompt, tokens = compose([ARCHITECT, "\nProject brief: ", brief])
+            return [Call(prompt, tokens, p.architect_tokens)]
+
+        def remember_design(inp: StageInputs) -> None:
+            if not design and "architect" in inp.parents:
+                design.append(_output(inp, "architect"))
+
+        stages = [StageSpec(node="architect", stage="architect", build=build_architect)]
+        for rd in range(1, p.rounds + 1):
+            prev = (("architect",) if rd == 1 else
+                    tuple(f"revise_{rd - 1}_{i}" for i in range(p.agents)))
+            for i in range(p.agents):
+                eng, rev, fix = f"engineer_{rd}_{i}", f"review_{rd}_{i}", f"revise_{rd}_{i}"
+
+                def build_eng(inp: StageInputs, rd: int = rd, i: int = i) -> list[Call]:
+                    remember_design(inp)
+                    ctx = context(rd, inp)
+                    prompt, tokens = compose([ctx, "\n", ENGINEER.format(i=i), "\nTask: ",
+                                              tasks[(rd, i)]])
+                    return [Call(prompt, tokens, p.engineer_tokens, prefix_key=f"{wid}.ctx{rd}",
+                                 prefix_tokens=ctx.tokens)]
+
+                def build_rev(inp: StageInputs, rd: int = rd, eng: str = eng) -> list[Call]:
+                    ctx = contexts[rd]
+                    code = _output(inp, eng)
+                    prompt, tokens = compose([ctx, "\n", REVIEWER, "\nFile: ", code])
+                    return [Call(prompt, tokens, p.review_tokens, prefix_key=f"{wid}.ctx{rd}",
+                                 prefix_tokens=ctx.tokens)]
+
+                def build_fix(inp: StageInputs, rd: int = rd, eng: str = eng,
+                              rev: str = rev) -> list[Call]:
+                    ctx = contexts[rd]
+                    prompt, tokens = compose([ctx, "\n", REVISER, "\nFile: ", _output(inp, eng),
+                                              "\nReview: ", _output(inp, rev)])
+                    return [Call(prompt, tokens, p.revise_tokens, prefix_key=f"{wid}.ctx{rd}",
+                                 prefix_tokens=ctx.tokens)]
+
+                stages += [
+                    StageSpec(node=eng, stage="engineer", build=build_eng, deps=prev),
+                    StageSpec(node=rev, stage="reviewer", build=build_rev, deps=(eng,)),
+                    StageSpec(node=fix, stage="reviser", build=build_fix, deps=(eng, rev)),
+                ]
+        return WorkflowSpec(workflow_id=wid, workload=self.name, stages=stages)
+
+
+def _output(inp: StageInputs, node: str) -> Piece:
+    results = inp.parents[node]
+    return Piece("".join(r.text for r in results), sum(r.output_tokens for r in results))
+
+
+def _digest(text: str, padding: str, tokens: int) -> Piece:
+    """`tokens` tokens of the round's real output, padded with corpus text if short."""
+    want = words_for_tokens(tokens) if tokens else 0
+    words = text.split()[:want]
+    if len(words) < want:
+        words += padding.split()[: want - len(words)]
+    return Piece(" ".join(words), tokens)
