@@ -3,12 +3,15 @@
 Method. Every meter device with an energy counter (a GPU, a CPU package, a DRAM
 domain) is read at intervals. The energy a device used between two of its readings
 is split among the requests that processed tokens in that interval, in proportion to
-their *work*: `decode_tokens + prefill_weight * prefill_tokens`. A prefill token is
-cheaper than a decode token because prefill is compute-bound and batched across the
-whole prompt, while each decode step re-reads the weights and the KV cache; the
-default weight (0.15) is the ratio of J/token between prefill-heavy and decode-heavy
-batches of an 8B model on an H100 (and is a run option). An interval in which no
-request processed a token is *idle* energy, kept as its own line per component.
+their *work*: `decode_tokens + prefill_weight * prefill_tokens`. Engines report a
+prompt's prefill only when its first token appears, so an interval in which requests
+were inside the engine but none reported a token (a long prompt being prefilled) is
+split among those requests by the prompt tokens still waiting for a first token.
+A prefill token is cheaper than a decode token because prefill is compute-bound and
+batched across the whole prompt, while each decode step re-reads the weights and the
+KV cache; the default weight (0.15) is the ratio of J/token between prefill-heavy and
+decode-heavy batches of an 8B model on an H100 (and is a run option). An interval with no request
+inside the engine is *idle* energy, kept as its own line per component.
 
 Bookkeeping holds exactly: for every component, idle + the sum over requests equals
 the counter difference between the first and last reading. A request's share of the
@@ -41,16 +44,27 @@ class EnergyAttributor:
         self._devices: dict[str, _Device] = {}
         self._energy: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.idle_j: dict[str, float] = defaultdict(float)
+        # requests inside the engine -> weight while no work is reported (prompt tokens
+        # until the first token, then 1)
+        self._in_engine: dict[str, float] = {}
         self.attributed_j: dict[str, float] = defaultdict(float)
 
     @property
     def has_energy(self) -> bool:
         return bool(self._devices)
 
+    def on_admit(self, request_id: str, prompt_tokens: int) -> None:
+        self._in_engine[request_id] = float(max(1, prompt_tokens))
+
+    def on_done(self, request_id: str) -> None:
+        self._in_engine.pop(request_id, None)
+
     def on_work(self, request_id: str, prefill_tokens: int, decode_tokens: int) -> None:
         work = decode_tokens + self.prefill_weight * prefill_tokens
         if work <= 0:
             return
+        if decode_tokens and request_id in self._in_engine:
+            self._in_engine[request_id] = 1.0
         for dev in self._devices.values():
             dev.pending[request_id] = dev.pending.get(request_id, 0.0) + work
 
@@ -66,11 +80,12 @@ class EnergyAttributor:
         delta_j = max(0.0, (s.energy_mj - dev.last_energy_mj) / 1000.0)
         dev.last_energy_mj = s.energy_mj
         dev.last_t_s = s.t_s
-        total_work = sum(dev.pending.values())
+        shares = dev.pending if dev.pending else self._in_engine
+        total_work = sum(shares.values())
         if total_work <= 0:
             self.idle_j[dev.component] += delta_j
         else:
-            for rid, work in dev.pending.items():
+            for rid, work in shares.items():
                 share = delta_j * work / total_work
                 self._energy[rid][dev.component] += share
                 self.attributed_j[dev.component] += share

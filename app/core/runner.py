@@ -307,6 +307,7 @@ class Runner:
             self._fail(req, base, t_sub, None, 0, RUN_ENDED)
             raise RequestFailed(RUN_ENDED)
         t_adm = clock.now()
+        self._attr.on_admit(req.request_id, req.prompt_tokens)
         t_first: float | None = None
         out_tokens = 0
         prompt_tokens = req.prompt_tokens
@@ -355,6 +356,7 @@ class Runner:
             raise RequestFailed(reason) from None
         finally:
             self._in_engine.pop(req.request_id, None)
+            self._attr.on_done(req.request_id)
             self._admission.release()
         self._consecutive_failures = 0
         t_end = clock.now()
