@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.core.clock import Clock
-from app.core.events import Event, StageEvent, WorkflowEvent
+from app.core.events import RUN_ENDED, Event, StageEvent, WorkflowEvent
 from engines.base import Request
 
 
@@ -220,7 +220,8 @@ async def run_workflow(
         for f in done.values():
             if f.done() and not f.cancelled():
                 f.exception()  # mark retrieved
-        reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else str(exc) or type(exc).__name__
+        reason = (RUN_ENDED if isinstance(exc, asyncio.CancelledError)
+                  else str(exc) or type(exc).__name__)
         emit(WorkflowEvent(t_s=clock.now(), workflow_id=wid, workload=spec.workload, phase="failed",
                            latency_s=clock.now() - t0, reason=reason))
         if isinstance(exc, asyncio.CancelledError):

@@ -92,6 +92,8 @@ def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
     feed(stream.header)
     for ev in stream:
         feed(ev)
+        if isinstance(ev, KnobEvent):
+            knob_changes.append(ev)
         if not keep_series:
             continue
         if isinstance(ev, Sample) and ev.component == "gpu":
@@ -100,8 +102,6 @@ def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
                 series = gpu_power.setdefault(ev.device, PowerSeries())
                 series.t_s.append(ev.t_s)
                 series.power_w.append(w)
-        elif isinstance(ev, KnobEvent):
-            knob_changes.append(ev)
     if stream.end is not None:
         feed(stream.end)
     try:
@@ -145,7 +145,7 @@ def _title(r: SessionReport) -> str:
 
 def _stage_table(r: SessionReport) -> Table:
     t = Table(title=f"{_title(r)}: per stage", title_justify="left")
-    t.add_column("stage")
+    t.add_column("stage", no_wrap=True)
     for col in ("requests", "failed", "p50 s", "p90 s", "p99 s", "TTFT p50 s", "out tokens"):
         t.add_column(col, justify="right")
     t.add_column("energy J", justify="right")
@@ -195,8 +195,10 @@ def totals_rows(s: StatsSnapshot) -> list[tuple[str, str]]:
         ("duration", _duration(s.duration_s)),
         (
             "requests",
-            f"{s.requests_finished:,} finished, {s.requests_failed:,} failed "
-            f"of {s.requests_submitted:,} submitted",
+            f"{s.requests_finished:,} finished, {s.requests_failed:,} failed"
+            + (f", {s.requests_cancelled:,} cut off by the end of the run"
+               if s.requests_cancelled else "")
+            + f" of {s.requests_submitted:,} submitted",
         ),
         ("output tokens", _i(s.output_tokens)),
         ("output tokens/s", _f(s.tokens_per_s, 1)),
@@ -211,6 +213,9 @@ def totals_rows(s: StatsSnapshot) -> list[tuple[str, str]]:
     rows.append(("J per output token", _f(s.j_per_output_token, 4)))
     if s.gpu_j_per_output_token is not None and set(s.energy_j) != {"gpu"}:
         rows.append(("GPU J per output token", _f(s.gpu_j_per_output_token, 4)))
+    if s.failure_reasons:
+        top = sorted(s.failure_reasons.items(), key=lambda kv: -kv[1])[:3]
+        rows.append(("failures", "; ".join(f"{n} x {reason}" for reason, n in top)))
     return rows
 
 
@@ -248,10 +253,17 @@ def _console() -> Console:
     return console
 
 
+def _knob(v: float | None) -> str:
+    return "unset" if v is None else f"{v:g}"
+
+
 def print_reports(reports: list[SessionReport], console: Console) -> None:
     for r in reports:
         console.print(_stage_table(r))
         console.print(_totals_table(r))
+        for k in r.knob_changes:
+            console.print(f"knob at t={k.t_s:,.1f} s: {k.knob} {_knob(k.previous)} -> "
+                          f"{_knob(k.value)} ({k.source})")
         for note in r.notes:
             console.print(f"[yellow]{note}[/yellow]")
         for w in r.warnings:

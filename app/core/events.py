@@ -14,6 +14,10 @@ from typing import Any, ClassVar, Literal
 
 SESSION_VERSION = 1
 
+#: The reason given to requests and workflows cut off by the end of the run (the
+#: duration was reached, or the run was stopped): counted apart from failures.
+RUN_ENDED = "run ended"
+
 RequestPhase = Literal["submitted", "first_token", "finished", "failed"]
 StagePhase = Literal["declared", "started", "finished", "failed"]
 WorkflowPhase = Literal["started", "finished", "failed"]

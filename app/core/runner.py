@@ -38,6 +38,7 @@ from app.core.events import (
     ErrorEvent,
     Event,
     KnobEvent,
+    RUN_ENDED,
     MarkEvent,
     RequestEvent,
     Sample,
@@ -51,7 +52,6 @@ from workloads.base import CallResult, Workload, run_workflow
 
 log = logging.getLogger(__name__)
 
-RUN_ENDED = "run ended"  # reason for requests/workflows cut off by the end of the run
 
 
 class RunError(RuntimeError):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.core.events import (
+    RUN_ENDED,
     EndEvent,
     EngineStateEvent,
     Event,
@@ -54,6 +55,7 @@ class StageStats:
     stage: str
     count: int = 0
     failed: int = 0
+    cancelled: int = 0  # cut off by the end of the run, not a failure
     latency_p50_s: float | None = None
     latency_p90_s: float | None = None
     latency_p99_s: float | None = None
@@ -73,6 +75,7 @@ class StatsSnapshot:
     requests_submitted: int = 0
     requests_finished: int = 0
     requests_failed: int = 0
+    requests_cancelled: int = 0  # cut off by the end of the run, not a failure
     requests_in_flight: int = 0
     workflows_finished: int = 0
     workflows_failed: int = 0
@@ -108,7 +111,8 @@ class StatsSnapshot:
 
 
 class _StageAcc:
-    __slots__ = ("energy", "failed", "finished", "latency", "out_tok", "prompt_tok", "tpot", "ttft")
+    __slots__ = ("cancelled", "energy", "failed", "finished", "latency", "out_tok", "prompt_tok",
+                 "tpot", "ttft")
 
     def __init__(self) -> None:
         self.latency = Quantiles()
@@ -116,6 +120,7 @@ class _StageAcc:
         self.tpot = Quantiles()
         self.finished = 0
         self.failed = 0
+        self.cancelled = 0
         self.prompt_tok = 0
         self.out_tok = 0
         self.energy: dict[str, float] = defaultdict(float)
@@ -156,7 +161,7 @@ class LiveStats:
                 self._wf_finished += 1
                 if ev.latency_s is not None:
                     self._wf_latency.add(ev.latency_s)
-            elif ev.phase == "failed":
+            elif ev.phase == "failed" and ev.reason != RUN_ENDED:
                 self._wf_failed += 1
         elif isinstance(ev, KnobEvent):
             self._knobs[ev.knob] = ev.value
@@ -205,9 +210,11 @@ class LiveStats:
                     a.ttft.add(r.ttft_s)
                 if r.tpot_s is not None:
                     a.tpot.add(r.tpot_s)
+            elif r.reason == RUN_ENDED:
+                a.cancelled += 1
             else:
                 a.failed += 1
-        if r.phase == "failed":
+        if r.phase == "failed" and r.reason != RUN_ENDED:
             self._reasons[r.reason or "unknown"] += 1
 
     # -- reading -------------------------------------------------------------
@@ -240,7 +247,8 @@ class LiveStats:
             requests_submitted=self._submitted,
             requests_finished=a.finished,
             requests_failed=a.failed,
-            requests_in_flight=max(0, self._submitted - a.finished - a.failed),
+            requests_cancelled=a.cancelled,
+            requests_in_flight=max(0, self._submitted - a.finished - a.failed - a.cancelled),
             workflows_finished=self._wf_finished,
             workflows_failed=self._wf_failed,
             workflow_latency_p50_s=self._wf_latency.q(0.5),
@@ -278,6 +286,7 @@ class LiveStats:
             stage=name,
             count=acc.finished,
             failed=acc.failed,
+            cancelled=acc.cancelled,
             latency_p50_s=acc.latency.q(0.5),
             latency_p90_s=acc.latency.q(0.9),
             latency_p99_s=acc.latency.q(0.99),

@@ -28,8 +28,10 @@ def wattflow(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         (["run", "--at", "soon:power_cap=300"], "SECONDS:KNOB=VALUE"),
         (["run", "--at", "10:voltage=3"], "unknown knob 'voltage'"),
         (["run", "--fast", "--engine", "openai"], "--fast"),
-        (["run", "-p", "variant=spiral"], "variant must be chain or mapreduce"),
-        (["run", "-p", "colour=blue"], "colour"),
+        (["run", "--workload", "sequential", "-p", "variant=spiral"],
+         "variant must be chain or mapreduce"),
+        (["run", "--workload", "sequential", "-p", "colour=blue"], "colour"),
+        (["run", "-p", "interactive_rate=-1"], "interactive_rate"),
         (["frobnicate"], "invalid choice"),
     ],
 )
