@@ -33,12 +33,12 @@ from app.core.attribution import DEFAULT_PREFILL_WEIGHT, EnergyAttributor
 from app.core.bus import EventBus
 from app.core.clock import Clock, LoopClock
 from app.core.events import (
+    RUN_ENDED,
     EndEvent,
     EngineStateEvent,
     ErrorEvent,
     Event,
     KnobEvent,
-    RUN_ENDED,
     MarkEvent,
     RequestEvent,
     Sample,
