@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="KEY=VALUE",
                    help="workload parameter, e.g. -p variant=mapreduce -p chunks=15")
     r.add_argument("--engine", default="sim", help="sim (default), vllm, openai, parrot")
+    r.add_argument("-E", "--engine-opt", action="append", type=_param, default=[],
+                   metavar="KEY=VALUE",
+                   help="engine option, e.g. -E api=chat -E timeout_s=30 -E max_num_seqs=256")
     r.add_argument("--model", default=None, help="model name or folder (engine-specific)")
     r.add_argument("--url", default=None, help="server URL for openai/parrot engines")
     r.add_argument("--gpu", dest="gpu_spec", default=None,
@@ -132,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
             gpus = [int(x) for x in args.gpus.split(",")]
         except ValueError:
             raise UsageError(f"--gpus {args.gpus!r}: expected indices like 0,1") from None
-    engine_options: dict[str, Any] = {}
+    engine_options: dict[str, Any] = dict(args.engine_opt)
     if args.model:
         engine_options["model"] = args.model
     if args.url:

@@ -34,3 +34,12 @@ def _sim() -> EngineFactory:
 
 
 register("sim", _sim)
+
+
+def _openai() -> EngineFactory:
+    from engines.openai.engine import OpenAIEngine
+
+    return OpenAIEngine.from_options
+
+
+register("openai", _openai)

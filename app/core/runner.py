@@ -495,20 +495,6 @@ class Runner:
         self.knobs = {"power_cap": self._current_power_limit(), "batch_limit": cfg.batch_limit,
                       "rate": cfg.rate if cfg.rate is not None else workload.arrival().rate_per_s,
                       "max_tokens": cfg.max_tokens}
-        if cfg.session_path is not None:
-            from app.core.session_writer import SessionRecorder
-
-            self._recorder = SessionRecorder(cfg.session_path)
-        header = self._header(workload, engine)
-        self.bus.publish(header)  # live subscribers see the configuration too
-        if self._recorder is not None:
-            from app.core.session_writer import SessionError
-
-            try:
-                self._recorder.open(header)
-            except (SessionError, OSError) as exc:
-                raise ConfigError(str(exc).splitlines()[0]) from None
-            self.bus.subscribe(self._recorder.write)
         background: list[asyncio.Task[Any]] = []
         reason, message = "failed", ""
         try:
@@ -516,6 +502,19 @@ class Runner:
                 await engine.start()
             except Exception as exc:
                 raise RunError(f"engine {cfg.engine} failed to start: {exc}") from None
+            # The header is written once the engine has started: it knows its model then.
+            header = self._header(workload, engine)
+            self.bus.publish(header)  # live subscribers see the configuration too
+            if cfg.session_path is not None:
+                from app.core.session_writer import SessionError, SessionRecorder
+
+                recorder = SessionRecorder(cfg.session_path)
+                try:
+                    recorder.open(header)
+                except (SessionError, OSError) as exc:
+                    raise ConfigError(str(exc).splitlines()[0]) from None
+                self._recorder = recorder
+                self.bus.subscribe(recorder.write)
             count_tokens = getattr(engine, "count_tokens", None)
             if callable(count_tokens):
                 # Prompts hit their token targets with the engine's own tokenizer.

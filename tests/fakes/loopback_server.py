@@ -45,6 +45,7 @@ class Behaviour:
     kv_cache_fraction: float = 0.25
     waiting: int = 3
     one_write: bool = False  # the whole stream in one write (one read for the client)
+    eof_delay_s: float = 0.0  # pause between [DONE] and the end of the chunked body
 
 
 @dataclass(slots=True)
@@ -55,6 +56,7 @@ class Seen:
     authorization: list[str | None] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
     metrics_scrapes: int = 0
+    peers: set[int] = field(default_factory=set)  # client ports: one per connection
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -155,6 +157,9 @@ class FakeOpenAIServer:
         seen.requests += 1
         number = seen.requests
         seen.authorization.append(request.headers.get("Authorization"))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            seen.peers.add(peer[1])
         body = orjson.loads(await request.read())
         if self.keep_bodies:
             seen.bodies.append(body)
@@ -216,6 +221,8 @@ class FakeOpenAIServer:
                     "prompt_tokens": prompt_tokens, "completion_tokens": total,
                     "total_tokens": prompt_tokens + total}}))
             await write(b"data: [DONE]\n\n")
+            if b.eof_delay_s:
+                await asyncio.sleep(b.eof_delay_s)
             await resp.write_eof(b"".join(held))
             return resp
         finally:

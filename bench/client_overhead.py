@@ -1,0 +1,381 @@
+"""Client overhead of the `openai` engine: requests/s and client CPU per request.
+
+A loopback server in its own process (pinned to the last CPU, so its work is not
+counted) answers every streamed completion at once: 16 tokens, a usage chunk and
+[DONE], in vLLM's SSE format. Clients, each pinned to CPU 0, keep 64 requests in
+flight with 64-token prompts:
+
+  raw       wattflow's OpenAIEngine alone (generate() consumed by 64 workers)
+  runner    the full Runner: one-call workflows, closed loop of 64, admission,
+            stats, event bus and a session file
+  vllm      `vllm bench serve`'s own request function
+            (vllm.benchmarks.lib.endpoint_request_func.async_request_openai_completions)
+            driven the way its benchmark() does (a semaphore of 64 over all requests),
+            run by a Python that has vLLM (--vllm-python)
+  guidellm  `guidellm benchmark` at concurrency 64 (--guidellm PATH to its executable)
+
+CPU is the client process's user+system time over the measured requests. GuideLLM runs
+in several processes and starts slowly, so its CPU is that of all its processes for a run
+of n requests minus a run of n/10, scaled to n (start-up cancels out).
+
+    python bench/client_overhead.py --requests 20000
+    python bench/client_overhead.py --modes raw,runner,vllm,guidellm \\
+        --vllm-python .venv-vllm/bin/python --guidellm /tmp/venv-guidellm/bin/guidellm
+
+(vLLM's client needs a Python with vLLM installed; GuideLLM 0.8: `pip install guidellm`
+in its own venv. Neither is a dependency of wattflow.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PROMPT_TOKENS = 64
+OUTPUT_TOKENS = 16
+PROMPT = " ".join(f"w{i}" for i in range(PROMPT_TOKENS))
+
+
+# -- the server ------------------------------------------------------------------------
+def _stream_body(chat: bool, per_token_writes: bool) -> list[bytes]:
+    """The SSE events of one answer (vLLM's shapes), as the server writes them."""
+    obj: dict[str, Any] = {"id": "cmpl-0", "object": "text_completion", "created": 0,
+                           "model": "bench"}
+    events: list[dict[str, Any]] = []
+    if chat:
+        obj["object"] = "chat.completion.chunk"
+        events.append({**obj, "choices": [{"index": 0, "delta": {"role": "assistant",
+                                                                "content": ""}}]})
+    for k in range(OUTPUT_TOKENS):
+        fr = "length" if k == OUTPUT_TOKENS - 1 else None
+        choice = ({"index": 0, "delta": {"content": " tok"}, "finish_reason": fr} if chat
+                  else {"index": 0, "text": " tok", "logprobs": None, "finish_reason": fr})
+        events.append({**obj, "choices": [choice], "usage": None})
+    events.append({**obj, "choices": [], "usage": {
+        "prompt_tokens": PROMPT_TOKENS, "completion_tokens": OUTPUT_TOKENS,
+        "total_tokens": PROMPT_TOKENS + OUTPUT_TOKENS}})
+    sse = [b"data: " + json.dumps(e, separators=(",", ":")).encode() + b"\n\n" for e in events]
+    sse.append(b"data: [DONE]\n\n")
+    chunks = sse if per_token_writes else [b"".join(sse)]
+    return [b"%x\r\n%s\r\n" % (len(c), c) for c in chunks]
+
+
+def serve(port: int, per_token_writes: bool) -> None:
+    """A minimal HTTP/1.1 keep-alive server: every POST gets the canned stream."""
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n")
+    answers = {chat: [head + c[0], *c[1:], b"0\r\n\r\n"]
+               for chat in (False, True) for c in [_stream_body(chat, per_token_writes)]}
+    if not per_token_writes:
+        answers = {k: [b"".join(v)] for k, v in answers.items()}
+    models = json.dumps({"object": "list", "data": [{"id": "bench", "object": "model"}]}
+                        ).encode()
+    models_resp = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n%s" % (len(models), models))
+    not_found = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+    healthy = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"  # vLLM's /health
+
+    class Handler(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.t: Any = transport
+            self.buf = b""
+
+        def data_received(self, data: bytes) -> None:
+            buf = self.buf + data if self.buf else data
+            while True:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    break
+                header = buf[:end].lower()
+                i = header.find(b"content-length:")
+                n = int(header[i + 15 : header.find(b"\r\n", i) if header.find(b"\r\n", i) > 0
+                               else None]) if i >= 0 else 0
+                if len(buf) < end + 4 + n:
+                    break
+                line = header[: header.find(b"\r\n")]
+                buf = buf[end + 4 + n :]
+                if line.startswith(b"post"):
+                    for part in answers[b"chat/completions" in line]:
+                        self.t.write(part)
+                elif b"/v1/models" in line:
+                    self.t.write(models_resp)
+                elif b"/health" in line:
+                    self.t.write(healthy)
+                else:
+                    self.t.write(not_found)
+            self.buf = buf
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Handler, "127.0.0.1", port, backlog=1024)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def _pin(cpu: int) -> None:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {cpu})
+
+
+# -- wattflow clients ----------------------------------------------------------------------
+async def _raw(url: str, n: int, concurrency: int, warmup: int) -> dict[str, Any]:
+    from app.core.clock import LoopClock
+    from engines.base import EngineContext, Request
+    from engines.openai.engine import OpenAIEngine
+
+    eng = OpenAIEngine.from_options(EngineContext(LoopClock(), lambda e: None),
+                                    {"url": url, "metrics_interval_s": 0})
+    await eng.start()
+    tokens = 0
+    failures = 0
+
+    async def worker(count: int) -> None:
+        nonlocal tokens, failures
+        for i in range(count):
+            req = Request(request_id=str(i), prompt=PROMPT, prompt_tokens=PROMPT_TOKENS,
+                          max_tokens=OUTPUT_TOKENS)
+            try:
+                async for ev in eng.generate(req):
+                    tokens += ev.decode_tokens
+            except Exception:
+                failures += 1
+
+    await asyncio.gather(*(worker(warmup // concurrency) for _ in range(concurrency)))
+    tokens = 0
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker(n // concurrency) for _ in range(concurrency)))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    await eng.stop()
+    done = (n // concurrency) * concurrency
+    return {"requests": done, "failed": failures, "tokens": tokens, "wall_s": wall, "cpu_s": cpu}
+
+
+def _runner(url: str, n: int, concurrency: int, warmup: int, session: bool) -> dict[str, Any]:
+    import engines
+    from app.core.clock import run_async
+    from app.core.runner import RunConfig, Runner
+    from engines.openai.engine import OpenAIEngine
+    from workloads.base import Arrival, Call, StageInputs, StageSpec, WorkflowSpec
+
+    if "openai" not in engines.names():
+        engines.register("openai", lambda: OpenAIEngine.from_options)
+
+    class OneCall:
+        """Workflows of one 64-token call each, `concurrency` of them at a time."""
+
+        name = "bench-one-call"
+
+        def params(self) -> dict[str, Any]:
+            return {"prompt_tokens": PROMPT_TOKENS, "max_tokens": OUTPUT_TOKENS}
+
+        def arrival(self) -> Arrival:
+            return Arrival(concurrency=concurrency)
+
+        def workflow(self, index: int, rng: random.Random) -> WorkflowSpec:
+            def build(_: StageInputs) -> list[Call]:
+                return [Call(prompt=PROMPT, prompt_tokens=PROMPT_TOKENS,
+                             max_tokens=OUTPUT_TOKENS)]
+
+            return WorkflowSpec(workflow_id=f"b{index}", workload=self.name,
+                                stages=[StageSpec(node="call", stage="call", build=build)])
+
+    def one(count: int, path: Path | None) -> tuple[dict[str, Any], float, float]:
+        cfg = RunConfig(engine="openai", engine_options={"url": url, "metrics_interval_s": 0},
+                        meters=["none"], batch_limit=concurrency, workflows=count,
+                        session_path=path)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        out = run_async(Runner(cfg, workload=OneCall()).run(), virtual=False)
+        return out.summary, time.perf_counter() - t0, time.process_time() - cpu0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        one(warmup, None)
+        path = Path(tmp) / "bench.jsonl" if session else None
+        summary, wall, cpu = one(n, path)
+        size = path.stat().st_size if path else 0
+    return {"requests": summary.get("requests_finished", n), "failed":
+            summary.get("requests_failed", 0), "tokens": summary.get("output_tokens"),
+            "wall_s": wall, "cpu_s": cpu, "session_bytes": size}
+
+
+# -- other clients -----------------------------------------------------------------------
+VLLM_DRIVER = r"""
+import asyncio, json, sys, time, os
+os.sched_setaffinity(0, {0})
+import aiohttp
+from vllm.benchmarks.lib.endpoint_request_func import (
+    RequestFuncInput, async_request_openai_completions)
+url, n, conc, warm, prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+
+async def run(session, count):
+    # As vllm/benchmarks/serve.py benchmark(): one task per request, a semaphore of
+    # max_concurrency around the request function.
+    sem = asyncio.Semaphore(conc)
+    async def limited(inp):
+        async with sem:
+            return await async_request_openai_completions(inp, session)
+    tasks = [asyncio.create_task(limited(RequestFuncInput(
+        prompt=prompt, api_url=url + "/v1/completions", prompt_len=64, output_len=16,
+        model="bench", ignore_eos=True))) for _ in range(count)]
+    return await asyncio.gather(*tasks)
+
+async def main():
+    connector = aiohttp.TCPConnector(limit=conc, limit_per_host=conc, ttl_dns_cache=300,
+                                     use_dns_cache=True, keepalive_timeout=60,
+                                     enable_cleanup_closed=True, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, trust_env=True,
+                                     timeout=aiohttp.ClientTimeout(total=6 * 60 * 60),
+                                     read_bufsize=10 * 1024**2) as s:
+        await run(s, warm)
+        c0, t0 = time.process_time(), time.perf_counter()
+        outs = await run(s, n)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    ok = [o for o in outs if o.success]
+    print(json.dumps({"requests": len(ok), "failed": n - len(ok),
+                      "tokens": sum(o.output_tokens or 0 for o in ok),
+                      "wall_s": wall, "cpu_s": cpu}))
+
+asyncio.run(main())
+"""
+
+
+def _vllm(python: str, url: str, n: int, concurrency: int, warmup: int) -> dict[str, Any]:
+    out = subprocess.run([python, "-c", VLLM_DRIVER, url, str(n), str(concurrency),
+                          str(warmup), PROMPT], capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _guidellm_once(exe: str, url: str, n: int, concurrency: int, processor: str
+                   ) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        cmd = ["taskset", "-c", "0", exe, "run",
+               "--backend", f"kind=openai_http,target={url}",
+               "--profile", f"kind=concurrent,streams={concurrency}",
+               "--constraint", f"kind=max_requests,count={n}",
+               "--data", f"kind=synthetic_text,prompt_tokens={PROMPT_TOKENS},"
+                         f"output_tokens={OUTPUT_TOKENS}",
+               "--tokenizer", f"kind=hf_auto,model={processor}",
+               "--output", f"kind=json,path={report}", "--disable-progress"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if out.returncode != 0:
+            tail = (out.stderr or out.stdout).strip().splitlines()
+            return {"error": tail[-1] if tail else "failed", "cmd": " ".join(cmd)}
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        result: dict[str, Any] = {"command_cpu_s": cpu}
+        result.update(_guidellm_report(report))
+        return result
+
+
+def _guidellm(exe: str, url: str, n: int, concurrency: int, processor: str) -> dict[str, Any]:
+    """GuideLLM's start-up (torch, transformers, worker processes) costs tens of CPU
+    seconds: run it for a few requests and for n, and count only the difference."""
+    small = _guidellm_once(exe, url, max(concurrency, n // 10), concurrency, processor)
+    big = _guidellm_once(exe, url, n, concurrency, processor)
+    if "error" in small or "error" in big or "requests" not in big or "requests" not in small:
+        return {"error": small.get("error") or big.get("error") or "no report"}
+    extra = big["requests"] - small["requests"]
+    return {"requests": big["requests"], "failed": big["failed"], "wall_s": big["wall_s"],
+            "cpu_s": (big["command_cpu_s"] - small["command_cpu_s"]) * big["requests"] / extra,
+            "command_cpu_s": big["command_cpu_s"], "small_run_requests": small["requests"]}
+
+
+def _guidellm_report(path: Path) -> dict[str, Any]:
+    """Requests and the benchmark's own duration from GuideLLM's JSON report."""
+    try:
+        data = json.loads(path.read_text())
+        bench = data["benchmarks"][0]
+        totals = bench["metrics"]["request_totals"]
+        start, end = bench["start_time"], bench["end_time"]
+        rps = bench["metrics"]["requests_per_second"]["successful"]["mean"]
+        return {"requests": totals["successful"], "failed": totals.get("errored", 0),
+                "wall_s": end - start, "reported_rps": rps}  # its own measured window
+    except (OSError, KeyError, IndexError, TypeError, ValueError) as exc:
+        return {"report_error": f"{type(exc).__name__}: {exc}"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--warmup", type=int, default=2000)
+    ap.add_argument("--modes", default="raw,runner")
+    ap.add_argument("--per-token-writes", action="store_true",
+                    help="the server writes each SSE event separately (more reads)")
+    ap.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm/bin/python"))
+    ap.add_argument("--guidellm", default="/tmp/venv-guidellm/bin/guidellm")
+    ap.add_argument("--processor", default=str(ROOT / "models/tiny-llama"))
+    ap.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve is not None:
+        _pin((os.cpu_count() or 1) - 1)
+        serve(args.serve, args.per_token_writes)
+        return
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "0"]
+        + (["--per-token-writes"] if args.per_token_writes else []),
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = f"http://127.0.0.1:{int(server.stdout.readline())}"
+        results: dict[str, dict[str, Any]] = {}
+        for mode in args.modes.split(","):
+            if mode == "raw":
+                _pin(0)
+                results[mode] = asyncio.run(_raw(url, args.requests, args.concurrency,
+                                                 args.warmup))
+            elif mode == "runner":
+                _pin(0)
+                results[mode] = _runner(url, args.requests, args.concurrency, args.warmup,
+                                        session=True)
+            elif mode == "runner-nosession":
+                _pin(0)
+                results[mode] = _runner(url, args.requests, args.concurrency, args.warmup,
+                                        session=False)
+            elif mode == "vllm":
+                results[mode] = _vllm(args.vllm_python, url, args.requests, args.concurrency,
+                                      args.warmup)
+            elif mode == "guidellm":
+                results[mode] = _guidellm(args.guidellm, url, args.requests, args.concurrency,
+                                          args.processor)
+            else:
+                raise SystemExit(f"unknown mode {mode!r}")
+            _report(mode, results[mode])
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _report(mode: str, r: dict[str, Any]) -> None:
+    if "error" in r or "requests" not in r:
+        print(f"{mode:18s} error: {r.get('error') or r.get('report_error')}", flush=True)
+        return
+    rps = r["requests"] / r["wall_s"] if r["wall_s"] else float("nan")
+    ms = 1000 * r["cpu_s"] / r["requests"] if r["requests"] else float("nan")
+    extra = {k: v for k, v in r.items() if k not in ("requests", "wall_s", "cpu_s")}
+    print(f"{mode:18s} {rps:8.0f} req/s  {ms:6.3f} ms CPU/request  "
+          f"({r['requests']} requests, {r['wall_s']:.2f} s, CPU {r['cpu_s']:.2f} s) {extra}",
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()
