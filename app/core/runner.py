@@ -103,6 +103,8 @@ class RunOutcome:
 
 class Runner:
     def __init__(self, config: RunConfig, workload: Workload | None = None) -> None:
+        if config.session_path is not None:
+            config.session_path = Path(config.session_path)
         self.config = config
         self.bus = EventBus()
         self.stats = LiveStats()
