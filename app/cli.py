@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import signal
 import sys
 import time
@@ -102,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--csv", default=None)
     rep.add_argument("--json", action="store_true")
     rep.add_argument("--plot", default=None, metavar="PNG")
+
+    from app.commands.replay import parse_speed
+
+    rp = sub.add_parser("replay", help="play a recorded session back")
+    rp.add_argument("session")
+    rp.add_argument("--speed", type=parse_speed, default=1.0,
+                    help="playback speed: 2 is twice as fast, max as fast as possible")
+    rp.add_argument("--headless", action="store_true", help="no dashboard: progress lines")
 
     ls = sub.add_parser("sessions", help="list recorded sessions")
     ls.add_argument("dir", nargs="?", default="sessions")
@@ -206,6 +215,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {
+    "replay": "app.commands.replay",
     "report": "app.commands.report",
     "sessions": "app.commands.sessions",
     "doctor": "app.commands.doctor",
@@ -230,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wattflow: interrupted", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _entry() -> NoReturn:

@@ -48,7 +48,10 @@ class HeadlessPrinter:
             self._print(progress_line(self._stats.snapshot()))
 
     def _print(self, line: str) -> None:
-        print(line, file=self._out, flush=True)
+        try:
+            print(line, file=self._out, flush=True)
+        except BrokenPipeError:
+            self._period_s = float("inf")  # the reader went away: stop printing
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
@@ -57,8 +60,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
 
     energy = summary.get("energy_j") or {}
     idle = summary.get("idle_energy_j") or {}
+    wall = f" (wall {g('wall_s'):.1f} s)" if g("wall_s") is not None else ""
     parts = [
-        f"duration {g('duration_s'):.1f} s (wall {g('wall_s'):.1f} s)",
+        f"duration {g('duration_s'):.1f} s{wall}",
         f"requests {g('requests_finished')} finished, {g('requests_failed')} failed;"
         f" workflows {g('workflows_finished')} finished",
         f"tokens {g('output_tokens')} out / {g('prompt_tokens')} in;"

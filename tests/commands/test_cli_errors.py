@@ -33,6 +33,9 @@ def wattflow(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         (["run", "--workload", "sequential", "-p", "colour=blue"], "colour"),
         (["run", "-p", "interactive_rate=-1"], "interactive_rate"),
         (["frobnicate"], "invalid choice"),
+        (["replay", "nope.jsonl", "--headless"], "nope.jsonl"),
+        (["replay", "x.jsonl", "--speed", "0"], "must be positive"),
+        (["replay", "x.jsonl", "--speed", "fast-ish"], "expected a number"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(args: list[str], needle: str, tmp_path: Path) -> None:

@@ -1,0 +1,71 @@
+"""`wattflow replay SESSION [--speed X] [--headless]`: play a recorded session back
+through the same subscribers a live run has (progress lines, live stats)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import signal
+import sys
+
+from app.core.bus import EventBus
+from app.core.replay import Replayer
+from app.core.session_reader import SessionError
+from app.core.stats import LiveStats
+from app.headless import HeadlessPrinter, summary_lines
+
+
+def parse_speed(text: str) -> float:
+    if text.lower() in ("max", "inf", "fast"):
+        return math.inf
+    try:
+        v = float(text.lower().removesuffix("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number like 2 or 0.5, or max") from None
+    if not v > 0 or math.isinf(v):
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return v
+
+
+def run(args: argparse.Namespace) -> int:
+    bus = EventBus()
+    stats = LiveStats()
+    bus.subscribe(stats.on_event)
+    try:
+        replayer = Replayer(args.session, bus, speed=args.speed)
+    except SessionError as exc:
+        print(f"wattflow: error: {exc}", file=sys.stderr)
+        return 2
+    if not args.headless:
+        print("wattflow: the dashboard is not built yet; replaying headless", file=sys.stderr)
+    bus.subscribe(HeadlessPrinter(stats).on_event)
+
+    async def main() -> bool:
+        task = asyncio.create_task(replayer.run())
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            return False
+        return True
+
+    try:
+        finished = asyncio.run(main())
+    except SessionError as exc:  # a bad line met half-way through the file
+        print(f"wattflow: error: {exc}", file=sys.stderr)
+        return 2
+    snap = stats.snapshot().to_dict()
+    end = replayer.stream.end
+    if end is not None:
+        snap["wall_s"] = end.summary.get("wall_s")
+    for line in summary_lines(snap):
+        print(line)
+    if not finished:
+        print(f"replay stopped at t={replayer.position_s:.1f} s", file=sys.stderr)
+    elif replayer.stream.truncated:
+        print("the session was cut short: its last line is incomplete (crash?)")
+    elif end is None:
+        print("no end record: the run did not close cleanly")
+    return 0
