@@ -41,7 +41,8 @@ class HeadlessPrinter:
         if isinstance(ev, KnobEvent):
             self._print(f"knob {ev.knob}: {ev.previous} -> {ev.value} ({ev.source}) at t={ev.t_s:.1f}s")
         elif isinstance(ev, ErrorEvent):
-            self._print(f"error [{ev.source}] {ev.message}")
+            level = "error" if ev.fatal else "warning"
+            self._print(f"{level} [{ev.source}] {ev.message.splitlines()[0]}")
         now = time.monotonic()
         if now - self._last >= self._period_s:
             self._last = now

@@ -133,6 +133,7 @@ class Runner:
         self._wall_t0 = 0.0
         self._config_error: str | None = None  # set when the run failed on bad input
         self._guard: Any = None  # PowerCapGuard, once a real GPU's limit was changed
+        self._meter_notes: list[str] = []  # why `--meter auto` skipped a meter
 
     # -- public API (UI, CLI, sweeps) ------------------------------------------
     @property
@@ -250,7 +251,7 @@ class Runner:
                     try:
                         m.open()
                     except MeterUnavailable as exc:
-                        log.info("meter %s unavailable: %s", n, exc)
+                        self._meter_notes.append(f"meter {n} unavailable: {exc}")
                         continue
                     out.append(m)
                 continue
@@ -517,6 +518,11 @@ class Runner:
                     raise ConfigError(str(exc).splitlines()[0]) from None
                 self._recorder = recorder
                 self.bus.subscribe(recorder.write)
+            for note in self._meter_notes:
+                self.publish(ErrorEvent(t_s=self.clock.now(), source="meters", message=note))
+            if not self._meters and "none" not in cfg.meters:
+                self.publish(ErrorEvent(t_s=self.clock.now(), source="meters",
+                                        message="no meter can read here: energy is not measured"))
             count_tokens = getattr(engine, "count_tokens", None)
             if callable(count_tokens):
                 # Prompts hit their token targets with the engine's own tokenizer.
