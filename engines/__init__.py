@@ -43,3 +43,19 @@ def _openai() -> EngineFactory:
 
 
 register("openai", _openai)
+
+
+def _transformers() -> EngineFactory:
+    from engines.transformers import TransformersEngine
+
+    return TransformersEngine.from_options
+
+
+def _parrot() -> EngineFactory:
+    from engines.parrot import ParrotEngine
+
+    return ParrotEngine.from_options
+
+
+register("transformers", _transformers)
+register("parrot", _parrot)

@@ -198,7 +198,10 @@ class LiveStats:
         if acc is None:
             acc = self._stages[r.stage] = _StageAcc()
         for a in (acc, self._all):
-            a.prompt_tok += r.prompt_tokens
+            # A failed request's prompt may never have reached the engine: only count
+            # prompts that were processed (their first token came).
+            if r.phase == "finished" or r.ttft_s is not None:
+                a.prompt_tok += r.prompt_tokens
             a.out_tok += r.output_tokens
             for comp, j in (r.energy_j or {}).items():
                 a.energy[comp] += j
