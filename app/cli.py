@@ -172,11 +172,15 @@ def _run(args: argparse.Namespace) -> int:
         session_path=session, fast=args.fast, schedule=schedule,
         request_timeout_s=args.request_timeout,
     )
-    if not args.headless:
-        print("wattflow: the dashboard is not built yet; running headless", file=sys.stderr)
+    from app.ui.terminal import has_terminal
+
+    if not args.headless and not has_terminal():
+        print("wattflow: no terminal for the dashboard; running headless", file=sys.stderr)
+        args.headless = True
     runner = Runner(config, workload)
-    printer = HeadlessPrinter(runner.stats)
-    runner.bus.subscribe(printer.on_event)
+    if args.headless:
+        printer = HeadlessPrinter(runner.stats)
+        runner.bus.subscribe(printer.on_event)
 
     async def main() -> Any:
         loop = asyncio.get_running_loop()
@@ -194,7 +198,12 @@ def _run(args: argparse.Namespace) -> int:
         return outcome, terminated
 
     try:
-        outcome, terminated = run_async(main(), virtual=args.fast)
+        if args.headless:
+            outcome, terminated = run_async(main(), virtual=args.fast)
+        else:
+            from app.ui.live import run_dashboard
+
+            outcome, terminated = run_dashboard(runner, virtual=args.fast)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     except RunError as exc:

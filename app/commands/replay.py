@@ -37,9 +37,11 @@ def run(args: argparse.Namespace) -> int:
     except SessionError as exc:
         print(f"wattflow: error: {exc}", file=sys.stderr)
         return 2
-    if not args.headless:
-        print("wattflow: the dashboard is not built yet; replaying headless", file=sys.stderr)
-    bus.subscribe(HeadlessPrinter(stats).on_event)
+    from app.ui.terminal import has_terminal
+
+    headless = args.headless or not has_terminal()
+    if headless:
+        bus.subscribe(HeadlessPrinter(stats).on_event)
 
     async def main() -> bool:
         task = asyncio.create_task(replayer.run())
@@ -52,7 +54,12 @@ def run(args: argparse.Namespace) -> int:
         return True
 
     try:
-        finished = asyncio.run(main())
+        if headless:
+            finished = asyncio.run(main())
+        else:
+            from app.ui.replay import replay_dashboard
+
+            finished = replay_dashboard(replayer, stats)
     except SessionError as exc:  # a bad line met half-way through the file
         print(f"wattflow: error: {exc}", file=sys.stderr)
         return 2

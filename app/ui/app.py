@@ -1,0 +1,255 @@
+"""The dashboard app: panels repainted from frames at 5 Hz, keys that go through the
+backend (and so through `Runner.set_knob`), and a clean stop on `q`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from typing import ClassVar
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Footer
+
+from app.core.knobs import SPECS, KnobError
+from app.ui.backends import Backend, KnobStep
+from app.ui.feed import Frame, PowerLimits, format_knob
+from app.ui.screens.knob_input import KnobInputScreen
+from app.ui.widgets.event_log import EventLog
+from app.ui.widgets.knobs_panel import KnobsPanel
+from app.ui.widgets.power_chart import PowerChart
+from app.ui.widgets.run_header import RunHeader, speed_text
+from app.ui.widgets.stage_table import StageTable
+from app.ui.widgets.totals import Totals
+
+POWER_STEP_W = 25.0
+REFRESH_HZ = 5.0
+
+
+class FrameReady(Message):
+    """A new frame to paint. Frames are whole states: a newer one replaces a stale one
+    still waiting in the queue, so a busy UI paints the latest and skips the rest."""
+
+    def __init__(self, frame: Frame) -> None:
+        super().__init__()
+        self.frame = frame
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, FrameReady)
+
+
+class RunFinished(Message):
+    """The run (or replay) has ended and its session is closed."""
+
+
+def cap_step(delta_w: float) -> KnobStep:
+    def step(before: float | None, limits: PowerLimits) -> float | None:
+        start = before if before is not None else limits.in_force_w
+        if start is None:
+            raise KnobError("power_cap: no GPU power limit is known here")
+        new = start + delta_w
+        if limits.range_w is not None:
+            new = min(max(new, limits.range_w[0]), limits.range_w[1])
+        return new if new != start or before is None else before
+
+    return step
+
+
+def batch_step(factor: float) -> KnobStep:
+    spec = SPECS["batch_limit"]
+
+    def step(before: float | None, limits: PowerLimits) -> float | None:
+        cur = int(before) if before is not None else 1
+        new = cur // 2 if factor < 1 else cur * 2
+        return int(min(max(new, spec.minimum), spec.maximum))
+
+    return step
+
+
+class DashboardApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "wattflow"
+    ENABLE_COMMAND_PALETTE = False
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("left_square_bracket", "cap(-1)", "cap -25W", key_display="["),
+        Binding("right_square_bracket", "cap(1)", "cap +25W", key_display="]"),
+        Binding("comma", "batch(0.5)", "batch ½", key_display=","),
+        Binding("full_stop", "batch(2)", "batch ×2", key_display="."),
+        Binding("k", "knob_input", "knob"),
+        Binding("m", "mark", "mark"),
+        Binding("space", "pause_play", "pause/play", key_display="space"),
+        Binding("less_than_sign", "speed(0.5)", "slower", key_display="<"),
+        Binding("greater_than_sign", "speed(2)", "faster", key_display=">"),
+        Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
+    ]
+
+    def __init__(self, backend: Backend, *, exit_on_end: bool = False,
+                 handle_signals: bool = True, refresh_hz: float = REFRESH_HZ,
+                 window_s: float = 120.0) -> None:
+        super().__init__()
+        self.backend = backend
+        self.exit_on_end = exit_on_end
+        self.handle_signals = handle_signals
+        self.refresh_hz = refresh_hz
+        self.window_s = window_s
+        self.frame: Frame | None = None
+        self.frames_painted = 0
+        self.quitting = False
+        self.terminated = False  # stopped by SIGTERM/SIGHUP (the CLI exits 1 then)
+        self.marks = 0
+        self._wall_t0 = time.monotonic()
+        self._signals: list[int] = []
+
+    # -- layout --------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        live = self.backend.mode == "live"
+        yield RunHeader(id="header")
+        with Horizontal(id="top"):
+            yield PowerChart(self.window_s, id="chart")
+            yield Totals(id="totals")
+        with Horizontal(id="middle"):
+            yield StageTable(id="stages")
+            yield KnobsPanel(live=live, id="knobs")
+        yield EventLog(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        titles = {"chart": f"GPU power, last {self.window_s:.0f} s", "totals": "totals",
+                  "stages": "stages", "knobs": "knobs", "log": "events"}
+        for wid, title in titles.items():
+            self.query_one(f"#{wid}").border_title = title
+        if self.handle_signals:
+            self._install_signals()
+        self.backend.start(self)
+        self.set_interval(1.0 / self.refresh_hz, self.backend.request_frame)
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                self._signals.append(sig)
+
+    def _on_signal(self, sig: int) -> None:
+        self.terminated = True
+        self._quit(f"stopped by {signal.Signals(sig).name}")
+
+    def on_unmount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+        self._signals.clear()
+
+    # -- Sink: called by the backend, possibly from the runner's thread ---------------
+    def frame_ready(self, frame: Frame) -> None:
+        self.post_message(FrameReady(frame))
+
+    def run_finished(self) -> None:
+        self.post_message(RunFinished())
+
+    # -- painting --------------------------------------------------------------------
+    def on_frame_ready(self, message: FrameReady) -> None:
+        self.frame = frame = message.frame
+        if not self.query(RunHeader):
+            return  # the app is closing: its panels are gone
+        self.frames_painted += 1
+        with self.batch_update():
+            self.query_one(RunHeader).show(
+                frame, mode=self.backend.mode, state=self._state(frame),
+                wall_s=time.monotonic() - self._wall_t0, speed=self.backend.speed,
+                paused=self.backend.paused)
+            self.query_one(PowerChart).show(frame)
+            self.query_one(Totals).show(frame)
+            self.query_one(StageTable).show(frame)
+            self.query_one(KnobsPanel).show(frame)
+            self.query_one(EventLog).show(frame)
+
+    def _state(self, frame: Frame) -> str:
+        if frame.ended is not None or self.backend.done:
+            if self.backend.mode == "replay":
+                return "replay finished; q to leave" if frame.ended or self.backend.done else ""
+            reason = frame.ended.reason if frame.ended else "ended"
+            return f"{reason}; q to leave"
+        if self.quitting:
+            return "stopping…"
+        if self.backend.mode == "replay":
+            return "paused" if self.backend.paused else "playing"
+        return "running" if getattr(self.backend, "ready", True) else "starting…"
+
+    def on_run_finished(self, message: RunFinished) -> None:
+        if self.quitting or self.exit_on_end:
+            self.exit()
+            return
+        what = "replay" if self.backend.mode == "replay" else "run"
+        self.notify(f"the {what} has ended; press q to leave", timeout=6)
+
+    # -- keys -------------------------------------------------------------------------
+    def _error(self, exc: Exception) -> None:
+        self.notify(str(exc).splitlines()[0], severity="error", timeout=4)
+
+    async def _step(self, name: str, step: KnobStep) -> None:
+        try:
+            before, after = await self.backend.step_knob(name, step)
+        except KnobError as exc:
+            self._error(exc)
+            return
+        if after == before:
+            self.notify(f"{name} stays at {format_knob(name, after)} (its limit)",
+                        severity="warning", timeout=3)
+
+    async def action_cap(self, direction: int) -> None:
+        await self._step("power_cap", cap_step(direction * POWER_STEP_W))
+
+    async def action_batch(self, factor: float) -> None:
+        await self._step("batch_limit", batch_step(factor))
+
+    def action_knob_input(self) -> None:
+        if self.backend.mode != "live":
+            self._error(KnobError("knobs are read-only in a replay"))
+            return
+        current = dict(self.frame.snapshot.knobs) if self.frame else {}
+        self.push_screen(KnobInputScreen(self.backend.set_knob, current))
+
+    async def action_mark(self) -> None:
+        self.marks += 1
+        try:
+            await self.backend.mark(f"m{self.marks}")
+        except KnobError as exc:
+            self.marks -= 1
+            self._error(exc)
+
+    def action_pause_play(self) -> None:
+        try:
+            paused = self.backend.toggle_pause()
+        except KnobError as exc:
+            self._error(exc)
+            return
+        self.notify("paused" if paused else "playing", timeout=1.5)
+        self.backend.request_frame()
+
+    def action_speed(self, factor: float) -> None:
+        try:
+            speed = self.backend.scale_speed(factor)
+        except KnobError as exc:
+            self._error(exc)
+            return
+        self.notify(f"speed {speed_text(speed)}", timeout=1.5)
+        self.backend.request_frame()
+
+    async def action_quit(self) -> None:
+        self._quit("quit from the dashboard")
+
+    def _quit(self, message: str) -> None:
+        if self.backend.done:
+            self.exit()
+            return
+        if not self.quitting:
+            self.quitting = True
+            self.backend.request_quit(message)
+            self.backend.request_frame()

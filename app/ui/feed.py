@@ -1,0 +1,230 @@
+"""What the dashboard paints from: the event stream digested into a `Frame`.
+
+A `Feed` drains a bus queue subscription on the loop that publishes (the runner's or
+the replay's), keeps the last two minutes of GPU power per device and a bounded
+event log, and builds a `Frame` on request: the live stats snapshot plus those.
+It never touches Textual, so it runs on the runner's thread in virtual-time runs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from app.core.bus import EventBus
+from app.core.events import (
+    RUN_ENDED,
+    EndEvent,
+    EngineStateEvent,
+    ErrorEvent,
+    Event,
+    KnobEvent,
+    MarkEvent,
+    RequestEvent,
+    Sample,
+    SessionHeader,
+)
+from app.core.knobs import SPECS
+from app.core.stats import LiveStats, StatsSnapshot
+
+HISTORY_S = 120.0
+LOG_LINES = 500
+# Large enough that the queue never compacts between two drains of the pump (each
+# compaction is a pass over the buffer), small enough to bound memory.
+QUEUE_SOFT_LIMIT = 20_000
+
+
+@dataclass(slots=True)
+class LogLine:
+    seq: int
+    t_s: float
+    level: str  # knob, mark, error, warning, note, run
+    text: str
+
+
+@dataclass(slots=True)
+class GpuTrace:
+    device: str
+    points: list[tuple[float, float]]  # (t_s, instant power W), oldest first
+    limit_w: float | None = None  # the limit in force, as the meter reads it
+    # (t_s, limit W) at each change of the limit, the one in force at the window's start
+    # first: the chart draws the cap as it was over time, not today's cap over the past
+    limit_steps: list[tuple[float, float]] = field(default_factory=list)
+    util_pct: float | None = None
+    sm_clock_mhz: float | None = None
+    temp_c: float | None = None
+
+
+@dataclass(slots=True)
+class DeviceLimits:
+    device: str
+    name: str
+    limit_w: float | None
+    range_w: tuple[float, float] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PowerLimits:
+    in_force_w: float | None
+    range_w: tuple[float, float] | None
+
+
+@dataclass(slots=True)
+class Frame:
+    now_s: float
+    snapshot: StatsSnapshot
+    header: SessionHeader | None = None
+    gpus: list[GpuTrace] = field(default_factory=list)
+    devices: list[DeviceLimits] = field(default_factory=list)
+    log: list[LogLine] = field(default_factory=list)
+    engine_state: EngineStateEvent | None = None
+    ended: EndEvent | None = None
+    events: int = 0
+    coalesced: int = 0
+
+
+def format_knob(name: str, value: float | None) -> str:
+    if value is None:
+        return "unset"
+    unit = SPECS[name].unit if name in SPECS else ""
+    text = f"{value:g}"
+    return f"{text} {unit}" if unit and unit != "/s" else f"{text}{unit}"
+
+
+def device_limits(header: SessionHeader) -> list[DeviceLimits]:
+    out: list[DeviceLimits] = []
+    for meter in header.meters:
+        for d in meter.get("devices", []):
+            if d.get("component") != "gpu":
+                continue
+            rng = d.get("power_limit_range_w")
+            out.append(DeviceLimits(
+                device=str(d.get("device", "")), name=str(d.get("name", "")),
+                limit_w=d.get("power_limit_w"),
+                range_w=(float(rng[0]), float(rng[1])) if rng else None,
+            ))
+    return out
+
+
+class Feed:
+    def __init__(self, bus: EventBus, stats: LiveStats, history_s: float = HISTORY_S) -> None:
+        self._sub = bus.subscribe_queue(soft_limit=QUEUE_SOFT_LIMIT)
+        self._stats = stats
+        self.history_s = history_s
+        self.header: SessionHeader | None = None
+        self.devices: list[DeviceLimits] = []
+        self.ended: EndEvent | None = None
+        self.engine_state: EngineStateEvent | None = None
+        self._power: dict[str, deque[tuple[float, float]]] = {}
+        self._limits: dict[str, deque[tuple[float, float]]] = {}
+        self._last: dict[str, Sample] = {}
+        self._log: deque[LogLine] = deque(maxlen=LOG_LINES)
+        self._seq = 0
+        self._failure_reasons: set[str] = set()
+        self.events = 0
+
+    # -- draining (on the publishing loop) ---------------------------------------
+    async def pump(self) -> None:
+        """Digest everything the bus delivers until it closes."""
+        while True:
+            batch = await self._sub.get_batch()
+            if not batch:
+                return
+            for ev in batch:
+                self.digest(ev)
+
+    def close(self) -> None:
+        self._sub.close()
+
+    def log(self, t_s: float, level: str, text: str) -> None:
+        self._seq += 1
+        self._log.append(LogLine(self._seq, t_s, level, text))
+
+    def digest(self, ev: Event) -> None:
+        self.events += 1
+        if isinstance(ev, Sample):
+            self._on_sample(ev)
+        elif isinstance(ev, RequestEvent):
+            # One line per distinct failure reason: the totals panel counts them all.
+            if ev.phase == "failed" and ev.reason != RUN_ENDED:
+                reason = ev.reason or "unknown"
+                if reason not in self._failure_reasons:
+                    self._failure_reasons.add(reason)
+                    self.log(ev.t_s, "warning", f"request failed: {reason}")
+        elif isinstance(ev, EngineStateEvent):
+            if ev.source != "client":
+                self.engine_state = ev
+            if ev.note:
+                self.log(ev.t_s, "note", f"[{ev.source}] {ev.note}")
+        elif isinstance(ev, KnobEvent):
+            before = format_knob(ev.knob, ev.previous)
+            self.log(ev.t_s, "knob",
+                     f"{ev.knob} {before} → {format_knob(ev.knob, ev.value)} ({ev.source})")
+        elif isinstance(ev, MarkEvent):
+            self.log(ev.t_s, "mark", f"mark: {ev.label}")
+        elif isinstance(ev, ErrorEvent):
+            first = ev.message.splitlines()[0] if ev.message else ""
+            if ev.fatal and "Traceback" in first:
+                # The runner records a crash as the whole traceback: show its last line.
+                lines = [x for x in ev.message.splitlines() if x.strip()]
+                first = lines[-1] if lines else first
+            self.log(ev.t_s, "error" if ev.fatal else "warning", f"[{ev.source}] {first}")
+        elif isinstance(ev, SessionHeader):
+            self.header = ev
+            self.devices = device_limits(ev)
+            model = ev.engine.get("model") or "?"
+            self.log(0.0, "run", f"session {ev.name or '(unnamed)'}: engine"
+                     f" {ev.engine.get('name', '?')} ({model}), workload"
+                     f" {ev.workload.get('name', '?')}, {ev.clock} clock")
+        elif isinstance(ev, EndEvent):
+            self.ended = ev
+            msg = ev.summary.get("message") or ""
+            self.log(ev.t_s, "run", f"run ended: {ev.reason}" + (f" ({msg})" if msg else ""))
+
+    def _on_sample(self, s: Sample) -> None:
+        if s.component != "gpu":
+            return
+        self._last[s.device] = s
+        horizon = s.t_s - self.history_s - 1.0
+        if s.power_limit_w is not None:
+            steps = self._limits.setdefault(s.device, deque())
+            if not steps or steps[-1][1] != s.power_limit_w:
+                steps.append((s.t_s, s.power_limit_w))
+            while len(steps) > 1 and steps[1][0] < horizon:
+                steps.popleft()
+        if s.power_w is None:
+            return
+        trace = self._power.get(s.device)
+        if trace is None:
+            trace = self._power[s.device] = deque()
+        trace.append((s.t_s, s.power_w))
+        while trace and trace[0][0] < horizon:
+            trace.popleft()
+
+    # -- reading (on the publishing loop) -------------------------------------------
+    def power_limits(self) -> PowerLimits:
+        """The GPU limit in force (what an unset power_cap means) and the range every
+        GPU accepts, from the latest readings and the session header."""
+        limits = [s.power_limit_w for s in self._last.values() if s.power_limit_w is not None]
+        limits += [d.limit_w for d in self.devices if d.limit_w is not None]
+        ranges = [d.range_w for d in self.devices if d.range_w is not None]
+        rng = (max(r[0] for r in ranges), min(r[1] for r in ranges)) if ranges else None
+        return PowerLimits(limits[0] if limits else None, rng)
+
+    def frame(self, now_s: float) -> Frame:
+        gpus = []
+        for dev in sorted(self._power.keys() | self._last.keys()):
+            last = self._last.get(dev)
+            gpus.append(GpuTrace(
+                device=dev, points=list(self._power.get(dev, ())),
+                limit_w=last.power_limit_w if last else None,
+                limit_steps=list(self._limits.get(dev, ())),
+                util_pct=last.util_pct if last else None,
+                sm_clock_mhz=last.sm_clock_mhz if last else None,
+                temp_c=last.temp_c if last else None,
+            ))
+        return Frame(
+            now_s=now_s, snapshot=self._stats.snapshot(), header=self.header, gpus=gpus,
+            devices=list(self.devices), log=list(self._log), engine_state=self.engine_state,
+            ended=self.ended, events=self.events, coalesced=self._sub.coalesced,
+        )
