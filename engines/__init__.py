@@ -59,3 +59,12 @@ def _parrot() -> EngineFactory:
 
 register("transformers", _transformers)
 register("parrot", _parrot)
+
+
+def _vllm() -> EngineFactory:
+    from engines.vllm.engine import VLLMEngine
+
+    return VLLMEngine.from_options
+
+
+register("vllm", _vllm)

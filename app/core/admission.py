@@ -3,6 +3,7 @@
 Raising the limit releases waiting requests at once; lowering it never interrupts a
 running request: it takes effect as requests finish (no new one is admitted until
 in-flight drops below the new limit). Waiters are served first come, first served.
+`pause()` admits nobody until `resume()` (an engine restart drains behind it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ class Admission:
             raise ValueError("batch limit must be at least 1")
         self._limit = limit
         self._in_flight = 0
+        self._paused = False
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
@@ -37,8 +39,15 @@ class Admission:
         self._limit = limit
         self._wake()
 
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._wake()
+
     async def acquire(self) -> None:
-        if self._in_flight < self._limit and not self._waiters:
+        if self._in_flight < self._limit and not self._waiters and not self._paused:
             self._in_flight += 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -59,7 +68,7 @@ class Admission:
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiters and self._in_flight < self._limit:
+        while self._waiters and self._in_flight < self._limit and not self._paused:
             fut = self._waiters.popleft()
             if fut.done():
                 continue

@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass
 
-KNOB_NAMES = ("power_cap", "batch_limit", "rate", "max_tokens")
+KNOB_NAMES = ("power_cap", "batch_limit", "rate", "max_tokens", "max_num_seqs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,9 @@ SPECS: dict[str, KnobSpec] = {
     "batch_limit": KnobSpec("batch_limit", "", True, 1, 65536, "requests in flight at most"),
     "rate": KnobSpec("rate", "/s", False, 0.0, 1e6, "workflow arrivals per second (0: closed loop)"),
     "max_tokens": KnobSpec("max_tokens", "tok", True, 1, 1_000_000, "cap on output tokens per call"),
+    # The engine's own batch size: changing it drains and restarts the engine.
+    "max_num_seqs": KnobSpec("max_num_seqs", "", True, 1, 65536,
+                             "the engine's own max_num_seqs (drain, restart, resume)"),
 }
 
 

@@ -134,6 +134,7 @@ class Runner:
         self._config_error: str | None = None  # set when the run failed on bad input
         self._guard: Any = None  # PowerCapGuard, once a real GPU's limit was changed
         self._meter_notes: list[str] = []  # why `--meter auto` skipped a meter
+        self._restarting: asyncio.Task[None] | None = None  # a max_num_seqs restart
 
     # -- public API (UI, CLI, sweeps) ------------------------------------------
     @property
@@ -154,6 +155,9 @@ class Runner:
         Raises knobs.KnobError (one line) for a bad name or value."""
         v = knobmod.validate(name, value)
         previous = self.knobs.get(name)
+        if name == "max_num_seqs":
+            self._start_restart(int(v or 1), previous, source)
+            return
         if name == "power_cap":
             self._apply_power_cap(v)
         elif name == "batch_limit":
@@ -164,6 +168,40 @@ class Runner:
             self._knob_changed.set()
         self.publish(KnobEvent(t_s=self.clock.now(), knob=name, value=v, previous=previous,
                                source=source))
+
+    def _start_restart(self, n: int, previous: float | None, source: str) -> None:
+        restart = getattr(self._engine, "restart", None)
+        if not callable(restart):
+            raise knobmod.KnobError(f"engine {self.config.engine} cannot change max_num_seqs")
+        if self._restarting is not None and not self._restarting.done():
+            raise knobmod.KnobError("max_num_seqs: a restart is already under way")
+        self._restarting = asyncio.create_task(self._restart_engine(restart, n, previous, source))
+
+    async def _restart_engine(self, restart: Callable[[int], Any], n: int,
+                              previous: float | None, source: str) -> None:
+        """Drain (admit nobody, let requests inside the engine finish), restart the
+        engine with its new max_num_seqs, resume admission. Recorded as events."""
+        self._admission.pause()
+        self.publish(EngineStateEvent(t_s=self.clock.now(), source="client",
+                                      note=f"draining to restart with max_num_seqs={n}"))
+        try:
+            in_engine = list(self._in_engine.values())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.drain_timeout_s):
+                    await asyncio.gather(*in_engine, return_exceptions=True)
+            if self._in_engine:
+                raise EngineError(f"{len(self._in_engine)} requests did not finish within "
+                                  f"{self.config.drain_timeout_s:g} s")
+            await restart(n)
+        except EngineError as exc:
+            self.publish(ErrorEvent(t_s=self.clock.now(), source="engine",
+                                    message=f"max_num_seqs={n}: {exc}".splitlines()[0]))
+            return
+        finally:
+            self._admission.resume()
+        self.knobs["max_num_seqs"] = n
+        self.publish(KnobEvent(t_s=self.clock.now(), knob="max_num_seqs", value=n,
+                               previous=previous, source=source))
 
     def mark(self, label: str) -> None:
         self.publish(MarkEvent(t_s=self.clock.now(), label=label))
@@ -497,7 +535,8 @@ class Runner:
         self._meters = self._make_meters(engine)
         self.knobs = {"power_cap": self._current_power_limit(), "batch_limit": cfg.batch_limit,
                       "rate": cfg.rate if cfg.rate is not None else workload.arrival().rate_per_s,
-                      "max_tokens": cfg.max_tokens}
+                      "max_tokens": cfg.max_tokens,
+                      "max_num_seqs": engine.info().max_num_seqs}
         background: list[asyncio.Task[Any]] = []
         reason, message = "failed", ""
         try:
@@ -571,6 +610,8 @@ class Runner:
                                     message="".join(traceback.format_exception(exc))))
             await self._drain(graceful=False)
         finally:
+            if self._restarting is not None:
+                background.append(self._restarting)
             for t in background:
                 t.cancel()
             await asyncio.gather(*background, return_exceptions=True)

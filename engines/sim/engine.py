@@ -179,6 +179,17 @@ class SimEngine:
         self.sched.clear()  # counters stay readable after the run
         self.twin.mem_used_mib = 500.0
 
+    async def restart(self, max_num_seqs: int) -> None:
+        """Change the engine's own max_num_seqs, as a real engine would by restarting
+        (the caller drains first). The twin keeps its clock, meter and prefix cache."""
+        if isinstance(max_num_seqs, bool) or not isinstance(max_num_seqs, int) or max_num_seqs < 1:
+            raise SimOptionError(f"max_num_seqs must be a whole number >= 1, not {max_num_seqs!r}")
+        if self.sched.running or self.sched.waiting:
+            raise EngineError("restart needs a drained engine: requests are still inside")
+        self.sched.max_num_seqs = max_num_seqs
+        self.ctx.emit(EngineStateEvent(t_s=self.ctx.clock.now(), source="engine",
+                                       note=f"restarted with max_num_seqs={max_num_seqs}"))
+
     def info(self) -> EngineInfo:
         t = self.twin
         return EngineInfo(

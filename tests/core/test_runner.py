@@ -227,3 +227,36 @@ def test_stop_request_closes_run_as_interrupted() -> None:
     assert out.reason == "interrupted"
     assert events[-1].kind == "end"
     assert out.summary["duration_s"] < 5.0
+
+
+def test_max_num_seqs_is_a_drain_restart_resume_recorded_as_events() -> None:
+    from app.core.events import EngineStateEvent
+
+    cfg = RunConfig(workload="sequential",
+                    workload_params={"variant": "mapreduce", "chunks": 16, "output_tokens": 100},
+                    engine="sim", meters=["sim"], batch_limit=16, workflows=2,
+                    schedule=[knobs.parse_at("0.5:max_num_seqs=4")])
+    runner, events, out = _run(cfg)
+    assert out.reason == "completed"
+    engine: Any = runner._engine
+    assert engine.info().max_num_seqs == 4
+    change = [e for e in events if isinstance(e, KnobEvent) and e.knob == "max_num_seqs"]
+    assert [(e.previous, e.value, e.source) for e in change] == [(1024, 4, "schedule")]
+    notes = [e.note for e in events if isinstance(e, EngineStateEvent) and e.note]
+    assert any("draining" in n for n in notes) and "restarted with max_num_seqs=4" in notes
+    # Nothing was admitted while the engine drained: every request admitted after the
+    # drain began started after the restart.
+    t_restart = change[0].t_s
+    admitted_during = [e for e in events if isinstance(e, RequestEvent)
+                       and e.phase == "first_token" and 0.5 < e.t_s < t_restart
+                       and e.t_s - (e.ttft_s or 0) > 0.5]
+    assert admitted_during == []
+
+
+def test_max_num_seqs_on_an_engine_that_cannot_restart_is_refused() -> None:
+    async def during(runner: Runner) -> None:
+        await asyncio.sleep(0.01)
+        with pytest.raises(knobs.KnobError, match="cannot change max_num_seqs"):
+            runner.set_knob("max_num_seqs", 8)
+
+    _run(_cfg(workflows=1), during)

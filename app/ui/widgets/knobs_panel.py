@@ -1,4 +1,4 @@
-"""The four knobs with their current values, units, ranges and keys."""
+"""The knobs with their current values, units, ranges and keys."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from textual.widgets import Static
 from app.core.knobs import KNOB_NAMES
 from app.ui.feed import Frame, format_knob
 
-KEYS = {"power_cap": "[ ]", "batch_limit": ", .", "rate": "k", "max_tokens": "k"}
+KEYS = {"power_cap": "[ ]", "batch_limit": ", .", "rate": "k", "max_tokens": "k",
+        "max_num_seqs": "k"}
 
 
 def knob_range(frame: Frame, name: str) -> str:
@@ -19,7 +20,8 @@ def knob_range(frame: Frame, name: str) -> str:
         if ranges:
             return f"{min(r[0] for r in ranges):g}-{max(r[1] for r in ranges):g} W"
         return "not settable" if frame.header is not None else ""
-    return {"batch_limit": "1-65536", "rate": "per s", "max_tokens": "per call"}[name]
+    return {"batch_limit": "1-65536", "rate": "per s", "max_tokens": "per call",
+            "max_num_seqs": "restart"}[name]
 
 
 def knobs_table(frame: Frame, *, live: bool) -> Group:
@@ -39,6 +41,8 @@ def knobs_table(frame: Frame, *, live: bool) -> Group:
             shown = "closed loop"
         elif name == "max_tokens" and value is None:
             shown = "workload's"
+        elif name == "max_num_seqs" and value is None:
+            shown = "-"
         t.add_row(name, shown, KEYS[name] if live else "", knob_range(frame, name))
     if live:
         note = Text.assemble(("\n[ ]", "#4fc3f7"), (" cap ±25 W   ", "dim"), (", .", "#4fc3f7"),
