@@ -186,9 +186,9 @@ class Runner:
                                       note=f"draining to restart with max_num_seqs={n}"))
         try:
             in_engine = list(self._in_engine.values())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.drain_timeout_s):
-                    await asyncio.gather(*in_engine, return_exceptions=True)
+            if in_engine:
+                # asyncio.wait, not gather: a timeout must not cancel the requests.
+                await asyncio.wait(in_engine, timeout=self.config.drain_timeout_s)
             if self._in_engine:
                 raise EngineError(f"{len(self._in_engine)} requests did not finish within "
                                   f"{self.config.drain_timeout_s:g} s")
@@ -633,10 +633,8 @@ class Runner:
         if self._knob_changed is not None:
             self._knob_changed.set()
         if graceful and self._in_engine:
-            in_engine = list(self._in_engine.values())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.drain_timeout_s):
-                    await asyncio.gather(*in_engine, return_exceptions=True)
+            await asyncio.wait(list(self._in_engine.values()),
+                               timeout=self.config.drain_timeout_s)
         for t in list(self._active):
             t.cancel()
         await asyncio.gather(*list(self._active), return_exceptions=True)
