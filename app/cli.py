@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--meter", action="append", default=None,
                    help="auto (default), sim, nvml, rapl or none; repeatable")
     r.add_argument("--gpus", default=None, help="GPU indices to measure, e.g. 0,1")
+    r.add_argument("--poll-interval", type=_positive(float), default=None, metavar="SECONDS",
+                   help="meter polling interval (default: each meter's, e.g. 0.05 s for NVML)")
     r.add_argument("--batch-limit", type=_positive(int), default=64,
                    help="requests in flight at most (default 64)")
     r.add_argument("--power-cap", type=_positive(float), default=None, help="GPU power cap, W")
@@ -170,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
         allow_power_cap=args.allow_power_cap, max_tokens=args.max_tokens, rate=args.rate,
         duration_s=args.duration, workflows=args.workflows, seed=args.seed,
         session_path=session, fast=args.fast, schedule=schedule,
-        request_timeout_s=args.request_timeout,
+        request_timeout_s=args.request_timeout, poll_interval_s=args.poll_interval,
     )
     from app.ui.terminal import has_terminal
 

@@ -90,6 +90,7 @@ class RunConfig:
     request_timeout_s: float | None = None
     max_consecutive_failures: int = 20
     prefill_weight: float = DEFAULT_PREFILL_WEIGHT
+    poll_interval_s: float | None = None  # None: each meter's own (matched to the hardware)
 
 
 @dataclass(slots=True)
@@ -276,6 +277,8 @@ class Runner:
         names = list(self.config.meters)
         out: list[Meter] = []
         opts: dict[str, Any] = {"engine": engine, "gpus": self.config.gpus}
+        if self.config.poll_interval_s is not None:
+            opts["poll_interval_s"] = self.config.poll_interval_s
         for name in names:
             if name == "none":
                 continue
@@ -566,7 +569,8 @@ class Runner:
             if callable(count_tokens):
                 # Prompts hit their token targets with the engine's own tokenizer.
                 workloads.text.set_tokenizer(count_tokens)
-            self._poller = MeterPoller(self._meters, self.clock, self.publish)
+            self._poller = MeterPoller(self._meters, self.clock, self.publish,
+                                       interval_s=cfg.poll_interval_s)
             self._poller.start()
             await asyncio.sleep(0)  # let the poller take its baseline reading
             if cfg.power_cap_w is not None:
