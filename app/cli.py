@@ -54,51 +54,76 @@ def _param(text: str) -> tuple[str, Any]:
     return key.strip().replace("-", "_"), value
 
 
+def _grid(text: str) -> tuple[str, list[float | None]]:
+    from app.core import knobs as knobmod
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KNOB=V1,V2,...")
+    name, values = text.split("=", 1)
+    try:
+        parsed = [knobmod.parse_value(name.strip(), v) for v in values.split(",")]
+    except knobmod.KnobError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name.strip(), parsed
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workload", default="composite",
+                   help="composite (default), sequential, interactive, agentic, or FILE.toml"
+                        " (docs/workflows.md)")
+    p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="KEY=VALUE",
+                   help="workload parameter, e.g. -p variant=mapreduce -p chunks=15")
+    p.add_argument("--engine", default="sim", help="sim (default), vllm, openai, parrot")
+    p.add_argument("-E", "--engine-opt", action="append", type=_param, default=[],
+                   metavar="KEY=VALUE",
+                   help="engine option, e.g. -E api=chat -E timeout_s=30 -E max_num_seqs=256")
+    p.add_argument("--model", default=None, help="model name or folder (engine-specific)")
+    p.add_argument("--url", default=None, help="server URL for openai/parrot engines")
+    p.add_argument("--gpu", dest="gpu_spec", default=None,
+                   help="simulated GPU for the sim engine: h100 (default) or a100")
+    p.add_argument("--meter", action="append", default=None,
+                   help="auto (default), sim, nvml, rapl or none; repeatable")
+    p.add_argument("--gpus", default=None, help="GPU indices to measure, e.g. 0,1")
+    p.add_argument("--poll-interval", type=_positive(float), default=None, metavar="SECONDS",
+                   help="meter polling interval (default: each meter's, e.g. 0.05 s for NVML)")
+    p.add_argument("--batch-limit", type=_positive(int), default=64,
+                   help="requests in flight at most (default 64)")
+    p.add_argument("--power-cap", type=_positive(float), default=None, help="GPU power cap, W")
+    p.add_argument("--allow-power-cap", action="store_true",
+                   help="allow changing a real GPU's power limit (restored at exit)")
+    p.add_argument("--max-tokens", type=_positive(int), default=None,
+                   help="cap on output tokens per call")
+    p.add_argument("--rate", type=_positive(float), default=None,
+                   help="workflow arrivals per second (default: the workload's own)")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--duration", type=_positive(float), default=None, help="seconds to run")
+    stop.add_argument("--workflows", type=_positive(int), default=None,
+                      help="number of workflows to run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--session", default=None, help="session file (default sessions/NAME.jsonl)")
+    p.add_argument("--headless", action="store_true", help="no dashboard: progress lines")
+    p.add_argument("--fast", action="store_true",
+                   help="virtual time: as fast as the machine allows (sim engine only)")
+    p.add_argument("--at", action="append", default=[], metavar="SECONDS:KNOB=VALUE",
+                   help="change a knob mid-run, e.g. --at 60:power_cap=300; repeatable")
+    p.add_argument("--request-timeout", type=_positive(float), default=None,
+                   help="seconds before a request is failed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="wattflow", description=__doc__)
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     r = sub.add_parser("run", help="run a workload against an engine, measured and recorded")
-    r.add_argument("--workload", default="composite",
-                   help="composite (default), sequential, interactive, agentic, or FILE.toml"
-                        " (docs/workflows.md)")
-    r.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="KEY=VALUE",
-                   help="workload parameter, e.g. -p variant=mapreduce -p chunks=15")
-    r.add_argument("--engine", default="sim", help="sim (default), vllm, openai, parrot")
-    r.add_argument("-E", "--engine-opt", action="append", type=_param, default=[],
-                   metavar="KEY=VALUE",
-                   help="engine option, e.g. -E api=chat -E timeout_s=30 -E max_num_seqs=256")
-    r.add_argument("--model", default=None, help="model name or folder (engine-specific)")
-    r.add_argument("--url", default=None, help="server URL for openai/parrot engines")
-    r.add_argument("--gpu", dest="gpu_spec", default=None,
-                   help="simulated GPU for the sim engine: h100 (default) or a100")
-    r.add_argument("--meter", action="append", default=None,
-                   help="auto (default), sim, nvml, rapl or none; repeatable")
-    r.add_argument("--gpus", default=None, help="GPU indices to measure, e.g. 0,1")
-    r.add_argument("--poll-interval", type=_positive(float), default=None, metavar="SECONDS",
-                   help="meter polling interval (default: each meter's, e.g. 0.05 s for NVML)")
-    r.add_argument("--batch-limit", type=_positive(int), default=64,
-                   help="requests in flight at most (default 64)")
-    r.add_argument("--power-cap", type=_positive(float), default=None, help="GPU power cap, W")
-    r.add_argument("--allow-power-cap", action="store_true",
-                   help="allow changing a real GPU's power limit (restored at exit)")
-    r.add_argument("--max-tokens", type=_positive(int), default=None,
-                   help="cap on output tokens per call")
-    r.add_argument("--rate", type=_positive(float), default=None,
-                   help="workflow arrivals per second (default: the workload's own)")
-    stop = r.add_mutually_exclusive_group()
-    stop.add_argument("--duration", type=_positive(float), default=None, help="seconds to run")
-    stop.add_argument("--workflows", type=_positive(int), default=None,
-                      help="number of workflows to run")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--session", default=None, help="session file (default sessions/NAME.jsonl)")
-    r.add_argument("--headless", action="store_true", help="no dashboard: progress lines")
-    r.add_argument("--fast", action="store_true",
-                   help="virtual time: as fast as the machine allows (sim engine only)")
-    r.add_argument("--at", action="append", default=[], metavar="SECONDS:KNOB=VALUE",
-                   help="change a knob mid-run, e.g. --at 60:power_cap=300; repeatable")
-    r.add_argument("--request-timeout", type=_positive(float), default=None,
-                   help="seconds before a request is failed")
+    _add_run_arguments(r)
+
+    sw = sub.add_parser("sweep", help="run a grid of knob values headless, one session each")
+    _add_run_arguments(sw)
+    sw.add_argument("--grid", action="append", type=_grid, default=[], metavar="KNOB=V1,V2,...",
+                    help="knob values to sweep, e.g. --grid batch_limit=1,4,16,64"
+                         " --grid power_cap=700,450; repeatable (the product is run)")
+    sw.add_argument("--dir", default=None,
+                    help="folder for the sessions (default sessions/sweep-TIMESTAMP)")
 
     rep = sub.add_parser("report", help="tables of a recorded session (or compare several)")
     rep.add_argument("sessions", nargs="+")
@@ -127,11 +152,10 @@ def _default_session_path(workload: str, engine: str) -> Path:
     return Path("sessions") / f"{stem}-{engine}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
 
 
-def _run(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
+    """RunConfig and workload from `run`/`sweep` arguments; UsageError for bad input."""
     from app.core import knobs as knobmod
-    from app.core.clock import run_async
-    from app.core.runner import ConfigError, RunConfig, RunError, Runner
-    from app.headless import HeadlessPrinter, summary_lines
+    from app.core.runner import RunConfig
     from workloads import WorkloadError, create
 
     if args.fast and args.engine != "sim":
@@ -153,8 +177,6 @@ def _run(args: argparse.Namespace) -> int:
         engine_options["url"] = args.url
     if args.gpu_spec:
         engine_options["gpu"] = args.gpu_spec
-    session = Path(args.session) if args.session else _default_session_path(args.workload,
-                                                                             args.engine)
     if session.exists():
         raise UsageError(f"session file {session} already exists")
     try:
@@ -174,15 +196,14 @@ def _run(args: argparse.Namespace) -> int:
         session_path=session, fast=args.fast, schedule=schedule,
         request_timeout_s=args.request_timeout, poll_interval_s=args.poll_interval,
     )
-    from app.ui.terminal import has_terminal
+    return config, workload
 
-    if not args.headless and not has_terminal():
-        print("wattflow: no terminal for the dashboard; running headless", file=sys.stderr)
-        args.headless = True
-    runner = Runner(config, workload)
-    if args.headless:
-        printer = HeadlessPrinter(runner.stats)
-        runner.bus.subscribe(printer.on_event)
+
+def _execute(runner: Any, *, headless: bool, fast: bool) -> tuple[Any, bool]:
+    """Run to the end under the dashboard or headless. Ctrl-C, SIGTERM and SIGHUP stop
+    the run cleanly; returns (outcome, whether a termination signal stopped it)."""
+    from app.core.clock import run_async
+    from app.core.runner import ConfigError, RunError
 
     async def main() -> Any:
         loop = asyncio.get_running_loop()
@@ -200,28 +221,110 @@ def _run(args: argparse.Namespace) -> int:
         return outcome, terminated
 
     try:
-        if args.headless:
-            outcome, terminated = run_async(main(), virtual=args.fast)
+        if headless:
+            result: tuple[Any, bool] = run_async(main(), virtual=fast)
         else:
             from app.ui.live import run_dashboard
 
-            outcome, terminated = run_dashboard(runner, virtual=args.fast)
+            result = run_dashboard(runner, virtual=fast)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     except RunError as exc:
-        print(f"wattflow: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    if outcome.config_error:
-        raise UsageError(outcome.message)
-    for line in summary_lines(outcome.summary):
-        print(line)
-    print(f"session: {outcome.session_path}")
+        raise _RunFailed(str(exc)) from None
+    if result[0].config_error:
+        raise UsageError(result[0].message)
+    return result
+
+
+class _RunFailed(Exception):
+    """The run could not start (one line, exit 1)."""
+
+
+def _exit_code(outcome: Any, terminated: bool) -> int:
     if outcome.reason == "failed":
         print(f"wattflow: run failed: {outcome.message}", file=sys.stderr)
         return EXIT_FAILED
     if outcome.reason == "interrupted":
         print(f"wattflow: {outcome.message}; session closed", file=sys.stderr)
         return EXIT_FAILED if terminated else EXIT_OK
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from app.core.runner import Runner
+    from app.headless import HeadlessPrinter, summary_lines
+    from app.ui.terminal import has_terminal
+
+    session = Path(args.session) if args.session else _default_session_path(args.workload,
+                                                                             args.engine)
+    config, workload = _config(args, session)
+    if not args.headless and not has_terminal():
+        print("wattflow: no terminal for the dashboard; running headless", file=sys.stderr)
+        args.headless = True
+    runner = Runner(config, workload)
+    if args.headless:
+        runner.bus.subscribe(HeadlessPrinter(runner.stats).on_event)
+    try:
+        outcome, terminated = _execute(runner, headless=args.headless, fast=args.fast)
+    except _RunFailed as exc:
+        print(f"wattflow: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in summary_lines(outcome.summary):
+        print(line)
+    print(f"session: {outcome.session_path}")
+    return _exit_code(outcome, terminated)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """Every combination of the --grid values, one headless run and session each, then
+    a comparison table. Stops at the first point that was interrupted or failed."""
+    import itertools
+
+    from app.commands.report import analyse, comparison_table, make_console
+    from app.core.runner import Runner
+
+    if not args.grid:
+        raise UsageError("sweep needs at least one --grid KNOB=V1,V2,...")
+    if args.duration is None and args.workflows is None:
+        raise UsageError("sweep needs --duration or --workflows for each point")
+    names = [name for name, _ in args.grid]
+    if len(set(names)) != len(names):
+        raise UsageError("each knob may appear in one --grid only")
+    folder = Path(args.dir) if args.dir else (
+        Path("sessions") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    points = list(itertools.product(*(values for _, values in args.grid)))
+    paths: list[Path] = []
+    for i, values in enumerate(points, 1):
+        label = "-".join(f"{n}={'none' if v is None else f'{v:g}'}" for n, v in zip(names, values,
+                                                                                      strict=True))
+        config, workload = _config(args, folder / f"{label}.jsonl")
+        for name, value in zip(names, values, strict=True):
+            if name == "batch_limit":
+                config.batch_limit = int(value or 1)
+            elif name == "power_cap":
+                config.power_cap_w = value
+            elif name == "rate":
+                config.rate = value
+            elif name == "max_tokens":
+                config.max_tokens = None if value is None else int(value)
+            elif name == "max_num_seqs":
+                config.engine_options["max_num_seqs"] = int(value or 1)
+        print(f"[{i}/{len(points)}] {label}", flush=True)
+        try:
+            outcome, terminated = _execute(Runner(config, workload), headless=True, fast=args.fast)
+        except _RunFailed as exc:
+            print(f"wattflow: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        paths.append(folder / f"{label}.jsonl")
+        s = outcome.summary
+        tps, jpt = s.get("tokens_per_s"), s.get("j_per_output_token")
+        print(f"    {s.get('requests_finished')} requests, "
+              f"{'-' if tps is None else f'{tps:.1f}'} tok/s, "
+              f"{'-' if jpt is None else f'{jpt:.4f}'} J/token", flush=True)
+        if outcome.reason != "completed":
+            return _exit_code(outcome, terminated)
+    make_console().print(comparison_table([analyse(p) for p in paths]))
+    print(f"sessions: {folder}")
     return EXIT_OK
 
 
@@ -243,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "sweep":
+            return _sweep(args)
         module = importlib.import_module(_COMMANDS[args.command])
         return int(module.run(args))
     except UsageError as exc:

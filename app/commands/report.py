@@ -228,7 +228,7 @@ def _totals_table(r: SessionReport) -> Table:
     return t
 
 
-def _comparison_table(reports: list[SessionReport]) -> Table:
+def comparison_table(reports: list[SessionReport]) -> Table:
     t = Table(title="comparison", title_justify="left")
     t.add_column("session")
     for col in ("J/token", "tok/s", "avg GPU power W", "p50 latency s", "requests"):
@@ -246,7 +246,7 @@ def _comparison_table(reports: list[SessionReport]) -> Table:
     return t
 
 
-def _console() -> Console:
+def make_console() -> Console:
     console = Console(highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 140  # don't squeeze the tables to 80 columns when piped
@@ -271,7 +271,7 @@ def print_reports(reports: list[SessionReport], console: Console) -> None:
                 console.print(f"[yellow]warning: {w}[/yellow]")
         console.print()
     if len(reports) > 1:
-        console.print(_comparison_table(reports))
+        console.print(comparison_table(reports))
 
 
 def report_dict(r: SessionReport) -> dict[str, Any]:
@@ -400,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2, default=str).decode())
         sys.stdout.write("\n")
     else:
-        print_reports(reports, _console())
+        print_reports(reports, make_console())
 
     if csv_path is not None:
         try:
