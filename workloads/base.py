@@ -71,7 +71,8 @@ class WorkflowSpec:
     stages: list[StageSpec]
     seed: int = 0
 
-    def validate(self) -> None:
+    def validate(self) -> list[StageSpec]:
+        """Check the DAG; returns its stages in dependency order."""
         nodes = [s.node for s in self.stages]
         if len(set(nodes)) != len(nodes):
             raise ValueError(f"workflow {self.workflow_id}: duplicate stage names")
@@ -80,7 +81,7 @@ class WorkflowSpec:
             for d in s.deps:
                 if d not in known:
                     raise ValueError(f"stage {s.node!r} depends on unknown stage {d!r}")
-        topo_order(self.stages)
+        return topo_order(self.stages)
 
 
 def topo_order(stages: list[StageSpec]) -> list[StageSpec]:
@@ -150,7 +151,7 @@ async def run_workflow(
     max_tokens_cap: Callable[[], int | None] = lambda: None,
 ) -> WorkflowResult:
     """Run one workflow's DAG: every stage starts as soon as its dependencies are done."""
-    spec.validate()
+    order = spec.validate()
     t0 = clock.now()
     wid = spec.workflow_id
     emit(WorkflowEvent(t_s=t0, workflow_id=wid, workload=spec.workload, phase="started"))
@@ -191,11 +192,15 @@ async def run_workflow(
         try:
             # Collect every call's outcome so no failure is left unretrieved, then
             # fail the stage on the first one.
-            outcomes = await asyncio.gather(*(submit(r) for r in reqs), return_exceptions=True)
-            errors = [o for o in outcomes if isinstance(o, BaseException)]
-            if errors:
-                raise errors[0]
-            results = [o for o in outcomes if not isinstance(o, BaseException)]
+            if len(reqs) == 1:
+                results = [await submit(reqs[0])]  # no gather, no extra task: the common case
+            else:
+                outcomes = await asyncio.gather(*(submit(r) for r in reqs),
+                                                return_exceptions=True)
+                errors = [o for o in outcomes if isinstance(o, BaseException)]
+                if errors:
+                    raise errors[0]
+                results = [o for o in outcomes if not isinstance(o, BaseException)]
         except BaseException as exc:
             emit(StageEvent(t_s=clock.now(), workflow_id=wid, node=s.node, stage=s.stage,
                             phase="failed", deps=list(s.deps), calls=len(calls),
@@ -210,7 +215,7 @@ async def run_workflow(
                         latency_s=finish_t[s.node] - ts))
         done[s.node].set_result(results)
 
-    tasks = [asyncio.create_task(run_stage(s)) for s in topo_order(spec.stages)]
+    tasks = [asyncio.create_task(run_stage(s)) for s in order]
     try:
         await asyncio.gather(*tasks)
     except BaseException as exc:
