@@ -198,6 +198,17 @@ def field_names(cls: type[Event]) -> frozenset[str]:
     return names
 
 
+_LINE_KEYS: dict[type[Event], frozenset[str]] = {}
+
+
+def _line_keys(cls: type[Event]) -> frozenset[str]:
+    """The keys of a session line of this kind: its fields and `kind`."""
+    keys = _LINE_KEYS.get(cls)
+    if keys is None:
+        keys = _LINE_KEYS[cls] = field_names(cls) | {"kind"}
+    return keys
+
+
 def event_from_dict(d: dict[str, Any]) -> Event:
     """Rebuild an event from a session line. Unknown fields are ignored so that a
     newer writer's extra fields do not break an older reader."""
@@ -206,6 +217,14 @@ def event_from_dict(d: dict[str, Any]) -> Event:
     if cls is None:
         raise ValueError(f"unknown event kind {kind!r}")
     names = field_names(cls)
+    if "t_s" in d and d.keys() <= _line_keys(cls):
+        # The usual line (exactly the fields this version writes): no filtering copy,
+        # which is most of the cost of reading a long session.
+        del d["kind"]
+        try:
+            return cls(**d)
+        finally:
+            d["kind"] = kind  # the caller's dict is left as it was given
     if "t_s" not in d:
         d = {**d, "t_s": 0.0}
     return cls(**{k: v for k, v in d.items() if k in names})

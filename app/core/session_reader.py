@@ -19,13 +19,11 @@ from typing import Any
 import orjson
 
 from app.core.events import (
-    EVENT_KINDS,
     SESSION_VERSION,
     EndEvent,
     Event,
     SessionHeader,
     event_from_dict,
-    field_names,
 )
 
 NOT_A_SESSION = "not a wattflow session (first line is not a session header)"
@@ -110,21 +108,6 @@ def _parse_header(path: Path, line: bytes) -> SessionHeader:
     return header
 
 
-def _event(d: dict[str, Any]) -> Event:
-    """event_from_dict, with a fast path for the usual line (a known kind, exactly
-    the fields this version writes): reading is dominated by rebuilding events, and
-    the fast path skips event_from_dict's filtering copy of the dict."""
-    kind = d.get("kind")
-    cls = EVENT_KINDS.get(kind) if isinstance(kind, str) else None
-    if cls is not None:
-        names = field_names(cls)
-        del d["kind"]
-        if "t_s" in d and d.keys() <= names:
-            return cls(**d)
-        d["kind"] = kind
-    return event_from_dict(d)
-
-
 class SessionStream:
     """A session read lazily: the header is read (and checked) at once; iterating
     yields the events after it, one line at a time, so big files need little memory.
@@ -182,7 +165,7 @@ class SessionStream:
                         "(two sessions joined into one file?)"
                     )
                 try:
-                    ev = _event(d)
+                    ev = event_from_dict(d)
                 except ValueError:
                     unknown[str(kind)] += 1
                     continue
