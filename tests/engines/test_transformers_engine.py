@@ -19,8 +19,8 @@ import engines
 from app.core.clock import LoopClock
 from app.core.runner import RunConfig, Runner
 from engines.base import EngineContext, EngineError, Request, TokenEvent
+from engines.synthetic_prompt import synthetic_prompt
 from engines.transformers import TransformersEngine, parse_options
-from engines.transformers.engine import synthetic_prompt
 from workloads import text as wtext
 
 if "transformers" not in engines.names():
