@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-import time
 from typing import Any, Protocol
 
 
@@ -95,7 +94,6 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
 
     def __init__(self) -> None:
         self._virtual_now = 0.0
-        self._wall_t0 = time.perf_counter()
         super().__init__(selectors.DefaultSelector())
         self._selector = _VirtualSelector(self._selector, self)  # type: ignore[has-type]
 
@@ -104,9 +102,6 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
 
     def _advance(self, dt_s: float) -> None:
         self._virtual_now += dt_s
-
-    def wall_elapsed_s(self) -> float:
-        return time.perf_counter() - self._wall_t0
 
 
 def run_async(main: Any, *, virtual: bool = False) -> Any:
