@@ -20,6 +20,13 @@ from app.core.events import RUN_ENDED, Event, StageEvent, WorkflowEvent
 from engines.base import Request
 
 
+#: Bounds on one workflow's DAG, so a typo such as `chunks=100000000` is a one-line
+#: error instead of a run that allocates until the machine swaps. Generous: the study's
+#: largest stage has tens of calls.
+MAX_CALLS_PER_STAGE = 4096
+MAX_STAGES_PER_WORKFLOW = 1024
+
+
 @dataclass(slots=True)
 class Call:
     """One LLM call a stage wants made."""
