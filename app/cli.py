@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
+import math
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any, NoReturn
+
+from app.core.poller import MAX_POLL_INTERVAL_S, MIN_POLL_INTERVAL_S
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -25,14 +29,44 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"wattflow: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive(kind: type[float] | type[int]) -> Any:
+def _number(kind: type[float] | type[int], lo: float, hi: float, *, lo_open: bool = False,
+            unit: str = "", why: str = "") -> Any:
+    """An argparse type: a finite number in [lo, hi] (or (lo, hi] with `lo_open`).
+    argparse puts the flag's name in front of the message."""
+    rng = f"{lo:g}-{hi:g}{unit}" if not lo_open else f"more than {lo:g}{unit}, up to {hi:g}{unit}"
+
     def conv(text: str) -> float | int:
         try:
             v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+            want = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {want} (range {rng})") from None
+        if not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo):
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range ({rng}){'; ' + why if why else ''}")
+        return v
+
+    return conv
+
+
+MAX_RATE = 10_000.0  # workflows/s: far above what one client can drive (~1,000 req/s)
+MAX_DURATION_S = 10_000_000.0  # about 115 days
+
+
+def _knob_number(name: str) -> Any:
+    """An argparse type for a knob's starting value: the knob's own bounds, the same
+    ones `k`, `--at` and sweeps check."""
+    from app.core import knobs as knobmod
+
+    spec = knobmod.SPECS[name]
+
+    def conv(text: str) -> float | int | None:
+        try:
+            v = knobmod.parse_value(name, text)
+        except knobmod.KnobError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{name}: ")) from None
+        if v is None:
+            raise argparse.ArgumentTypeError(f"needs a value ({spec.minimum:g}-{spec.maximum:g})")
         return v
 
     return conv
@@ -84,29 +118,41 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meter", action="append", default=None,
                    help="auto (default), sim, nvml, rapl or none; repeatable")
     p.add_argument("--gpus", default=None, help="GPU indices to measure, e.g. 0,1")
-    p.add_argument("--poll-interval", type=_positive(float), default=None, metavar="SECONDS",
-                   help="meter polling interval (default: each meter's, e.g. 0.05 s for NVML)")
-    p.add_argument("--batch-limit", type=_positive(int), default=64,
+    p.add_argument("--poll-interval", default=None, metavar="SECONDS",
+                   type=_number(float, MIN_POLL_INTERVAL_S, MAX_POLL_INTERVAL_S, unit=" s",
+                                why="GPU power readings update every 0.1 s, so faster"
+                                    " polling only costs CPU"),
+                   help="meter polling interval, 0.01-60 s (default: each meter's, e.g. 0.05 s"
+                        " for NVML)")
+    p.add_argument("--batch-limit", default=64, type=_knob_number("batch_limit"),
                    help="requests in flight at most (default 64)")
-    p.add_argument("--power-cap", type=_positive(float), default=None, help="GPU power cap, W")
+    p.add_argument("--power-cap", default=None, type=_knob_number("power_cap"),
+                   help="GPU power cap, W (checked against the GPU's own range)")
     p.add_argument("--allow-power-cap", action="store_true",
                    help="allow changing a real GPU's power limit (restored at exit)")
-    p.add_argument("--max-tokens", type=_positive(int), default=None,
+    p.add_argument("--max-tokens", default=None, type=_knob_number("max_tokens"),
                    help="cap on output tokens per call")
-    p.add_argument("--rate", type=_positive(float), default=None,
+    p.add_argument("--rate", default=None, type=_number(float, 0, MAX_RATE, lo_open=True,
+                                                        unit="/s"),
                    help="workflow arrivals per second (default: the workload's own)")
+    p.add_argument("--max-backlog", type=_number(int, 1, 1_000_000), default=1000, metavar="N",
+                   help="workflows waiting for admission beyond which new arrivals are shed,"
+                        " counted and reported (open loop; default 1000)")
     stop = p.add_mutually_exclusive_group()
-    stop.add_argument("--duration", type=_positive(float), default=None, help="seconds to run")
-    stop.add_argument("--workflows", type=_positive(int), default=None,
+    stop.add_argument("--duration", default=None, type=_number(float, 0, MAX_DURATION_S,
+                                                               lo_open=True, unit=" s"),
+                      help="seconds to run")
+    stop.add_argument("--workflows", type=_number(int, 1, 1_000_000_000), default=None,
                       help="number of workflows to run")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_number(int, 0, 2**63 - 1), default=0)
     p.add_argument("--session", default=None, help="session file (default sessions/NAME.jsonl)")
     p.add_argument("--headless", action="store_true", help="no dashboard: progress lines")
     p.add_argument("--fast", action="store_true",
                    help="virtual time: as fast as the machine allows (sim engine only)")
     p.add_argument("--at", action="append", default=[], metavar="SECONDS:KNOB=VALUE",
                    help="change a knob mid-run, e.g. --at 60:power_cap=300; repeatable")
-    p.add_argument("--request-timeout", type=_positive(float), default=None,
+    p.add_argument("--request-timeout", default=None,
+                   type=_number(float, 0, 86_400, lo_open=True, unit=" s"),
                    help="seconds before a request is failed")
 
 
@@ -164,6 +210,10 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
         schedule = [knobmod.parse_at(a) for a in args.at]
     except knobmod.KnobError as exc:
         raise UsageError(str(exc)) from None
+    for text, change in zip(args.at, schedule, strict=True):
+        if args.duration is not None and change.at_s >= args.duration:
+            raise UsageError(f"--at {text}: {change.at_s:g} s is not before the end of the run"
+                             f" (--duration {args.duration:g})")
     gpus = None
     if args.gpus:
         try:
@@ -177,7 +227,7 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
         engine_options["url"] = args.url
     if args.gpu_spec:
         engine_options["gpu"] = args.gpu_spec
-    if session.exists():
+    if not getattr(args, "session_default", False) and session.exists():
         raise UsageError(f"session file {session} already exists")
     try:
         workload = create(args.workload, dict(args.param))
@@ -195,45 +245,83 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
         duration_s=args.duration, workflows=args.workflows, seed=args.seed,
         session_path=session, fast=args.fast, schedule=schedule,
         request_timeout_s=args.request_timeout, poll_interval_s=args.poll_interval,
+        max_backlog=args.max_backlog, session_unique=bool(getattr(args, "session_default", False)),
     )
     return config, workload
 
 
 def _execute(runner: Any, *, headless: bool, fast: bool) -> tuple[Any, bool]:
     """Run to the end under the dashboard or headless. Ctrl-C, SIGTERM and SIGHUP stop
-    the run cleanly; returns (outcome, whether a termination signal stopped it)."""
+    the run cleanly, within 2 s whatever the load (app/stop_watchdog.py); returns
+    (outcome, whether a termination signal stopped it)."""
     from app.core.clock import run_async
     from app.core.runner import ConfigError, RunError
+    from app.stop_watchdog import StopWatchdog, signal_name
+
+    terminated = False
+    tty_state = None if headless else _save_tty()
+
+    def on_stop(sig: int) -> None:  # on the run's loop
+        nonlocal terminated
+        terminated = sig != signal.SIGINT
+        runner.request_stop("interrupted", f"stopped by {signal_name(sig)}")
+
+    def on_emergency(sig: int) -> None:  # on the watchdog's thread: the loop is stuck
+        name = signal_name(sig)
+        path = runner.emergency_close("interrupted", f"stopped by {name}")
+        if tty_state is not None:
+            _restore_tty(tty_state)
+        where = f"session closed: {path}" if path is not None else "nothing was recorded"
+        line = f"\nwattflow: stopped by {name}; the run did not stop in time, {where}\n"
+        with contextlib.suppress(OSError):
+            os.write(2, line.encode())
+        os._exit(EXIT_OK if sig == signal.SIGINT else EXIT_FAILED)
+
+    watchdog = StopWatchdog(on_stop, on_emergency)
 
     async def main() -> Any:
-        loop = asyncio.get_running_loop()
-        terminated = False
-
-        def on_signal(sig: int) -> None:
-            nonlocal terminated
-            terminated = sig != signal.SIGINT
-            name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
-            runner.request_stop("interrupted", f"stopped by {name}")
-
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, on_signal, sig)
-        outcome = await runner.run()
-        return outcome, terminated
+        watchdog.install(asyncio.get_running_loop())
+        try:
+            return await runner.run(), False
+        finally:
+            watchdog.finished()
 
     try:
         if headless:
             result: tuple[Any, bool] = run_async(main(), virtual=fast)
+            result = (result[0], terminated)
         else:
             from app.ui.live import run_dashboard
 
-            result = run_dashboard(runner, virtual=fast)
+            result = run_dashboard(runner, virtual=fast, watchdog=watchdog)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     except RunError as exc:
         raise _RunFailed(str(exc)) from None
+    finally:
+        watchdog.uninstall()
     if result[0].config_error:
         raise UsageError(result[0].message)
     return result
+
+
+def _save_tty() -> Any:
+    try:
+        import termios
+
+        return termios.tcgetattr(sys.stdin.fileno())
+    except Exception:  # not a terminal, or no termios: nothing to restore
+        return None
+
+
+def _restore_tty(state: Any) -> None:
+    """Leave the dashboard's alternate screen and raw mode when the process must exit
+    without Textual's own teardown."""
+    with contextlib.suppress(Exception):
+        import termios
+
+        os.write(sys.stdout.fileno(), b"\x1b[?1000l\x1b[?1003l\x1b[?1006l\x1b[?25h\x1b[?1049l")
+        termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, state)
 
 
 class _RunFailed(Exception):
@@ -242,7 +330,8 @@ class _RunFailed(Exception):
 
 def _exit_code(outcome: Any, terminated: bool) -> int:
     if outcome.reason == "failed":
-        print(f"wattflow: run failed: {outcome.message}", file=sys.stderr)
+        where = f" (session: {outcome.session_path})" if outcome.session_path else ""
+        print(f"wattflow: run failed: {outcome.message}{where}", file=sys.stderr)
         return EXIT_FAILED
     if outcome.reason == "interrupted":
         print(f"wattflow: {outcome.message}; session closed", file=sys.stderr)
@@ -255,6 +344,7 @@ def _run(args: argparse.Namespace) -> int:
     from app.headless import HeadlessPrinter, summary_lines
     from app.ui.terminal import has_terminal
 
+    args.session_default = not args.session
     session = Path(args.session) if args.session else _default_session_path(args.workload,
                                                                              args.engine)
     config, workload = _config(args, session)
@@ -271,7 +361,8 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     for line in summary_lines(outcome.summary):
         print(line)
-    print(f"session: {outcome.session_path}")
+    if outcome.session_path is not None:
+        print(f"session: {outcome.session_path}")
     return _exit_code(outcome, terminated)
 
 
@@ -337,9 +428,26 @@ _COMMANDS = {
 }
 
 
+def _join_dash_values(argv: list[str]) -> list[str]:
+    """`--at -5:power_cap=300` reaches argparse as `--at=-5:...`, so it gets our own
+    one-line error about the time instead of argparse's "expected one argument"."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--at", "-p", "--param", "-E", "--engine-opt") and i + 1 < len(argv) \
+                and argv[i + 1].startswith("-") and ("=" in argv[i + 1] or ":" in argv[i + 1]):
+            out.append(f"{a}={argv[i + 1]}" if a.startswith("--") else f"{a}{argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_dash_values(list(sys.argv[1:] if argv is None else argv)))
     if args.command is None:
         parser.print_help()
         return EXIT_OK

@@ -23,8 +23,15 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from workloads.base import Arrival, Call, StageInputs, StageSpec, WorkflowSpec
-from workloads.params import build_params
+from workloads.base import (
+    MAX_STAGES_PER_WORKFLOW,
+    Arrival,
+    Call,
+    StageInputs,
+    StageSpec,
+    WorkflowSpec,
+)
+from workloads.params import MAX_CONCURRENCY, MAX_RATE, MAX_TOKENS, bounded, build_params
 from workloads.text import Piece, compose, passage, words_for_tokens
 
 ARCHITECT = "You are the architect. Write the design of the program described below: its files,"\
@@ -36,17 +43,17 @@ REVISER = "You are an engineer. Revise the file to fix every defect the review l
 
 @dataclass(slots=True)
 class AgenticParams:
-    agents: int = 8  # engineers per round (Parrot: 4, 8, 12, 16)
-    rounds: int = 10
-    brief_tokens: int = 2500  # the project brief every prompt starts with
-    context_growth_tokens: int = 125  # digest of one round added to later prompts
-    task_tokens: int = 60  # a file's own task description
-    architect_tokens: int = 800  # output lengths
-    engineer_tokens: int = 600
-    review_tokens: int = 200
-    revise_tokens: int = 600
-    concurrency: int = 1  # projects at once (closed loop)
-    rate: float | None = None  # projects per second (open loop), instead
+    agents: int = bounded(8, 1, 256)  # engineers per round (Parrot: 4, 8, 12, 16)
+    rounds: int = bounded(10, 1, 300)
+    brief_tokens: int = bounded(2500, 1, MAX_TOKENS)  # the brief every prompt starts with
+    context_growth_tokens: int = bounded(125, 0, MAX_TOKENS)  # a round's digest, added later
+    task_tokens: int = bounded(60, 0, MAX_TOKENS)  # a file's own task description
+    architect_tokens: int = bounded(800, 1, MAX_TOKENS)  # output lengths
+    engineer_tokens: int = bounded(600, 1, MAX_TOKENS)
+    review_tokens: int = bounded(200, 1, MAX_TOKENS)
+    revise_tokens: int = bounded(600, 1, MAX_TOKENS)
+    concurrency: int = bounded(1, 1, MAX_CONCURRENCY)  # projects at once (closed loop)
+    rate: float | None = bounded(None, 0, MAX_RATE, lo_open=True)  # projects/s (open loop)
 
     def validate(self) -> None:
         for name in ("agents", "rounds", "brief_tokens", "architect_tokens", "engineer_tokens",
@@ -58,6 +65,10 @@ class AgenticParams:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.rate is not None and self.rate <= 0:
             raise ValueError(f"rate must be positive, got {self.rate}")
+        stages = 1 + 3 * self.agents * self.rounds  # architect, then engineer/reviewer/reviser
+        if stages > MAX_STAGES_PER_WORKFLOW:
+            raise ValueError(f"agents × rounds = {self.agents} × {self.rounds} makes {stages}"
+                             f" stages; a workflow may have at most {MAX_STAGES_PER_WORKFLOW}")
 
 
 class AgenticWorkload:

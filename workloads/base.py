@@ -19,7 +19,6 @@ from app.core.clock import Clock
 from app.core.events import RUN_ENDED, Event, StageEvent, WorkflowEvent
 from engines.base import Request
 
-
 #: Bounds on one workflow's DAG, so a typo such as `chunks=100000000` is a one-line
 #: error instead of a run that allocates until the machine swaps. Generous: the study's
 #: largest stage has tens of calls.
@@ -81,6 +80,9 @@ class WorkflowSpec:
     def validate(self) -> list[StageSpec]:
         """Check the DAG; returns its stages in dependency order."""
         nodes = [s.node for s in self.stages]
+        if len(nodes) > MAX_STAGES_PER_WORKFLOW:
+            raise ValueError(f"workflow {self.workflow_id}: {len(nodes)} stages; at most"
+                             f" {MAX_STAGES_PER_WORKFLOW}")
         if len(set(nodes)) != len(nodes):
             raise ValueError(f"workflow {self.workflow_id}: duplicate stage names")
         known = set(nodes)
@@ -181,6 +183,9 @@ async def run_workflow(
             await asyncio.sleep(s.delay_s)
         ts = clock.now()
         calls = s.build(StageInputs(workflow_id=wid, parents=parents, rng=rng))
+        if len(calls) > MAX_CALLS_PER_STAGE:
+            raise ValueError(f"stage {s.node!r} made {len(calls)} calls; at most"
+                             f" {MAX_CALLS_PER_STAGE}")
         emit(StageEvent(t_s=ts, workflow_id=wid, node=s.node, stage=s.stage, phase="started",
                         deps=list(s.deps), calls=len(calls)))
         parent_ids = [r.request_id for rs in parents.values() for r in rs]
@@ -212,9 +217,13 @@ async def run_workflow(
             emit(StageEvent(t_s=clock.now(), workflow_id=wid, node=s.node, stage=s.stage,
                             phase="failed", deps=list(s.deps), calls=len(calls),
                             latency_s=clock.now() - ts))
-            if not done[s.node].done():
-                done[s.node].set_exception(
-                    exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            fut = done[s.node]
+            if not fut.done():
+                fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+                # Dependents still see the exception when they await it; marking it
+                # retrieved now keeps asyncio from logging "Future exception was never
+                # retrieved" when no dependent ever awaits (a leaf, or a drain cancelled it).
+                fut.exception()
             raise
         finish_t[s.node] = clock.now()
         emit(StageEvent(t_s=finish_t[s.node], workflow_id=wid, node=s.node, stage=s.stage,

@@ -28,7 +28,7 @@ from typing import Any
 from workloads.agentic import AgenticWorkload
 from workloads.base import Arrival, WorkflowSpec, Workload
 from workloads.interactive import InteractiveWorkload
-from workloads.params import build_params
+from workloads.params import MAX_RATE, bounded, build_params
 from workloads.sequential import SequentialWorkload
 
 KINDS = ("interactive", "sequential", "agentic")
@@ -44,9 +44,9 @@ _ARRIVAL_KEYS = ("rate", "concurrency")  # set by composite, not by the parts
 
 @dataclass(slots=True)
 class CompositeParams:
-    interactive_rate: float = 1.0
-    sequential_rate: float = 0.05
-    agentic_rate: float = 0.01
+    interactive_rate: float = bounded(1.0, 0.0, MAX_RATE)
+    sequential_rate: float = bounded(0.05, 0.0, MAX_RATE)
+    agentic_rate: float = bounded(0.01, 0.0, MAX_RATE)
     parts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> None:

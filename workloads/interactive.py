@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from workloads.base import Arrival, Call, StageInputs, StageSpec, WorkflowSpec
-from workloads.params import build_params
+from workloads.params import MAX_RATE, MAX_TOKENS, bounded, build_params
 from workloads.text import TOKENS_PER_WORD, Piece, compose, passage
 
 SYSTEM_PREFIX_KEY = "interactive.system"
@@ -34,19 +34,19 @@ SYSTEM_HEAD = (
 
 @dataclass(slots=True)
 class InteractiveParams:
-    rate: float = 1.0  # conversations per second (Poisson)
-    system_words: int = 1750
-    snippet_tokens_min: int = 3150
-    snippet_tokens_max: int = 4500
-    question_tokens_min: int = 20
-    question_tokens_max: int = 60
-    output_tokens_min: int = 183
-    output_tokens_max: int = 800
-    followup_prob: float = 0.3
-    max_followups: int = 3
-    think_s: float = 15.0  # mean think time before a follow-up
-    followup_snippet_tokens_min: int = 500
-    followup_snippet_tokens_max: int = 1500
+    rate: float = bounded(1.0, 0, MAX_RATE, lo_open=True)  # conversations/s (Poisson)
+    system_words: int = bounded(1750, 1, MAX_TOKENS)
+    snippet_tokens_min: int = bounded(3150, 0, MAX_TOKENS)
+    snippet_tokens_max: int = bounded(4500, 0, MAX_TOKENS)
+    question_tokens_min: int = bounded(20, 0, MAX_TOKENS)
+    question_tokens_max: int = bounded(60, 0, MAX_TOKENS)
+    output_tokens_min: int = bounded(183, 0, MAX_TOKENS)
+    output_tokens_max: int = bounded(800, 0, MAX_TOKENS)
+    followup_prob: float = bounded(0.3, 0.0, 1.0)
+    max_followups: int = bounded(3, 0, 100)
+    think_s: float = bounded(15.0, 0.0, 86_400.0)  # mean think time before a follow-up
+    followup_snippet_tokens_min: int = bounded(500, 0, MAX_TOKENS)
+    followup_snippet_tokens_max: int = bounded(1500, 0, MAX_TOKENS)
 
     def validate(self) -> None:
         if self.rate <= 0:

@@ -3,10 +3,41 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+#: Generous bounds on any one parameter: past them a value is a typo, and honouring it
+#: would only exhaust memory or time (a million-token prompt is already beyond models).
+MAX_TOKENS = 1_000_000
+MAX_CONCURRENCY = 10_000  # workflows in flight in a closed loop
+MAX_RATE = 10_000.0  # workflows per second in an open loop
+
+
+def bounded(default: Any, lo: float, hi: float, *, lo_open: bool = False) -> Any:
+    """A params field with a range, checked by `build_params` and `check_ranges`."""
+    return dataclasses.field(default=default, metadata={"range": (lo, hi, lo_open)})
+
+
+def check_ranges(obj: Any, workload: str) -> None:
+    """One-line ValueError for a field out of its declared range, or not finite."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        rng = f.metadata.get("range")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{workload}: parameter {f.name} must be a finite number,"
+                             f" got {value}")
+        if rng is None:
+            continue
+        lo, hi, lo_open = rng
+        if value < lo or value > hi or (lo_open and value == lo):
+            span = f"more than {lo:g}, up to {hi:g}" if lo_open else f"{lo:g}-{hi:g}"
+            raise ValueError(f"{workload}: parameter {f.name} = {value:g} is out of range"
+                             f" ({span})")
 
 
 def build_params(cls: type[T], values: dict[str, Any], workload: str) -> T:
@@ -23,6 +54,7 @@ def build_params(cls: type[T], values: dict[str, Any], workload: str) -> T:
     for key, value in values.items():
         kwargs[key] = _coerce(key, value, hints[key], workload)
     obj = cls(**kwargs)
+    check_ranges(obj, workload)
     validate = getattr(obj, "validate", None)
     if validate is not None:
         validate()

@@ -17,7 +17,16 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from workloads.base import Arrival, Call, StageInputs, StageSpec, WorkflowSpec
+from workloads.base import (
+    MAX_CALLS_PER_STAGE,
+    MAX_STAGES_PER_WORKFLOW,
+    Arrival,
+    Call,
+    StageInputs,
+    StageSpec,
+    WorkflowSpec,
+)
+from workloads.params import MAX_CONCURRENCY, MAX_RATE, MAX_TOKENS, bounded, build_params
 from workloads.text import Piece, compose, passage
 
 CHAIN_INSTRUCTION = "Refine the running summary with the next part of the document."
@@ -28,12 +37,13 @@ REDUCE_INSTRUCTION = "Combine these partial summaries into one summary of the do
 @dataclass(slots=True)
 class SequentialParams:
     variant: str = "chain"  # chain | mapreduce
-    chunks: int = 8
-    chunk_tokens: int = 1024
-    output_tokens: int = 50
-    reduce_tokens: int = 200
-    concurrency: int = 1  # documents summarized at once (closed loop)
-    rate: float | None = None  # documents per second (open loop), instead
+    # one stage per chunk in a chain; one call per chunk in map-reduce
+    chunks: int = bounded(8, 1, min(MAX_CALLS_PER_STAGE, MAX_STAGES_PER_WORKFLOW - 1))
+    chunk_tokens: int = bounded(1024, 1, MAX_TOKENS)
+    output_tokens: int = bounded(50, 1, MAX_TOKENS)
+    reduce_tokens: int = bounded(200, 1, MAX_TOKENS)
+    concurrency: int = bounded(1, 1, MAX_CONCURRENCY)  # documents at once (closed loop)
+    rate: float | None = bounded(None, 0, MAX_RATE, lo_open=True)  # per second (open loop)
 
     def validate(self) -> None:
         if self.variant not in ("chain", "mapreduce"):
@@ -54,10 +64,7 @@ class SequentialWorkload:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> SequentialWorkload:
-        try:
-            return cls(SequentialParams(**params))
-        except TypeError as exc:
-            raise ValueError(f"sequential: {exc}") from None
+        return cls(build_params(SequentialParams, params, "sequential"))
 
     def params(self) -> dict[str, Any]:
         return asdict(self.p)

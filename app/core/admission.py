@@ -19,7 +19,10 @@ class Admission:
         self._limit = limit
         self._in_flight = 0
         self._paused = False
+        # A cancelled waiter is left in the deque and skipped when reached: removing it
+        # from the middle would be O(n), and a drain cancels thousands at once.
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiting = 0  # live waiters in _waiters
 
     @property
     def limit(self) -> int:
@@ -31,7 +34,11 @@ class Admission:
 
     @property
     def waiting(self) -> int:
-        return sum(1 for w in self._waiters if not w.done())
+        return self._waiting
+
+    def can_admit_now(self) -> bool:
+        """Whether `acquire()` would return without waiting."""
+        return self._in_flight < self._limit and not self._waiting and not self._paused
 
     def set_limit(self, limit: int) -> None:
         if limit < 1:
@@ -47,21 +54,21 @@ class Admission:
         self._wake()
 
     async def acquire(self) -> None:
-        if self._in_flight < self._limit and not self._waiters and not self._paused:
+        if self.can_admit_now():
             self._in_flight += 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
+        self._waiting += 1
         try:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 # We were granted a slot just as we were cancelled: give it back.
                 self.release()
+            else:
+                self._waiting -= 1  # still queued: _wake will skip the cancelled future
             raise
-        finally:
-            if fut in self._waiters:
-                self._waiters.remove(fut)
 
     def release(self) -> None:
         self._in_flight -= 1
@@ -71,6 +78,10 @@ class Admission:
         while self._waiters and self._in_flight < self._limit and not self._paused:
             fut = self._waiters.popleft()
             if fut.done():
-                continue
+                continue  # cancelled while waiting (already uncounted)
+            self._waiting -= 1
             self._in_flight += 1
             fut.set_result(None)
+        # Cancelled futures left at the head would otherwise pile up while paused.
+        while self._waiters and self._waiters[0].done():
+            self._waiters.popleft()

@@ -25,7 +25,7 @@ class KnobSpec:
 SPECS: dict[str, KnobSpec] = {
     "power_cap": KnobSpec("power_cap", "W", False, 1.0, 2000.0, "GPU power limit, watts"),
     "batch_limit": KnobSpec("batch_limit", "", True, 1, 65536, "requests in flight at most"),
-    "rate": KnobSpec("rate", "/s", False, 0.0, 1e6, "workflow arrivals per second (0: closed loop)"),
+    "rate": KnobSpec("rate", "/s", False, 0.0, 10_000.0, "workflow arrivals per second (0: closed loop)"),
     "max_tokens": KnobSpec("max_tokens", "tok", True, 1, 1_000_000, "cap on output tokens per call"),
     # The engine's own batch size: changing it drains and restarts the engine.
     "max_num_seqs": KnobSpec("max_num_seqs", "", True, 1, 65536,
@@ -78,6 +78,8 @@ _AT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*:\s*([a-z_]+)\s*=\s*(\S+)\s*$")
 def parse_at(spec: str) -> ScheduledChange:
     """`SECONDS:KNOB=VALUE`, e.g. `60:power_cap=300`."""
     m = _AT.match(spec)
+    if not m and spec.strip().startswith("-"):
+        raise KnobError(f"--at {spec!r}: the time must be 0 or more seconds into the run")
     if not m:
         raise KnobError(f"--at {spec!r}: expected SECONDS:KNOB=VALUE, e.g. 60:power_cap=300")
     at_s, knob, text = float(m.group(1)), m.group(2), m.group(3)

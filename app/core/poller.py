@@ -18,6 +18,11 @@ from app.core.clock import Clock
 from app.core.events import ErrorEvent, Event
 from meters.base import Meter
 
+#: GPU power readings update every 100 ms (NVML on an H100), so polling faster than
+#: 100 Hz adds CPU and session size without new information.
+MIN_POLL_INTERVAL_S = 0.01
+MAX_POLL_INTERVAL_S = 60.0
+
 
 class MeterPoller:
     def __init__(

@@ -16,6 +16,7 @@ import os
 import platform
 import random
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -43,8 +44,9 @@ from app.core.events import (
     RequestEvent,
     Sample,
     SessionHeader,
+    WorkflowEvent,
 )
-from app.core.poller import MeterPoller
+from app.core.poller import MAX_POLL_INTERVAL_S, MIN_POLL_INTERVAL_S, MeterPoller
 from app.core.stats import LiveStats
 from engines.base import Engine, EngineContext, EngineError, Request
 from meters.base import Meter, MeterUnavailable, PowerCapError
@@ -91,6 +93,12 @@ class RunConfig:
     max_consecutive_failures: int = 20
     prefill_weight: float = DEFAULT_PREFILL_WEIGHT
     poll_interval_s: float | None = None  # None: each meter's own (matched to the hardware)
+    # Workflows waiting for admission beyond which new arrivals are shed (open loop
+    # only), as a real load generator does under overload: memory stays bounded.
+    max_backlog: int = 1000
+    # A default session name: if the file exists, the next free `-2`, `-3`... is used,
+    # so two runs started in the same second (or in parallel) never collide.
+    session_unique: bool = False
 
 
 @dataclass(slots=True)
@@ -136,6 +144,16 @@ class Runner:
         self._guard: Any = None  # PowerCapGuard, once a real GPU's limit was changed
         self._meter_notes: list[str] = []  # why `--meter auto` skipped a meter
         self._restarting: asyncio.Task[None] | None = None  # a max_num_seqs restart
+        self._wf_waiting: dict[str, int] = {}  # workflow id -> its requests at admission
+        self._shed = 0
+        self._last_failure: str | None = None  # the engine's last error, as it said it
+        self._streak_reasons: set[str] = set()  # distinct reasons in the failure streak
+        self._window_end_s: float | None = None  # when the measured window ended
+        self._emergency_lock = threading.Lock()
+        self._closed = False  # the end record is written (or being written)
+        self._final_reason = "failed"
+        self._final_message = ""
+        self._schedule_fired: set[int] = set()  # id() of the --at changes that ran
 
     # -- public API (UI, CLI, sweeps) ------------------------------------------
     @property
@@ -212,6 +230,39 @@ class Runner:
             self._stop_reason = reason
             self._stop_message = message
             self._stop.set()
+
+    def emergency_close(self, reason: str, message: str) -> Path | None:
+        """Close the session from another thread when the run's loop does not answer
+        (the stop watchdog, after a termination signal): restore power limits, write the
+        end record from what the live stats hold, fsync. The process is expected to exit
+        right after. Returns the session path, or None when nothing was recorded."""
+        with self._emergency_lock:
+            if self._closed:
+                return self.config.session_path if self._recorder is not None else None
+            self._closed = True
+        if self._guard is not None:
+            with contextlib.suppress(Exception):
+                self._guard.restore()
+        recorder = self._recorder
+        if recorder is None:
+            return None
+        summary: dict[str, Any] = {}
+        for _ in range(3):  # the loop thread may be mutating the stats under us
+            try:
+                summary = self.stats.snapshot().to_dict()
+                break
+            except RuntimeError:
+                continue
+        t = self.clock.now() if self._clock is not None else 0.0
+        summary.update(message=message, closed_by="stop watchdog: the run did not stop in time",
+                       window_end_s=self._window_end_s if self._window_end_s is not None else t,
+                       wall_s=time.perf_counter() - self._wall_t0)
+        with contextlib.suppress(Exception):
+            recorder.write(ErrorEvent(t_s=t, source="run", fatal=reason == "failed",
+                                      message=message))
+        with contextlib.suppress(Exception):
+            recorder.close(EndEvent(t_s=t, reason=reason, summary=summary))
+        return recorder.path
 
     @property
     def admission(self) -> Admission:
@@ -341,11 +392,22 @@ class Runner:
                     node=req.node, parents=req.parents, prompt_tokens=req.prompt_tokens,
                     max_tokens=req.max_tokens)
         self.publish(RequestEvent(t_s=t_sub, phase="submitted", **base))  # type: ignore[arg-type]
+        wid = req.workflow_id
+        queued = not self._admission.can_admit_now()
+        if queued:
+            self._wf_waiting[wid] = self._wf_waiting.get(wid, 0) + 1
         try:
             await self._admission.acquire()
         except asyncio.CancelledError:
             self._fail(req, base, t_sub, None, 0, RUN_ENDED)
             raise
+        finally:
+            if queued:
+                left = self._wf_waiting[wid] - 1
+                if left:
+                    self._wf_waiting[wid] = left
+                else:
+                    del self._wf_waiting[wid]
         if self._draining:
             self._admission.release()
             self._fail(req, base, t_sub, None, 0, RUN_ENDED)
@@ -389,20 +451,21 @@ class Runner:
             self._fail(req, base, t_sub, t_first, out_tokens, RUN_ENDED)
             raise
         except TimeoutError:
-            self._fail(req, base, t_sub, t_first, out_tokens,
-                       f"timeout after {self.config.request_timeout_s:g} s")
-            self._count_failure()
-            raise RequestFailed("timeout") from None
+            reason = f"timeout after {self.config.request_timeout_s:g} s"
+            self._fail(req, base, t_sub, t_first, out_tokens, reason)
+            self._count_failure(reason)
+            raise RequestFailed(reason) from None
         except Exception as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             self._fail(req, base, t_sub, t_first, out_tokens, reason)
-            self._count_failure()
+            self._count_failure(reason)
             raise RequestFailed(reason) from None
         finally:
             self._in_engine.pop(req.request_id, None)
             self._attr.on_done(req.request_id)
             self._admission.release()
         self._consecutive_failures = 0
+        self._streak_reasons.clear()
         t_end = clock.now()
         tpot = (t_end - t_first) / (out_tokens - 1) if t_first is not None and out_tokens > 1 else None
         ev = RequestEvent(
@@ -423,16 +486,28 @@ class Runner:
             output_tokens=out_tokens, reason=reason, **base,
         ))
 
-    def _count_failure(self) -> None:
+    def _count_failure(self, reason: str) -> None:
         self._consecutive_failures += 1
-        if self._consecutive_failures >= self.config.max_consecutive_failures:
-            self.request_stop("failed", f"{self._consecutive_failures} requests failed in a row;"
-                              " the engine looks down")
+        self._last_failure = reason
+        if len(self._streak_reasons) < 8:
+            self._streak_reasons.add(reason)
+        n = self._consecutive_failures
+        if n >= self.config.max_consecutive_failures:
+            # Name what the engine said, not a guess: a prompt longer than the model's
+            # context is not "the engine looks down".
+            if len(self._streak_reasons) == 1:
+                msg = f"{n} requests failed in a row, all with: {reason}"
+            else:
+                msg = f"{n} requests failed in a row; the last error: {reason}"
+            self.request_stop("failed", msg)
 
     def _queue_finish(self, ev: RequestEvent) -> None:
         # Its energy share for the last interval is known only at the next reading.
         self._pending_finish.append(ev)
-        self._flush_finished()
+        if self._attr.ready_before(ev.t_s):
+            # Only then can anything be flushed (no meters, or a reading already past
+            # it); scanning on every finish would be quadratic in a mass cancellation.
+            self._flush_finished()
 
     def _flush_finished(self, force: bool = False) -> None:
         if not self._pending_finish:
@@ -455,6 +530,27 @@ class Runner:
         limit = self.config.workflows
         wf_rng = random.Random(self.config.seed)
 
+        def shed() -> bool:
+            """Open loop under overload: drop this arrival, as a load generator must,
+            rather than queue without bound. Recorded, counted, reported."""
+            nonlocal count
+            waiting = len(self._wf_waiting)
+            if waiting < self.config.max_backlog:
+                return False
+            t = self.clock.now()
+            if not self._shed:
+                self.publish(ErrorEvent(
+                    t_s=t, source="admission",
+                    message=f"overload: {waiting} workflows wait for admission; new arrivals"
+                            f" are shed until the backlog falls below {self.config.max_backlog}"
+                            " (--max-backlog)"))
+            self._shed += 1
+            self.publish(WorkflowEvent(
+                t_s=t, workflow_id=f"{workload.name}.shed{count}", workload=workload.name,
+                phase="shed", reason=f"backlog full ({waiting} workflows waiting for admission)"))
+            count += 1
+            return True
+
         def spawn() -> None:
             nonlocal count
             spec = workload.workflow(count, wf_rng)
@@ -474,7 +570,7 @@ class Runner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._knob_changed.wait(), wait)
                     continue  # a knob changed: draw the next gap at the new rate
-                if not self._draining:
+                if not self._draining and not shed():
                     spawn()
             else:
                 while len(self._active) < arrival.concurrency and (limit is None or count < limit):
@@ -501,6 +597,7 @@ class Runner:
 
     async def _schedule(self, change: knobmod.ScheduledChange) -> None:
         await asyncio.sleep(max(0.0, change.at_s - self.clock.now()))
+        self._schedule_fired.add(id(change))
         try:
             self.set_knob(change.knob, change.value, source="schedule")
         except knobmod.KnobError as exc:
@@ -522,6 +619,12 @@ class Runner:
     # -- the run ------------------------------------------------------------------
     async def run(self, on_ready: Callable[[Runner], None] | None = None) -> RunOutcome:
         cfg = self.config
+        if cfg.poll_interval_s is not None and not (
+                MIN_POLL_INTERVAL_S <= cfg.poll_interval_s <= MAX_POLL_INTERVAL_S):
+            raise ConfigError(f"poll interval {cfg.poll_interval_s:g} s is out of range "
+                              f"({MIN_POLL_INTERVAL_S:g}-{MAX_POLL_INTERVAL_S:g} s)")
+        if cfg.max_backlog < 1:
+            raise ConfigError(f"max backlog must be at least 1, got {cfg.max_backlog}")
         self._clock = LoopClock()
         self._stop = asyncio.Event()
         self._knob_changed = asyncio.Event()
@@ -543,10 +646,18 @@ class Runner:
         background: list[asyncio.Task[Any]] = []
         reason, message = "failed", ""
         try:
+            if cfg.power_cap_w is not None:
+                # Checked before the engine starts, so a bad value leaves no session file.
+                try:
+                    self._check_power_cap(cfg.power_cap_w)
+                except knobmod.KnobError as exc:
+                    raise ConfigError(f"--power-cap: {exc}") from None
             try:
                 await engine.start()
             except Exception as exc:
-                raise RunError(f"engine {cfg.engine} failed to start: {exc}") from None
+                raise RunError(f"engine {cfg.engine} failed to start: "
+                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                               ) from None
             # The header is written once the engine has started: it knows its model then.
             header = self._header(workload, engine)
             self.bus.publish(header)  # live subscribers see the configuration too
@@ -555,9 +666,10 @@ class Runner:
 
                 recorder = SessionRecorder(cfg.session_path)
                 try:
-                    recorder.open(header)
+                    recorder.open(header, unique=cfg.session_unique)
                 except (SessionError, OSError) as exc:
                     raise ConfigError(str(exc).splitlines()[0]) from None
+                cfg.session_path = recorder.path  # a default name may have moved on
                 self._recorder = recorder
                 self.bus.subscribe(recorder.write)
             for note in self._meter_notes:
@@ -594,6 +706,7 @@ class Runner:
                 raise driver.exception()  # type: ignore[misc]
             stop_wait.cancel()
             reason, message = self._stop_reason, self._stop_message
+            self._end_window()
             await self._drain(graceful=reason == "completed")
         except knobmod.KnobError as exc:
             reason, message = "failed", str(exc)
@@ -620,8 +733,39 @@ class Runner:
                 t.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             summary = await self._close(reason, message)
-        return RunOutcome(reason, message, cfg.session_path, summary,
+        reason, message = self._final_reason, self._final_message
+        recorded = cfg.session_path if self._recorder is not None else None
+        return RunOutcome(reason, message, recorded, summary,
                           config_error=self._config_error is not None)
+
+    def _end_window(self) -> None:
+        """The measured window ends here (duration reached, or a stop): what follows is
+        the drain, shown apart by report and the summary."""
+        if self._window_end_s is not None:
+            return
+        self._window_end_s = t = self.clock.now()
+        self.publish(EngineStateEvent(
+            t_s=t, source="client", running=self._admission.in_flight,
+            waiting=self._admission.waiting,
+            note=f"drain: measured window ended at {t:.1f} s; {len(self._in_engine)} requests"
+                 f" in the engine may finish, {self._admission.waiting} waiting are cancelled"))
+
+    def _check_power_cap(self, watts: float) -> None:
+        """Whether `watts` can be set on every GPU here, without setting it."""
+        knobmod.validate("power_cap", watts)
+        gpus = [d for m in self._meters for d in m.info().devices
+                if d.component == "gpu" and d.power_limit_range_w is not None]
+        if not gpus:
+            raise knobmod.KnobError("no meter here can set a GPU power limit")
+        if any(m.name != "sim" for m in self._meters
+               for d in m.info().devices if d.component == "gpu") \
+                and not self.config.allow_power_cap:
+            raise knobmod.KnobError("setting a real GPU's power limit needs --allow-power-cap")
+        for d in gpus:
+            lo, hi = d.power_limit_range_w or (0.0, 0.0)
+            if not lo <= watts <= hi:
+                raise knobmod.KnobError(f"{watts:g} W is out of range for {d.device}"
+                                        f" ({lo:g}-{hi:g} W)")
 
     def _current_power_limit(self) -> float | None:
         for m in self._meters:
@@ -658,7 +802,24 @@ class Runner:
         for m in self._meters:
             with contextlib.suppress(Exception):
                 m.close()
+        for change in self.config.schedule:
+            if id(change) not in self._schedule_fired and self._clock is not None:
+                self.publish(ErrorEvent(
+                    t_s=self.clock.now(), source="schedule",
+                    message=f"--at {change.at_s:g}:{change.knob}=... never ran: the run ended at"
+                            f" {self._window_end_s or self.clock.now():.1f} s"))
         snap = self.stats.snapshot()
+        if (reason == "completed" and snap.requests_finished == 0 and snap.requests_failed > 0):
+            # A run in which nothing succeeded failed, however long it was meant to last.
+            reason = "failed"
+            message = (f"all {snap.requests_failed} requests failed; the last error: "
+                       f"{self._last_failure or 'unknown'}")
+        elif reason == "failed" and self._last_failure and self._last_failure not in message \
+                and snap.requests_finished == 0 and snap.requests_failed > 0:
+            message = f"{message} (the last request error: {self._last_failure})"
+        self._final_reason, self._final_message = reason, message
+        end_t = self.clock.now()
+        window_end = self._window_end_s if self._window_end_s is not None else end_t
         measured = self._attr.measured_j()
         summary = snap.to_dict()
         summary.update(
@@ -667,20 +828,25 @@ class Runner:
             measured_energy_j=measured,
             wall_s=time.perf_counter() - self._wall_t0,
             message=message,
+            window_end_s=window_end,
+            drain_s=max(0.0, end_t - window_end),
         )
         if message and reason != "completed":
             self.publish(ErrorEvent(t_s=self.clock.now(), source="run", message=message,
                                     fatal=reason == "failed"))
         end = EndEvent(t_s=self.clock.now(), reason=reason, summary=summary)
-        if self._recorder is not None:
+        with self._emergency_lock:
+            already = self._closed  # the stop watchdog closed the session first
+            self._closed = True
+        if self._recorder is not None and not already:
             self.bus.unsubscribe(self._recorder.write)
             from app.core.session_writer import SessionError
 
             try:
                 self._recorder.close(end)
             except SessionError as exc:
-                reason = "failed"
-                self._stop_message = f"session could not be written: {exc}"
+                self._final_reason = "failed"
+                self._final_message = f"session could not be written: {exc}"
         self.bus.publish(end)
         self.bus.close()
         return summary

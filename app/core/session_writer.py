@@ -107,16 +107,36 @@ class SessionRecorder:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def open(self, header: SessionHeader) -> None:
+    def open(self, header: SessionHeader, *, unique: bool = False) -> None:
+        """Create the file (never overwriting one) and write the header. With `unique`,
+        an existing name moves on to `NAME-2.jsonl`, `NAME-3.jsonl`...: the exclusive
+        create makes this safe between processes started in the same instant."""
         if self._file is not None or self._closed:
             raise SessionError(f"{self.path}: recorder already opened")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            f = open(self.path, "xb")  # noqa: SIM115 - lives until close()
-        except FileExistsError:
-            raise SessionError(f"session file already exists: {self.path}") from None
         except OSError as e:
-            raise SessionError(f"cannot create session file {self.path}: {e.strerror}") from None
+            raise SessionError(f"cannot create session folder {self.path.parent}: "
+                               f"{e.strerror}") from None
+        base = self.path
+        for n in range(1, 10_000):
+            if n > 1:
+                self.path = base.with_name(f"{base.stem}-{n}{base.suffix}")
+            try:
+                f = open(self.path, "xb")  # noqa: SIM115 - lives until close()
+                break
+            except FileExistsError:
+                if not unique:
+                    raise SessionError(f"session file already exists: {self.path}") from None
+            except OSError as e:
+                raise SessionError(f"cannot create session file {self.path}: "
+                                   f"{e.strerror}") from None
+        else:
+            raise SessionError(f"no free session name next to {base}")
+        if self.path != base:
+            header.name = self.path.stem
+            if isinstance(header.config, dict) and "session_path" in header.config:
+                header.config["session_path"] = str(self.path)
         header_dict = redact_secrets(header.to_dict())
         try:
             f.write(orjson.dumps(header_dict, default=_default, option=_OPTS))

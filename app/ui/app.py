@@ -140,6 +140,13 @@ class DashboardApp(App[None]):
         self.terminated = True
         self._quit(f"stopped by {signal.Signals(sig).name}")
 
+    def stop_by_signal(self, sig: int) -> None:
+        """A termination signal reached the process (the stop watchdog calls this on
+        the app's loop): quit as `q` does; SIGINT from outside counts as Ctrl-C."""
+        self.terminated = sig != signal.SIGINT
+        name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
+        self._quit(f"stopped by {name}")
+
     def on_unmount(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in self._signals:
