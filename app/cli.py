@@ -359,9 +359,9 @@ def _run(args: argparse.Namespace) -> int:
     except _RunFailed as exc:
         print(f"wattflow: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    for line in summary_lines(outcome.summary):
-        print(line)
-    if outcome.session_path is not None:
+    if outcome.session_path is not None:  # else nothing ran: the error line says why
+        for line in summary_lines(outcome.summary):
+            print(line)
         print(f"session: {outcome.session_path}")
     return _exit_code(outcome, terminated)
 

@@ -831,7 +831,9 @@ class Runner:
             window_end_s=window_end,
             drain_s=max(0.0, end_t - window_end),
         )
-        if message and reason != "completed":
+        # Without a session (bad input, or the engine never started) the CLI's own line
+        # says it all; with one, the failure is recorded as an event too.
+        if message and reason != "completed" and self._recorder is not None:
             self.publish(ErrorEvent(t_s=self.clock.now(), source="run", message=message,
                                     fatal=reason == "failed"))
         end = EndEvent(t_s=self.clock.now(), reason=reason, summary=summary)
