@@ -247,6 +247,26 @@ def test_workload_with_vllm_in_process(case: str, tmp_path: Path) -> None:
     assert "session:" in proc.stdout
 
 
+def test_prompts_longer_than_the_context_name_that_cause(tmp_path: Path) -> None:
+    """Every request is refused by vLLM: the run exits 1 with vLLM's own reason (the
+    prompt's length against the model's), not a guess such as "the engine looks down"."""
+    session = tmp_path / "too-long.jsonl"
+    entry = ["-m", "app"] if "vllm" in engines.names() else ["-c", _BOOTSTRAP]
+    proc = subprocess.run(
+        [sys.executable, *entry, "run", "--headless", "--engine", "vllm", "--model", str(TINY),
+         "-E", "max_model_len=128", "--workload", "sequential", "-p", "chunks=2",
+         "-p", "chunk_tokens=600", "-p", "concurrency=2", "--workflows", "2",
+         "--session", str(session)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600, check=False)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "never retrieved" not in proc.stderr
+    last = err[-1]
+    assert "requests failed" in last and "looks down" not in last
+    assert "128" in last and ("maximum model length" in last or "max_model_len" in last), last
+    assert str(session) in last
+
+
 # -- the batch-limit knob on a live vLLM engine --------------------------------------------
 
 def _probe_engine() -> tuple[str, list[VLLMEngine]]:
