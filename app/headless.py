@@ -56,26 +56,49 @@ class HeadlessPrinter:
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The closing summary of a run (or a replay) from its stats' `to_dict()`, possibly
+    with the runner's extra keys (`wall_s`, `window_end_s`, `drain_s`, ...)."""
+
     def g(key: str) -> Any:
         return summary.get(key)
+
+    def num(key: str) -> float | None:
+        v = summary.get(key)
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
     energy = summary.get("energy_j") or {}
     idle = summary.get("idle_energy_j") or {}
     wall = f" (wall {g('wall_s'):.1f} s)" if g("wall_s") is not None else ""
+    drain, window = num("drain_s"), num("window_duration_s")
+    if window is None:
+        window = num("window_end_s")
+    if drain is not None and window is not None:
+        duration = f"duration {window:.1f} s measured + {drain:.1f} s drain{wall}"
+    else:
+        duration = f"duration {g('duration_s'):.1f} s{wall}"
+    cut = f", {g('requests_cancelled')} cut off" if g("requests_cancelled") else ""
+    shed = g("workflows_shed")
     parts = [
-        f"duration {g('duration_s'):.1f} s{wall}",
-        f"requests {g('requests_finished')} finished, {g('requests_failed')} failed;"
-        f" workflows {g('workflows_finished')} finished",
+        duration,
+        f"requests {g('requests_finished')} finished, {g('requests_failed')} failed{cut};"
+        f" workflows {g('workflows_finished')} finished" + (f", {shed} shed" if shed else ""),
         f"tokens {g('output_tokens')} out / {g('prompt_tokens')} in;"
         f" {_f(g('tokens_per_s'), '.1f')} tok/s",
         f"latency p50 {_f(g('latency_p50_s'), '.3f', 's')} p99 {_f(g('latency_p99_s'), '.3f', 's')};"
         f" TTFT p50 {_f(g('ttft_p50_s'), '.3f', 's')}",
     ]
+    if shed:
+        parts.append(f"{shed} workflow arrivals shed: the engine could not keep up with the"
+                     " offered rate")
     if energy:
         comp = ", ".join(f"{c} {j:.1f} J" for c, j in sorted(energy.items()))
         idle_s = ", ".join(f"{c} {j:.1f} J" for c, j in sorted(idle.items()))
         power = ", ".join(f"{c} {w:.0f} W" for c, w in sorted((g("avg_power_w") or {}).items()))
         parts.append(f"energy {comp} (idle {idle_s}); average power {power}")
-        parts.append(f"J/token {_f(g('j_per_output_token'), '.4f')}"
-                     f" (GPU {_f(g('gpu_j_per_output_token'), '.4f')})")
+        line = (f"J/token {_f(g('j_per_output_token'), '.4f')}"
+                f" (GPU {_f(g('gpu_j_per_output_token'), '.4f')})")
+        if drain is not None:
+            line = (f"{line} whole run; {_f(num('window_j_per_output_token'), '.4f')}"
+                    " in the measured window")
+        parts.append(line)
     return parts
