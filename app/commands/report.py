@@ -4,6 +4,10 @@ Recomputes a recorded session's statistics with the same `LiveStats` the live ru
 uses (so the report and the dashboard cannot disagree), then prints a table per
 stage and the run's totals, a comparison when several sessions are given, and
 optionally writes the stage rows as CSV and GPU power over time as a PNG.
+
+`--json` prints one document whose schema (`"schema": 1`) is docs/report-json.md.
+Figures come in two spans: the whole run (the drain after the measured window
+included) and the measured window alone; see that file for what each number counts.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app.core.events import EndEvent, Event, KnobEvent, Sample, SessionHeader
@@ -26,12 +31,19 @@ from app.core.stats import LiveStats, StageStats, StatsSnapshot
 
 CUT_NOTE = "session was cut short: last line incomplete (crash?)"
 OPEN_NOTE = "no end record: the run did not close cleanly"
+NO_WINDOW_NOTE = ("no window end recorded (a session from an older wattflow): the whole run,"
+                  " any drain after the duration included, counts as the measured window")
+
+#: The version of the `--json` document (docs/report-json.md). Bump it when a key is
+#: renamed, removed or changes meaning; adding keys does not bump it.
+JSON_SCHEMA = 1
 
 CSV_COLUMNS = [
     "session",
     "stage",
     "count",
     "failed",
+    "cancelled",
     "latency_p50_s",
     "latency_p90_s",
     "latency_p99_s",
@@ -39,11 +51,15 @@ CSV_COLUMNS = [
     "tpot_p50_s",
     "prompt_tokens",
     "output_tokens",
+    "failed_output_tokens",
+    "cancelled_output_tokens",
     "energy_j",
     "gpu_j",
     "cpu_j",
     "dram_j",
     "j_per_output_token",
+    "failed_energy_j",
+    "cancelled_energy_j",
 ]
 
 
@@ -66,11 +82,33 @@ class SessionReport:
 
     @property
     def notes(self) -> list[str]:
+        notes: list[str] = []
         if self.truncated:
-            return [CUT_NOTE]
-        if self.end is None:
-            return [OPEN_NOTE]
-        return []
+            notes.append(CUT_NOTE)
+        elif self.end is None:
+            notes.append(OPEN_NOTE)
+        s = self.stats
+        if s.workflows_shed:
+            notes.append(shed_note(s))
+        if s.window_end_s is None:
+            if self.end is not None:
+                notes.append(NO_WINDOW_NOTE)
+        elif s.drain_s:
+            n = s.drain_requests_finished
+            drained = ("finished requests" if n is None
+                       else f"finished {n:,} request{'' if n == 1 else 's'}")
+            notes.append(
+                f"measured window: the first {_duration(s.window_duration_s)}; the"
+                f" {_duration(s.drain_s)} drain after it {drained} (in the whole-run figures,"
+                " not the window's) and used"
+                f" {_j(s.drain_energy_total_j if s.drain_energy_j else None)} J"
+            )
+        if s.requests_cancelled:
+            energy = (f": their {s.cancelled_energy_j:,.1f} J is in the whole-run energy and"
+                      " each stage's cut-off J, not in any stage's J/token"
+                      if s.energy_j else "")
+            notes.append(f"{s.requests_cancelled:,} requests cut off by the end of the run{energy}")
+        return notes
 
 
 def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
@@ -133,6 +171,10 @@ def _i(x: int | None) -> str:
     return "-" if x is None else f"{x:,}"
 
 
+def _j(x: float | None) -> str:
+    return _f(x, 1)
+
+
 def _name(info: dict[str, Any]) -> str:
     return str(info.get("name") or "?")
 
@@ -143,45 +185,73 @@ def _title(r: SessionReport) -> str:
     return f"{r.path.name}: {_name(r.header.workload)} on {engine}"
 
 
+def shed_note(s: StatsSnapshot) -> str:
+    note = (f"{s.workflows_shed:,} workflow arrivals shed: the engine could not keep up with"
+            " the offered rate")
+    if s.shed_reasons:
+        reason, _ = max(s.shed_reasons.items(), key=lambda kv: kv[1])
+        note += f" ({reason})"
+    return note
+
+
 def _stage_table(r: SessionReport) -> Table:
-    t = Table(title=f"{_title(r)}: per stage", title_justify="left")
+    s = r.stats
+    measured = bool(s.energy_j)  # "-": nothing measured energy in this session
+    failed_col = any(st.failed for st in s.stages)
+    cut_col = any(st.cancelled for st in s.stages)
+    t = Table(title=f"{_title(r)}: per stage (finished requests; whole run)",
+              title_justify="left")
     t.add_column("stage", no_wrap=True)
-    for col in ("requests", "failed", "p50 s", "p90 s", "p99 s", "TTFT p50 s", "out tokens"):
+    for col in ("requests", "failed", "cut off", "p50 s", "p90 s", "p99 s", "TTFT p50 s",
+                "out tokens", "energy J", "J/token"):
         t.add_column(col, justify="right")
-    t.add_column("energy J", justify="right")
-    t.add_column("J/token", justify="right")
-    for st in r.stats.stages:
+    if failed_col:
+        t.add_column("failed J", justify="right")
+    if cut_col:
+        t.add_column("cut-off J", justify="right")
+
+    def extra(failed_j: float, cut_j: float) -> list[str]:
+        return ([_j(failed_j) if measured else "-"] * failed_col
+                + [_j(cut_j) if measured else "-"] * cut_col)
+
+    for st in s.stages:
         t.add_row(
             st.stage or "(none)",
             _i(st.count),
             _i(st.failed),
+            _i(st.cancelled),
             _f(st.latency_p50_s, 3),
             _f(st.latency_p90_s, 3),
             _f(st.latency_p99_s, 3),
             _f(st.ttft_p50_s, 3),
             _i(st.output_tokens),
-            _f(st.energy_j, 1) if st.energy_by_component_j else "-",  # "-": nothing measured
+            _j(st.energy_j) if measured else "-",
             _f(st.j_per_output_token, 4),
+            *extra(st.failed_energy_j, st.cancelled_energy_j),
         )
-    s = r.stats
     if s.stages:
-        attributed = sum(st.energy_j for st in s.stages)
         t.add_section()
         t.add_row(
             "all stages",
             _i(s.requests_finished),
             _i(s.requests_failed),
+            _i(s.requests_cancelled),
             _f(s.latency_p50_s, 3),
             _f(s.latency_p90_s, 3),
             _f(s.latency_p99_s, 3),
             _f(s.ttft_p50_s, 3),
             _i(s.output_tokens),
-            _f(attributed, 1) if any(st.energy_by_component_j for st in s.stages) else "-",
-            _f(attributed / s.output_tokens if s.output_tokens and attributed else None, 4),
+            _j(s.finished_energy_j) if measured else "-",
+            _f(_ratio(s.finished_energy_j, s.output_tokens), 4),
+            *extra(s.failed_energy_j, s.cancelled_energy_j),
         )
     else:
-        t.add_row("(no requests finished)", *[""] * 9)
+        t.add_row("(no requests ended)", *[""] * (10 + failed_col + cut_col))
     return t
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num and den else None
 
 
 def _duration(seconds: float) -> str:
@@ -190,58 +260,121 @@ def _duration(seconds: float) -> str:
     return f"{format_duration(seconds)} ({seconds:,.0f} s)"
 
 
+def _by_component(total: float, parts: dict[str, float]) -> str:
+    if len(parts) < 2:
+        return _j(total)
+    return f"{total:,.1f} ({', '.join(f'{c} {v:,.1f}' for c, v in sorted(parts.items()))})"
+
+
 def totals_rows(s: StatsSnapshot) -> list[tuple[str, str]]:
-    rows = [
-        ("duration", _duration(s.duration_s)),
-        (
-            "requests",
-            f"{s.requests_finished:,} finished, {s.requests_failed:,} failed"
-            + (f", {s.requests_cancelled:,} cut off by the end of the run"
-               if s.requests_cancelled else "")
-            + f" of {s.requests_submitted:,} submitted",
-        ),
-        ("output tokens", _i(s.output_tokens)),
-        ("output tokens/s", _f(s.tokens_per_s, 1)),
-    ]
+    """The whole run's rows, then (when the session recorded its window end) a section
+    for the measured window and one for the drain. A row ("", "") marks a section."""
+    measured = bool(s.energy_j)
+    window = s.window_end_s is not None and s.drain_s is not None
+    duration = _duration(s.duration_s)
+    if window:
+        duration += (f" = {_duration(s.window_duration_s)} measured window"
+                     f" + {_duration(s.drain_s or 0.0)} drain")
+    else:
+        duration += ", window end not recorded: all of it counts as the window"
+    requests = f"{s.requests_finished:,} finished"
+    if window and s.drain_requests_finished:
+        requests += f" ({s.drain_requests_finished:,} during the drain)"
+    requests += f", {s.requests_failed:,} failed"
+    if s.requests_cancelled:
+        requests += f", {s.requests_cancelled:,} cut off by the end of the run"
+    requests += f" of {s.requests_submitted:,} submitted"
+    if s.requests_in_flight:
+        requests += f", {s.requests_in_flight:,} still in flight"
+    workflows = f"{s.workflows_finished:,} finished, {s.workflows_failed:,} failed"
+    if s.workflows_shed:
+        workflows += f", {s.workflows_shed:,} arrivals shed"
+    rows = [("duration", duration), ("requests", requests), ("workflows", workflows)]
+    if s.workflows_shed:
+        rows.append(("workflow arrivals shed", shed_note(s)))
+    tokens = _i(s.output_tokens)
+    wasted = s.failed_output_tokens + s.cancelled_output_tokens
+    if wasted:
+        tokens += f" (and {wasted:,} generated by failed or cut-off requests)"
+    rows += [("output tokens", tokens), ("output tokens/s", _f(s.tokens_per_s, 1))]
     for comp in ("gpu", "cpu", "dram"):
         if comp in s.energy_j:
-            rows.append((f"{comp.upper()} energy J", _f(s.energy_j[comp], 1)))
+            rows.append((f"{comp.upper()} energy J", _j(s.energy_j[comp])))
     if s.idle_energy_j:
         parts = ", ".join(f"{c} {v:,.1f}" for c, v in sorted(s.idle_energy_j.items()))
         rows.append(("idle energy J", f"{sum(s.idle_energy_j.values()):,.1f} ({parts})"))
+    if measured and s.requests_failed:
+        rows.append(("failed requests' energy J", _j(s.failed_energy_j)))
+    if measured and s.requests_cancelled:
+        rows.append(("cut-off requests' energy J", _j(s.cancelled_energy_j)))
     rows.append(("avg GPU power W", _f(s.avg_power_w.get("gpu"), 1)))
     rows.append(("J per output token", _f(s.j_per_output_token, 4)))
     if s.gpu_j_per_output_token is not None and set(s.energy_j) != {"gpu"}:
         rows.append(("GPU J per output token", _f(s.gpu_j_per_output_token, 4)))
+    if wasted:
+        rows.append(("J per generated token", _f(s.j_per_generated_token, 4)))
     if s.failure_reasons:
         top = sorted(s.failure_reasons.items(), key=lambda kv: -kv[1])[:3]
         rows.append(("failures", "; ".join(f"{n} x {reason}" for reason, n in top)))
+    if not window:
+        return rows
+    w_energy = (_by_component(s.window_energy_total_j, s.window_energy_j)
+                if s.window_energy_j else "-")
+    d_energy = (_by_component(s.drain_energy_total_j, s.drain_energy_j)
+                if s.drain_energy_j else "-")
+    rows += [
+        ("", ""),
+        ("window duration", f"{_duration(s.window_duration_s)} (ends at t="
+                            f"{s.window_end_s:,.1f} s)"),
+        ("window requests finished", _i(s.window_requests_finished)),
+        ("window output tokens", _i(s.window_output_tokens)),
+        ("window output tokens/s", _f(s.window_tokens_per_s, 1)),
+        ("window energy J", w_energy),
+        ("window avg GPU power W", _f(s.window_avg_power_w.get("gpu"), 1)),
+        ("window J per output token", _f(s.window_j_per_output_token, 4)),
+        ("window J per generated token", _f(s.window_j_per_generated_token, 4)),
+        ("", ""),
+        ("drain duration", _duration(s.drain_s or 0.0)),
+        ("drain requests finished", _i(s.drain_requests_finished)),
+        ("drain output tokens", _i(s.drain_output_tokens)),
+        ("drain energy J", d_energy),
+    ]
     return rows
 
 
 def _totals_table(r: SessionReport) -> Table:
-    t = Table(title=f"{r.path.name}: totals", title_justify="left", show_header=False)
+    t = Table(title=f"{r.path.name}: totals (whole run, drain included; then window and drain)",
+              title_justify="left", show_header=False)
     t.add_column("what")
     t.add_column("value", justify="right")
     for k, v in totals_rows(r.stats):
-        t.add_row(k, v)
+        if not k:
+            t.add_section()
+            continue
+        t.add_row(k, v, style="bold red" if k == "workflow arrivals shed" else None)
     return t
 
 
 def comparison_table(reports: list[SessionReport]) -> Table:
-    t = Table(title="comparison", title_justify="left")
-    t.add_column("session")
-    for col in ("J/token", "tok/s", "avg GPU power W", "p50 latency s", "requests"):
+    t = Table(title="comparison (window: the measured window only)", title_justify="left")
+    # the session names are the point of the table (a sweep's knob values): never cut them
+    t.add_column("session", no_wrap=True, min_width=max(len(r.path.name) for r in reports))
+    for col in ("J/token", "window J/token", "tok/s", "window tok/s", "GPU W", "p50 s",
+                "requests", "cut off", "shed"):
         t.add_column(col, justify="right")
     for r in reports:
         s = r.stats
         t.add_row(
             r.path.name,
             _f(s.j_per_output_token, 4),
+            _f(s.window_j_per_output_token, 4),
             _f(s.tokens_per_s, 1),
+            _f(s.window_tokens_per_s, 1),
             _f(s.avg_power_w.get("gpu"), 1),
             _f(s.latency_p50_s, 3),
             _i(s.requests_finished),
+            _i(s.requests_cancelled),
+            _i(s.workflows_shed),
         )
     return t
 
@@ -265,46 +398,258 @@ def print_reports(reports: list[SessionReport], console: Console) -> None:
             console.print(f"knob at t={k.t_s:,.1f} s: {k.knob} {_knob(k.previous)} -> "
                           f"{_knob(k.value)} ({k.source})")
         for note in r.notes:
-            console.print(f"[yellow]{note}[/yellow]")
+            style = "bold red" if "arrivals shed" in note else "yellow"
+            console.print(f"[{style}]{escape(note)}[/{style}]")
         for w in r.warnings:
             if not r.truncated or "incomplete" not in w:
-                console.print(f"[yellow]warning: {w}[/yellow]")
+                console.print(f"[yellow]warning: {escape(w)}[/yellow]")
         console.print()
     if len(reports) > 1:
         console.print(comparison_table(reports))
 
 
+# -- JSON (docs/report-json.md) -----------------------------------------------------------
+
+#: Totals keys summed over sessions by `aggregate_totals` (None if any session has None).
+_SUM_KEYS = (
+    "duration_s", "drain_s", "requests_submitted", "requests_finished", "requests_failed",
+    "requests_cancelled", "requests_in_flight", "workflows_finished", "workflows_failed",
+    "workflows_shed", "prompt_tokens", "output_tokens", "failed_output_tokens",
+    "cancelled_output_tokens", "generated_output_tokens", "energy_total_j", "finished_energy_j",
+    "failed_energy_j", "cancelled_energy_j",
+)
+_WINDOW_SUM_KEYS = ("duration_s", "requests_finished", "output_tokens",
+                    "generated_output_tokens", "energy_total_j")
+_DRAIN_SUM_KEYS = ("duration_s", "requests_finished", "requests_cancelled", "output_tokens",
+                   "generated_output_tokens", "energy_total_j")
+_STAGE_SUM_KEYS = ("count", "failed", "cancelled", "prompt_tokens", "output_tokens",
+                   "failed_output_tokens", "cancelled_output_tokens", "energy_j", "gpu_j",
+                   "cpu_j", "dram_j", "failed_energy_j", "cancelled_energy_j")
+
+
+def _or_none(x: float, measured: bool) -> float | None:
+    return x if measured else None
+
+
+def window_dict(s: StatsSnapshot) -> dict[str, Any]:
+    measured = bool(s.window_energy_j)
+    start = s.t_s - s.duration_s
+    return {
+        "start_s": start,
+        "end_s": s.window_end_s if s.window_end_s is not None else s.t_s,
+        "duration_s": s.window_duration_s,
+        "requests_finished": s.window_requests_finished,
+        "output_tokens": s.window_output_tokens,
+        "tokens_per_s": s.window_tokens_per_s,
+        "generated_output_tokens": s.window_generated_tokens,
+        "energy_j": dict(s.window_energy_j),
+        "energy_total_j": _or_none(s.window_energy_total_j, measured),
+        "avg_power_w": dict(s.window_avg_power_w),
+        "j_per_output_token": s.window_j_per_output_token,
+        "j_per_generated_token": s.window_j_per_generated_token,
+    }
+
+
+def drain_dict(s: StatsSnapshot) -> dict[str, Any] | None:
+    if s.window_end_s is None or s.drain_s is None:
+        return None
+    return {
+        "start_s": s.window_end_s,
+        "end_s": s.t_s,
+        "duration_s": s.drain_s,
+        "requests_finished": s.drain_requests_finished,
+        "requests_cancelled": s.requests_cancelled,
+        "output_tokens": s.drain_output_tokens,
+        "generated_output_tokens": s.drain_generated_tokens,
+        "energy_j": dict(s.drain_energy_j),
+        "energy_total_j": _or_none(s.drain_energy_total_j, bool(s.drain_energy_j)),
+    }
+
+
+def totals_dict(s: StatsSnapshot) -> dict[str, Any]:
+    """One session's `totals` object (docs/report-json.md)."""
+    m = bool(s.energy_j)
+    return {
+        "duration_s": s.duration_s,
+        "window_end_s": s.window_end_s,
+        "drain_s": s.drain_s,
+        "requests_submitted": s.requests_submitted,
+        "requests_finished": s.requests_finished,
+        "requests_failed": s.requests_failed,
+        "requests_cancelled": s.requests_cancelled,
+        "requests_in_flight": s.requests_in_flight,
+        "workflows_finished": s.workflows_finished,
+        "workflows_failed": s.workflows_failed,
+        "workflows_shed": s.workflows_shed,
+        "prompt_tokens": s.prompt_tokens,
+        "output_tokens": s.output_tokens,
+        "failed_output_tokens": s.failed_output_tokens,
+        "cancelled_output_tokens": s.cancelled_output_tokens,
+        "generated_output_tokens": s.generated_output_tokens,
+        "tokens_per_s": s.tokens_per_s,
+        "requests_per_s": s.requests_per_s,
+        "latency_p50_s": s.latency_p50_s,
+        "latency_p90_s": s.latency_p90_s,
+        "latency_p99_s": s.latency_p99_s,
+        "ttft_p50_s": s.ttft_p50_s,
+        "ttft_p90_s": s.ttft_p90_s,
+        "ttft_p99_s": s.ttft_p99_s,
+        "tpot_p50_s": s.tpot_p50_s,
+        "workflow_latency_p50_s": s.workflow_latency_p50_s,
+        "workflow_latency_p90_s": s.workflow_latency_p90_s,
+        "energy_j": dict(s.energy_j),
+        "energy_total_j": _or_none(s.energy_total_j, m),
+        "idle_energy_j": dict(s.idle_energy_j),
+        "finished_energy_j": _or_none(s.finished_energy_j, m),
+        "failed_energy_j": _or_none(s.failed_energy_j, m),
+        "cancelled_energy_j": _or_none(s.cancelled_energy_j, m),
+        "avg_power_w": dict(s.avg_power_w),
+        "j_per_output_token": s.j_per_output_token,
+        "gpu_j_per_output_token": s.gpu_j_per_output_token,
+        "j_per_generated_token": s.j_per_generated_token,
+        "failure_reasons": dict(s.failure_reasons),
+        "shed_reasons": dict(s.shed_reasons),
+        "window": window_dict(s),
+        "drain": drain_dict(s),
+    }
+
+
+def _sum(values: list[Any]) -> Any:
+    return None if any(v is None for v in values) else sum(values)
+
+
+def _sum_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def _div(num: float | None, den: float | None) -> float | None:
+    return num / den if num and den else None
+
+
+def aggregate_totals(totals: list[dict[str, Any]]) -> dict[str, Any]:
+    """The top-level `totals` of several sessions: counts, tokens, energy and durations
+    summed; rates recomputed from the sums; quantiles and `window_end_s` null."""
+    if len(totals) == 1:
+        return totals[0]
+    out: dict[str, Any] = {k: None for k in totals[0]}
+    for k in _SUM_KEYS:
+        out[k] = _sum([t[k] for t in totals])
+    for k in ("energy_total_j", "finished_energy_j", "failed_energy_j", "cancelled_energy_j"):
+        known = [t[k] for t in totals if t[k] is not None]
+        out[k] = sum(known) if known else None  # a session without meters adds nothing
+    for k in ("energy_j", "idle_energy_j", "failure_reasons", "shed_reasons"):
+        out[k] = _sum_dicts([t[k] for t in totals])
+    # average power: energy over the time each session's meters ran (energy / power)
+    spans = _sum_dicts([{c: t["energy_j"][c] / w for c, w in t["avg_power_w"].items() if w}
+                        for t in totals])
+    out["avg_power_w"] = {c: out["energy_j"][c] / v for c, v in spans.items() if v}
+    out["tokens_per_s"] = _div(out["output_tokens"], out["duration_s"])
+    out["requests_per_s"] = _div(out["requests_finished"], out["duration_s"])
+    out["j_per_output_token"] = _div(out["energy_total_j"], out["output_tokens"])
+    out["gpu_j_per_output_token"] = _div(out["energy_j"].get("gpu"), out["output_tokens"])
+    out["j_per_generated_token"] = _div(out["energy_total_j"], out["generated_output_tokens"])
+    windows = [t["window"] for t in totals]
+    win: dict[str, Any] = {k: None for k in windows[0]}
+    for k in _WINDOW_SUM_KEYS:
+        win[k] = _sum([w[k] for w in windows])
+    win["energy_j"] = _sum_dicts([w["energy_j"] for w in windows])
+    win["avg_power_w"] = {}
+    win["tokens_per_s"] = _div(win["output_tokens"], win["duration_s"])
+    win["j_per_output_token"] = _div(win["energy_total_j"], win["output_tokens"])
+    win["j_per_generated_token"] = _div(win["energy_total_j"], win["generated_output_tokens"])
+    out["window"] = win
+    drains = [t["drain"] for t in totals]
+    if any(d is None for d in drains):
+        out["drain"] = None
+    else:
+        drain: dict[str, Any] = {k: None for k in drains[0]}
+        for k in _DRAIN_SUM_KEYS:
+            drain[k] = _sum([d[k] for d in drains])
+        drain["energy_j"] = _sum_dicts([d["energy_j"] for d in drains])
+        out["drain"] = drain
+    return out
+
+
+def aggregate_stages(reports: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The top-level `stages`: per stage name, over all sessions (like `totals`)."""
+    if len(reports) == 1:
+        return reports[0]
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for rows in reports:
+        for row in rows:
+            by_name.setdefault(row["stage"], []).append(row)
+    out = []
+    for name in sorted(by_name):
+        rows = by_name[name]
+        agg: dict[str, Any] = {k: None for k in rows[0]}
+        agg["stage"] = name
+        for k in _STAGE_SUM_KEYS:
+            known = [r[k] for r in rows if r[k] is not None]
+            agg[k] = sum(known) if known else None
+        agg["j_per_output_token"] = _div(agg["energy_j"], agg["output_tokens"])
+        out.append(agg)
+    return out
+
+
 def report_dict(r: SessionReport) -> dict[str, Any]:
+    """One entry of the document's `sessions` list."""
     return {
         "session": r.path.name,
         "path": str(r.path),
         "name": r.header.name,
         "started_unix_s": r.header.started_unix_s,
+        "clock": r.header.clock,
         "workload": _name(r.header.workload),
         "engine": _name(r.header.engine),
+        "model": r.header.engine.get("model"),
         "complete": r.end is not None,
         "end_reason": r.end.reason if r.end is not None else None,
         "truncated": r.truncated,
         "notes": r.notes,
         "warnings": r.warnings,
-        "stats": r.stats.to_dict(),
+        "knobs": dict(r.stats.knobs),
+        "knob_changes": [
+            {"t_s": k.t_s, "knob": k.knob, "value": k.value, "previous": k.previous,
+             "source": k.source}
+            for k in r.knob_changes
+        ],
+        "totals": totals_dict(r.stats),
+        "stages": [_stage_dict(r.stats, st) for st in r.stats.stages],
+    }
+
+
+def json_document(reports: list[SessionReport]) -> dict[str, Any]:
+    """The whole `--json` document: `schema`, `sessions`, and `totals` and `stages` over
+    all of them (for one session, that session's own)."""
+    sessions = [report_dict(r) for r in reports]
+    return {
+        "schema": JSON_SCHEMA,
+        "sessions": sessions,
+        "totals": aggregate_totals([s["totals"] for s in sessions]),
+        "stages": aggregate_stages([s["stages"] for s in sessions]),
     }
 
 
 def stage_rows(r: SessionReport) -> list[dict[str, Any]]:
-    rows = []
-    for st in r.stats.stages:
-        rows.append(_stage_row(r.path.name, st))
-    return rows
+    return [{"session": r.path.name, **_stage_dict(r.stats, st)} for st in r.stats.stages]
 
 
-def _stage_row(session: str, st: StageStats) -> dict[str, Any]:
+def _stage_dict(s: StatsSnapshot, st: StageStats) -> dict[str, Any]:
     by = st.energy_by_component_j
+    m = bool(s.energy_j)  # None below: no meter measured anything in this session
+
+    def comp(c: str) -> float | None:
+        return by.get(c, 0.0) if c in s.energy_j else None
+
     return {
-        "session": session,
         "stage": st.stage,
         "count": st.count,
         "failed": st.failed,
+        "cancelled": st.cancelled,
         "latency_p50_s": st.latency_p50_s,
         "latency_p90_s": st.latency_p90_s,
         "latency_p99_s": st.latency_p99_s,
@@ -312,11 +657,15 @@ def _stage_row(session: str, st: StageStats) -> dict[str, Any]:
         "tpot_p50_s": st.tpot_p50_s,
         "prompt_tokens": st.prompt_tokens,
         "output_tokens": st.output_tokens,
-        "energy_j": st.energy_j if by else None,  # None: no meter measured anything
-        "gpu_j": by.get("gpu"),
-        "cpu_j": by.get("cpu"),
-        "dram_j": by.get("dram"),
+        "failed_output_tokens": st.failed_output_tokens,
+        "cancelled_output_tokens": st.cancelled_output_tokens,
+        "energy_j": _or_none(st.energy_j, m),
+        "gpu_j": comp("gpu"),
+        "cpu_j": comp("cpu"),
+        "dram_j": comp("dram"),
         "j_per_output_token": st.j_per_output_token,
+        "failed_energy_j": _or_none(st.failed_energy_j, m),
+        "cancelled_energy_j": _or_none(st.cancelled_energy_j, m),
     }
 
 
@@ -396,8 +745,8 @@ def run(args: argparse.Namespace) -> int:
     # With --json, stdout holds only the JSON; side notes go to stderr.
     info = sys.stderr if as_json else sys.stdout
     if as_json:
-        out: dict[str, Any] = {"sessions": [report_dict(r) for r in reports]}
-        sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2, default=str).decode())
+        doc = json_document(reports)
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str).decode())
         sys.stdout.write("\n")
     else:
         print_reports(reports, make_console())
