@@ -81,7 +81,7 @@ def test_the_window_and_the_drain_are_told_apart() -> None:
 
 
 def test_a_run_whose_every_request_failed_is_a_failed_run() -> None:
-    events, out = _run(_cfg(engine_options={"fail_every": 1}, duration_s=3.0,
+    _, out = _run(_cfg(engine_options={"fail_every": 1}, duration_s=3.0,
                             max_consecutive_failures=1000))
     assert out.reason == "failed"
     assert out.message.startswith("all ") and "requests failed; the last error:" in out.message
