@@ -125,27 +125,31 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="meter polling interval, 0.01-60 s (default: each meter's, e.g. 0.05 s"
                         " for NVML)")
     p.add_argument("--batch-limit", default=64, type=_knob_number("batch_limit"),
-                   help="requests in flight at most (default 64)")
+                   metavar="N", help="requests in flight at most, 1-65536 (default 64; live knob)")
     p.add_argument("--power-cap", default=None, type=_knob_number("power_cap"),
-                   help="GPU power cap, W (checked against the GPU's own range)")
+                   metavar="W", help="GPU power cap in W, within the GPU's own range (live knob)")
     p.add_argument("--allow-power-cap", action="store_true",
                    help="allow changing a real GPU's power limit (restored at exit)")
     p.add_argument("--max-tokens", default=None, type=_knob_number("max_tokens"),
-                   help="cap on output tokens per call")
+                   metavar="N", help="cap on output tokens per call, 1-1000000 (live knob)")
     p.add_argument("--rate", default=None, type=_number(float, 0, MAX_RATE, lo_open=True,
                                                         unit="/s"),
-                   help="workflow arrivals per second (default: the workload's own)")
+                   metavar="R", help="workflow arrivals per second, Poisson, up to 10000 (default: the"
+                        " workload's own; live knob)")
     p.add_argument("--max-backlog", type=_number(int, 1, 1_000_000), default=1000, metavar="N",
                    help="workflows waiting for admission beyond which new arrivals are shed,"
                         " counted and reported (open loop; default 1000)")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--duration", default=None, type=_number(float, 0, MAX_DURATION_S,
                                                                lo_open=True, unit=" s"),
-                      help="seconds to run")
+                      metavar="S", help="seconds to run (measured window; requests in the engine"
+                           " then drain, at most 30 s)")
     stop.add_argument("--workflows", type=_number(int, 1, 1_000_000_000), default=None,
-                      help="number of workflows to run")
-    p.add_argument("--seed", type=_number(int, 0, 2**63 - 1), default=0)
-    p.add_argument("--session", default=None, help="session file (default sessions/NAME.jsonl)")
+                      metavar="N", help="number of workflows to run")
+    p.add_argument("--seed", type=_number(int, 0, 2**63 - 1), default=0, metavar="N",
+                   help="seed of prompts, lengths and arrivals (default 0)")
+    p.add_argument("--session", default=None, metavar="PATH",
+                   help="session file; must not exist (default: a new sessions/NAME.jsonl)")
     p.add_argument("--headless", action="store_true", help="no dashboard: progress lines")
     p.add_argument("--fast", action="store_true",
                    help="virtual time: as fast as the machine allows (sim engine only)")
@@ -153,7 +157,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="change a knob mid-run, e.g. --at 60:power_cap=300; repeatable")
     p.add_argument("--request-timeout", default=None,
                    type=_number(float, 0, 86_400, lo_open=True, unit=" s"),
-                   help="seconds before a request is failed")
+                   metavar="S", help="seconds before a request is failed (up to 86400)")
 
 
 def build_parser() -> argparse.ArgumentParser:
