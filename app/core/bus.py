@@ -37,11 +37,16 @@ class QueueSubscription:
         self._wakeup = asyncio.Event()
         self._closed = False
         self.coalesced = 0  # telemetry events merged away, for the curious
+        # Compact again only once the buffer has doubled since the last compaction:
+        # a buffer full of events that cannot be merged (requests in a flood) would
+        # otherwise be rescanned on every put, quadratic in a slow consumer's lag.
+        self._compact_at = soft_limit
 
     def put(self, ev: Event) -> None:
         self._buf.append(ev)
-        if len(self._buf) > self._soft_limit:
+        if len(self._buf) > self._compact_at:
             self._compact()
+            self._compact_at = max(self._soft_limit, 2 * len(self._buf))
         self._wakeup.set()
 
     def _compact(self) -> None:
@@ -62,6 +67,7 @@ class QueueSubscription:
     def get_nowait(self) -> list[Event]:
         out = list(self._buf)
         self._buf.clear()
+        self._compact_at = self._soft_limit
         self._wakeup.clear()
         return out
 
