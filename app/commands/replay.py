@@ -10,6 +10,7 @@ import signal
 import sys
 
 from app.core.bus import EventBus
+from app.core.events import Event
 from app.core.replay import Replayer
 from app.core.session_reader import SessionError
 from app.core.stats import LiveStats
@@ -28,10 +29,39 @@ def parse_speed(text: str) -> float:
     return v
 
 
+class _Stats:
+    """The live statistics as a bus subscriber that cannot be dropped silently: an
+    event they cannot take (values the reader let through but that make no sense
+    together) stops the replay with a one-line error, as `report` does."""
+
+    def __init__(self, stats: LiveStats, path: str) -> None:
+        self.stats = stats
+        self.path = path
+        self.error: str | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def on_event(self, ev: Event) -> None:
+        if self.error is not None:
+            return
+        try:
+            self.stats.on_event(ev)
+        except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as e:
+            self.error = (f"{self.path}: bad {ev.kind} event at t={ev.t_s}:"
+                          f" {type(e).__name__}: {e}")
+            if self.task is not None:
+                self.task.cancel()
+
+
+def _wall_s(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value) else None
+
+
 def run(args: argparse.Namespace) -> int:
     bus = EventBus()
     stats = LiveStats()
-    bus.subscribe(stats.on_event)
+    guard = _Stats(stats, args.session)
+    bus.subscribe(guard.on_event)
     try:
         replayer = Replayer(args.session, bus, speed=args.speed)
     except SessionError as exc:
@@ -44,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         bus.subscribe(HeadlessPrinter(stats).on_event)
 
     async def main() -> bool:
-        task = asyncio.create_task(replayer.run())
+        task = guard.task = asyncio.create_task(replayer.run())
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, task.cancel)
         try:
@@ -63,10 +93,18 @@ def run(args: argparse.Namespace) -> int:
     except SessionError as exc:  # a bad line met half-way through the file
         print(f"wattflow: error: {exc}", file=sys.stderr)
         return 2
-    snap = stats.snapshot().to_dict()
+    if guard.error is not None:
+        print(f"wattflow: error: {guard.error}", file=sys.stderr)
+        return 2
+    try:
+        snap = stats.snapshot().to_dict()
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as e:
+        print(f"wattflow: error: {args.session}: events hold values of the wrong type:"
+              f" {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     end = replayer.stream.end
     if end is not None:
-        snap["wall_s"] = end.summary.get("wall_s")
+        snap["wall_s"] = _wall_s(end.summary.get("wall_s"))
     for line in summary_lines(snap):
         print(line)
     if not finished:

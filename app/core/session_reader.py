@@ -1,17 +1,34 @@
 """Reads session files back: whole (`read_session`), streamed (`open_session`,
 `iter_events`), or as the one-line summary `wattflow sessions` lists.
 
-A file whose last line was cut by a crash is accepted and flagged (`truncated`);
-anything else that is wrong with a file is a `SessionError` with a one-line message
-meant for the user.
+What is accepted, and what is refused:
+
+- A last line cut by a crash (no newline, not valid JSON) is accepted and flagged
+  (`truncated`), as are blank lines, and lines of a kind this version does not know
+  (skipped with a warning: a newer wattflow may have written them).
+- Anything else that is wrong is refused with a `SessionError` of one line naming the
+  file and, for a bad line, its number: a missing or malformed header, a line that is
+  not JSON (NaN and Infinity are not JSON), a field of the wrong type (`prompt_tokens`
+  a string, `energy_j` not an object of numbers, ...), a second header, a second end
+  record. A damaged line in the middle is refused rather than skipped: a session is a
+  measurement, and statistics recomputed without some of its lines would be wrong
+  without saying so. `wattflow sessions` lists such a file with the reason.
+
+Every event is checked against the types of its dataclass in `app.core.events`, so
+what the reader returns can be added, compared and formatted by any consumer.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import math
+import os
+import stat
+import types
+import typing
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +36,7 @@ from typing import Any
 import orjson
 
 from app.core.events import (
+    EVENT_KINDS,
     SESSION_VERSION,
     EndEvent,
     Event,
@@ -31,6 +49,11 @@ NOT_A_SESSION = "not a wattflow session (first line is not a session header)"
 # How much of the file's end to read at first when looking for the end record; the
 # end line carries the stats summary, so it can be tens of kilobytes.
 _TAIL_CHUNK = 64 * 1024
+
+#: The longest line read. The recorder's longest (the header, the end record) are tens
+#: of kilobytes; a longer "line" is something else (a binary file, a log with no
+#: newlines), refused before it fills memory.
+MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
 class SessionError(Exception):
@@ -58,6 +81,30 @@ class SessionSummary:
     j_per_output_token: float | None
 
 
+def _check_regular(path: Path) -> None:
+    """Refuse what is not a plain file before opening it: opening a FIFO waits for a
+    writer, and reading a device (/dev/zero) never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise _open_error(path, e) from None
+    if stat.S_ISDIR(mode):
+        raise SessionError(f"{path} is a directory, not a session file")
+    if not stat.S_ISREG(mode):
+        raise SessionError(f"{path}: not a regular file (a pipe or a device?);"
+                           " save the session to a file first")
+
+
+def _lines(f: Any) -> Iterator[bytes]:
+    """The file's lines, none longer than MAX_LINE_BYTES (a longer one is cut there)."""
+    return iter(functools.partial(f.readline, MAX_LINE_BYTES), b"")
+
+
+def _too_long(path: Path, lineno: int) -> SessionError:
+    return SessionError(f"{path} line {lineno}: longer than {MAX_LINE_BYTES >> 20} MiB,"
+                        " not a session line")
+
+
 def _open_error(path: Path, e: OSError) -> SessionError:
     if isinstance(e, FileNotFoundError):
         return SessionError(f"no such session file: {path}")
@@ -66,18 +113,165 @@ def _open_error(path: Path, e: OSError) -> SessionError:
     return SessionError(f"cannot read {path}: {e.strerror or e}")
 
 
-# Header fields the readers index into: a wrong type must be an input error, not a crash.
-_HEADER_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "clock": (str,),
-    "started_unix_s": (int, float),
-    "config": (dict,),
-    "host": (dict,),
-    "engine": (dict,),
-    "workload": (dict,),
-    "meters": (list,),
-    "knobs": (dict,),
+# -- field types ------------------------------------------------------------------------
+# Each event field's JSON type, derived from the event dataclasses' annotations: a line
+# whose values have other types is refused here, so no consumer (statistics, report,
+# dashboard) meets a string where it adds numbers.
+
+_NUMBER = frozenset({int, float})  # bool is its own type: `type(True) is bool`
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldType:
+    types: frozenset[type]
+    what: str
+    items: Callable[[Any], bool] | None = None  # a further check: contents, or range
+
+
+# Contents checks, as set comparisons: they run for every line, so no Python loop.
+_STR, _DICT, _NUMBER_OR_NULL = frozenset({str}), frozenset({dict}), _NUMBER | {type(None)}
+
+
+def _all_str(v: Any) -> bool:
+    return set(map(type, v)) <= _STR
+
+
+def _all_dict(v: Any) -> bool:
+    return set(map(type, v)) <= _DICT
+
+
+def _all_numbers(v: Any) -> bool:
+    return set(map(type, v.values())) <= _NUMBER
+
+
+def _numbers_or_null(v: Any) -> bool:
+    return set(map(type, v.values())) <= _NUMBER_OR_NULL
+
+
+#: Whole-number fields are counts (tokens, requests, calls, queue lengths): never
+#: negative, and bounded so that sums over any file of realistic size stay exact and
+#: within the 64 bits JSON writers accept (2^40 is a year of an H100 at 30k tok/s).
+MAX_COUNT = 2**40
+
+
+def _count(v: Any) -> bool:
+    return 0 <= v <= MAX_COUNT
+
+
+def _field_type(hint: Any) -> _FieldType | None:
+    """The JSON types a field annotated `hint` may hold; None: anything."""
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    nullable = type(None) in args
+    args = tuple(a for a in args if a is not type(None))
+    if len(args) != 1:
+        return None
+    h = args[0]
+    origin, inner = typing.get_origin(h), typing.get_args(h)
+    ft: _FieldType
+    if h is float:
+        ft = _FieldType(_NUMBER, "a number")
+    elif h is int:
+        ft = _FieldType(frozenset({int}), "a whole number from 0 to 2^40", _count)
+    elif h is str:
+        ft = _FieldType(frozenset({str}), "a string")
+    elif h is bool:
+        ft = _FieldType(frozenset({bool}), "true or false")
+    elif origin is list and inner and inner[0] is str:
+        ft = _FieldType(frozenset({list}), "a list of strings", _all_str)
+    elif origin is list and inner and typing.get_origin(inner[0]) is dict:
+        ft = _FieldType(frozenset({list}), "a list of objects", _all_dict)
+    elif origin is dict and len(inner) == 2 and inner[1] is float:
+        ft = _FieldType(frozenset({dict}), "an object of numbers", _all_numbers)
+    elif origin is dict:
+        ft = _FieldType(frozenset({dict}), "an object")
+    else:
+        return None
+    if nullable:
+        return _FieldType(ft.types | {type(None)}, f"{ft.what} or null", ft.items)
+    return ft
+
+
+@dataclass(frozen=True, slots=True)
+class _Checks:
+    fields: dict[str, _FieldType]
+    types: dict[str, frozenset[type]]  # the same, flattened for the per-line loop
+    items: tuple[tuple[str, Callable[[Any], bool]], ...]
+
+
+_CHECKS: dict[type[Event], _Checks] = {}
+
+
+def _checks(cls: type[Event]) -> _Checks:
+    c = _CHECKS.get(cls)
+    if c is None:
+        fields: dict[str, _FieldType] = {}
+        for name, hint in typing.get_type_hints(cls).items():
+            ft = _field_type(hint) if name != "kind" else None
+            if ft is not None:
+                fields[name] = ft
+        if cls is SessionHeader:
+            # Knob values are numbers (or unset), like a knob event's value.
+            fields["knobs"] = _FieldType(frozenset({dict}), "an object of numbers or nulls",
+                                         _numbers_or_null)
+        c = _CHECKS[cls] = _Checks(
+            fields, {k: ft.types for k, ft in fields.items()},
+            tuple((k, ft.items) for k, ft in fields.items() if ft.items is not None))
+    return c
+
+
+# The end record's summary is the live statistics' last snapshot; these entries are
+# read back (by `sessions`, replay and report), so they must hold what they claim.
+_SUMMARY_TYPES: dict[str, _FieldType] = {
+    **{key: _FieldType(_NUMBER | {type(None)}, "a number or null") for key in (
+        "t_s", "duration_s", "wall_s", "requests_finished", "requests_failed",
+        "workflows_finished", "output_tokens", "prompt_tokens", "j_per_output_token",
+        "gpu_j_per_output_token")},
+    **{key: _FieldType(frozenset({dict}), "an object of numbers", _all_numbers)
+       for key in ("energy_j", "idle_energy_j", "avg_power_w", "power_w")},
 }
+
+
+def show(value: Any, limit: int = 40) -> str:
+    """A value for an error message: its repr, cut so a message stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _type_error(d: dict[str, Any], fields: dict[str, _FieldType], prefix: str = "") -> str | None:
+    """What is wrong with the types of `d`'s fields, or None."""
+    for key, value in d.items():
+        ft = fields.get(key)
+        if ft is None:
+            continue
+        if type(value) not in ft.types or (
+                ft.items is not None and value is not None and not ft.items(value)):
+            return f"{prefix}{key} is not {ft.what}, got {show(value)}"
+    return None
+
+
+def check_event_dict(d: dict[str, Any]) -> str | None:
+    """Why a session line's object cannot be an event (one short phrase), or None.
+    A kind this version does not know is not checked (the caller skips it)."""
+    kind = d.get("kind")
+    cls = EVENT_KINDS.get(kind) if type(kind) is str else None
+    if cls is None:
+        return None
+    c = _checks(cls)
+    # The usual line is right: one pass of type lookups; the message only when not.
+    allowed = c.types
+    for key, value in d.items():
+        t = allowed.get(key)
+        if t is not None and type(value) not in t:
+            return _type_error(d, c.fields)
+    for key, items in c.items:
+        value = d.get(key)
+        if value and not items(value):  # its type is right by now
+            return _type_error(d, c.fields)
+    if not math.isfinite(d.get("t_s", 0.0)):  # JSON has no inf; a number near it is fine
+        return f"t_s is not a finite number, got {d['t_s']}"
+    if cls is EndEvent and "summary" in d:
+        return _type_error(d["summary"], _SUMMARY_TYPES, "summary.")
+    return None
 
 
 def _parse_header(path: Path, line: bytes) -> SessionHeader:
@@ -91,15 +285,15 @@ def _parse_header(path: Path, line: bytes) -> SessionHeader:
         raise SessionError(f"{path}: {NOT_A_SESSION}")
     version = d.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise SessionError(f"{path}: unknown session version {version!r}")
+        raise SessionError(f"{path}: unknown session version {show(version)}")
     if version != SESSION_VERSION:
         raise SessionError(
-            f"{path}: session version {version} is not supported "
+            f"{path}: session version {show(version)} is not supported "
             f"(this wattflow reads version {SESSION_VERSION})"
         )
-    for key, typ in _HEADER_TYPES.items():
-        if key in d and not isinstance(d[key], typ):
-            raise SessionError(f"{path}: bad session header: {key} is not a {typ[-1].__name__}")
+    bad = check_event_dict(d)
+    if bad is not None:
+        raise SessionError(f"{path}: bad session header: {bad}")
     try:
         header = event_from_dict(d)
     except (TypeError, ValueError) as e:
@@ -115,12 +309,15 @@ class SessionStream:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        _check_regular(self.path)
         try:
             with open(self.path, "rb") as f:
-                first = f.readline()
+                first = f.readline(MAX_LINE_BYTES)
                 self._body_offset = f.tell()
         except OSError as e:
             raise _open_error(self.path, e) from None
+        if len(first) == MAX_LINE_BYTES and not first.endswith(b"\n"):
+            raise SessionError(f"{self.path}: {NOT_A_SESSION}")
         self.header = _parse_header(self.path, first)
         self.end: EndEvent | None = None
         self.truncated = False
@@ -138,7 +335,9 @@ class SessionStream:
             raise _open_error(path, e) from None
         try:
             f.seek(self._body_offset)
-            for lineno, raw in enumerate(f, start=2):
+            for lineno, raw in enumerate(_lines(f), start=2):
+                if len(raw) == MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                    raise _too_long(path, lineno)
                 try:
                     d = orjson.loads(raw)
                 except orjson.JSONDecodeError:
@@ -155,19 +354,25 @@ class SessionStream:
                     raise SessionError(f"{path} line {lineno}: not valid JSON") from None
                 if not isinstance(d, dict):
                     raise SessionError(f"{path} line {lineno}: not an event (not a JSON object)")
-                t_s = d.get("t_s", 0.0)
-                if not isinstance(t_s, int | float) or isinstance(t_s, bool) or math.isnan(t_s):
-                    raise SessionError(f"{path} line {lineno}: t_s is not a number")
                 kind = d.get("kind")
+                if not isinstance(kind, str):
+                    raise SessionError(f"{path} line {lineno}: not an event (no kind)")
+                t_s = d.get("t_s", 0.0)
+                if type(t_s) not in _NUMBER or not math.isfinite(t_s):
+                    raise SessionError(f"{path} line {lineno}: t_s is not a number,"
+                                       f" got {show(t_s)}")
                 if kind == "session":
                     raise SessionError(
                         f"{path} line {lineno}: a second session header "
                         "(two sessions joined into one file?)"
                     )
+                bad = check_event_dict(d)
+                if bad is not None:
+                    raise SessionError(f"{path} line {lineno}: bad {kind} event: {bad}")
                 try:
                     ev = event_from_dict(d)
                 except ValueError:
-                    unknown[str(kind)] += 1
+                    unknown[kind] += 1
                     continue
                 except TypeError as e:
                     raise SessionError(f"{path} line {lineno}: bad {kind} event: {e}") from None
@@ -186,7 +391,8 @@ class SessionStream:
             f.close()
         for kind, n in sorted(unknown.items()):
             self.warnings.append(
-                f"skipped {n} event(s) of unknown kind {kind!r} (written by a newer wattflow?)"
+                f"skipped {n} event(s) of unknown kind {show(kind)}"
+                " (written by a newer wattflow?)"
             )
         if after_end:
             self.warnings.append(f"{after_end} event(s) after the end record")
@@ -236,6 +442,10 @@ def _last_lines(path: Path) -> tuple[bytes, bytes | None]:
             # Two newlines inside the chunk (or the file start) bound the last two lines.
             if body.count(b"\n") >= 2 or start == 0:
                 break
+            if chunk >= 2 * MAX_LINE_BYTES:
+                # No end record can be that long: say none, and let the full read
+                # (which refuses too long a line) tell what the file is.
+                return b"", None
             chunk *= 4
     lines = data.splitlines(keepends=True)
     last = lines[-1] if lines else b""
@@ -250,7 +460,7 @@ def _parse_end(line: bytes | None) -> EndEvent | None:
         d = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(d, dict) or d.get("kind") != "end":
+    if not isinstance(d, dict) or d.get("kind") != "end" or check_event_dict(d) is not None:
         return None
     ev = event_from_dict(d)
     return ev if isinstance(ev, EndEvent) and isinstance(ev.summary, dict) else None
@@ -313,7 +523,7 @@ def summarize(path: Path | str) -> SessionSummary:
 
 
 def format_duration(seconds: float | None) -> str:
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds):
         return "?"
     if seconds < 60:
         return f"{seconds:.1f}s"

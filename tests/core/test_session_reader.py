@@ -259,4 +259,4 @@ def test_summary_finds_an_end_line_longer_than_the_tail_chunk(tmp_path: Path) ->
 def test_wrongly_typed_header_fields(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     path.write_bytes(b'{"kind":"session","version":1,"engine":"sim"}\n')
-    assert error_of(path) == f"{path}: bad session header: engine is not a dict"
+    assert error_of(path) == f"{path}: bad session header: engine is not an object, got 'sim'"
