@@ -407,6 +407,9 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"[{i}/{len(points)}] {label}", flush=True)
         try:
             outcome, terminated = _execute(Runner(config, workload), headless=True, fast=args.fast)
+        except UsageError as exc:
+            raise UsageError(f"sweep point {label}: {str(exc).removeprefix('--power-cap: ')}"
+                             ) from None
         except _RunFailed as exc:
             print(f"wattflow: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
