@@ -23,10 +23,12 @@ def _limit(fake_state: Path) -> float:
     return float(json.loads(fake_state.read_text())["gpus"][0]["limit_w"])
 
 
-def _start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+def _start(tmp_path: Path, *args: str, stuck: bool = False
+           ) -> tuple[subprocess.Popen[str], Path]:
     fake_state = tmp_path / "gpu.json"
     FakeNvml([FakeGpu(limit_w=650.0)], root=True, state_path=fake_state)
-    env = {**os.environ, "WATTFLOW_STATE_DIR": str(tmp_path / "state")}
+    env = {**os.environ, "WATTFLOW_STATE_DIR": str(tmp_path / "state"),
+           "FAKE_STUCK_SUBSCRIBER": "1" if stuck else "0"}
     proc = subprocess.Popen(
         [sys.executable, str(CHILD), str(fake_state), "run", "--headless", "--meter", "nvml",
          "--allow-power-cap", "--power-cap", "300", "--workload", "sequential",
@@ -65,6 +67,21 @@ def test_limit_is_back_after_a_signal(tmp_path: Path, sig: signal.Signals, code:
     assert proc.returncode == code, err
     assert "Traceback" not in err
     assert _limit(fake_state) == 650.0
+
+
+def test_limit_is_back_when_the_loop_is_stuck_and_the_watchdog_closes(tmp_path: Path) -> None:
+    proc, fake_state = _start(tmp_path, "--duration", "120", stuck=True)
+    _wait_capped(proc, fake_state)
+    assert proc.stderr is not None
+    assert proc.stderr.readline().strip() == "stuck"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "did not stop in time" in err and "Traceback" not in err
+    assert _limit(fake_state) == 650.0
+    assert not (tmp_path / "state" / "powercap.json").exists()
+    end = json.loads((tmp_path / "s.jsonl").read_text().splitlines()[-1])
+    assert end["kind"] == "end" and "closed_by" in end["summary"]
 
 
 def test_limit_is_back_when_the_engine_dies(tmp_path: Path) -> None:
