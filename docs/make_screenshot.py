@@ -21,7 +21,7 @@ def main() -> None:
              "--batch-limit", "64", "--at", "300:power_cap=450", "--session", str(session)],
             check=True, stdout=subprocess.DEVNULL,
         )
-        console = Console(record=True, width=118, highlight=False, file=open("/dev/null", "w"))  # noqa: SIM115
+        console = Console(record=True, width=140, highlight=False, file=open("/dev/null", "w"))  # noqa: SIM115
         console.print("$ wattflow report sessions/composite-sim.jsonl")
         print_reports([analyse(session)], console)
         console.save_svg("docs/report.svg", title="wattflow report")
