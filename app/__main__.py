@@ -1,3 +1,3 @@
-from app.cli import _entry
+from app.cli import entry
 
-_entry()
+entry()
