@@ -11,6 +11,7 @@ unknown kinds, duplicate end records, cut lines, random bytes, invalid UTF-8.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from tests.fuzz._cli import check, wattflow
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=False,
+FUZZ = settings(max_examples=100, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 HEADER: dict[str, Any] = {
@@ -249,13 +250,22 @@ def _without_known_bugs(data: bytes) -> bytes:
     return data.replace(b"[/", b"[_")
 
 
+# Errors about the file as a whole (its first line): no line number to give.
+WHOLE_FILE_ERRORS = ("not a wattflow session", "empty file", "session version",
+                     "bad session header")
+
+
 def _check_all(data: bytes) -> None:
     data = _without_known_bugs(data)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "fz.jsonl"
         path.write_bytes(data)
         p = str(path)
-        check(wattflow("report", p), path=p)
+        o = wattflow("report", p)
+        check(o, path=p)
+        if o.code == 2 and not any(why in o.err for why in WHOLE_FILE_ERRORS):
+            # Anything wrong past the header is pinned to its line.
+            assert re.search(rf"{re.escape(p)} line \d+: ", o.err), o.describe()
         o = wattflow("report", p, "--json")
         check(o, path=p)
         if o.code == 0:
@@ -274,7 +284,7 @@ def test_hostile_session_files(data: bytes) -> None:
     _check_all(data)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=400))
 def test_random_bytes(data: bytes) -> None:
     _check_all(data)
