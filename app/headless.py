@@ -42,7 +42,8 @@ class HeadlessPrinter:
             self._print(f"knob {ev.knob}: {ev.previous} -> {ev.value} ({ev.source}) at t={ev.t_s:.1f}s")
         elif isinstance(ev, ErrorEvent):
             level = "error" if ev.fatal else "warning"
-            self._print(f"{level} [{ev.source}] {ev.message.splitlines()[0]}")
+            first = (ev.message or "").strip().splitlines()
+            self._print(f"{level} [{ev.source}] {first[0] if first else '(no message)'}")
         now = time.monotonic()
         if now - self._last >= self._period_s:
             self._last = now

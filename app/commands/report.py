@@ -22,7 +22,6 @@ from typing import Any
 
 import orjson
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from app.core.events import EndEvent, Event, KnobEvent, Sample, SessionHeader
@@ -380,7 +379,9 @@ def comparison_table(reports: list[SessionReport]) -> Table:
 
 
 def make_console() -> Console:
-    console = Console(highlight=False)
+    # markup=False: every string in these tables comes from a session (stage labels,
+    # failure reasons, model names) and must print as written, `[/bold]` included.
+    console = Console(highlight=False, markup=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 140  # don't squeeze the tables to 80 columns when piped
     return console
@@ -399,10 +400,10 @@ def print_reports(reports: list[SessionReport], console: Console) -> None:
                           f"{_knob(k.value)} ({k.source})")
         for note in r.notes:
             style = "bold red" if "arrivals shed" in note else "yellow"
-            console.print(f"[{style}]{escape(note)}[/{style}]")
+            console.print(note, style=style)
         for w in r.warnings:
             if not r.truncated or "incomplete" not in w:
-                console.print(f"[yellow]warning: {escape(w)}[/yellow]")
+                console.print(f"warning: {w}", style="yellow")
         console.print()
     if len(reports) > 1:
         console.print(comparison_table(reports))

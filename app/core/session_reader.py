@@ -55,6 +55,10 @@ _TAIL_CHUNK = 64 * 1024
 #: newlines), refused before it fills memory.
 MAX_LINE_BYTES = 64 * 1024 * 1024
 
+#: The latest time an event of a run can have (`--duration` is at most 1e7 s; the
+#: drain and a long engine start are well within the margin).
+MAX_T_S = 1e8
+
 
 class SessionError(Exception):
     """A session file cannot be written or read; the message is one line for the user."""
@@ -361,6 +365,12 @@ class SessionStream:
                 if type(t_s) not in _NUMBER or not math.isfinite(t_s):
                     raise SessionError(f"{path} line {lineno}: t_s is not a number,"
                                        f" got {show(t_s)}")
+                if not -1.0 <= t_s <= MAX_T_S:
+                    # Seconds since the run started: a run lasts at most --duration's
+                    # 1e7 s. A time beyond is damage, and replaying up to it would wait
+                    # for ever.
+                    raise SessionError(f"{path} line {lineno}: t_s {t_s:g} is outside a"
+                                       f" run (0 to {MAX_T_S:g} s)")
                 if kind == "session":
                     raise SessionError(
                         f"{path} line {lineno}: a second session header "
