@@ -281,7 +281,16 @@ def _execute(runner: Any, *, headless: bool, fast: bool) -> tuple[Any, bool]:
             os.write(2, line.encode())
         os._exit(EXIT_OK if sig == signal.SIGINT else EXIT_FAILED)
 
-    watchdog = StopWatchdog(on_stop, on_emergency)
+    def on_hard_exit(sig: int) -> None:  # the emergency close itself is stuck
+        if tty_state is not None:
+            _restore_tty(tty_state)
+        line = (f"\nwattflow: stopped by {signal_name(sig)}; the session could not be closed in"
+                " time and may lack its end record (report reads it as after a crash)\n")
+        with contextlib.suppress(OSError):
+            os.write(2, line.encode())
+        os._exit(EXIT_OK if sig == signal.SIGINT else EXIT_FAILED)
+
+    watchdog = StopWatchdog(on_stop, on_emergency, on_hard_exit)
 
     async def main() -> Any:
         watchdog.install(asyncio.get_running_loop())

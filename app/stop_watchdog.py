@@ -10,7 +10,10 @@ doing) and a watcher thread reads it:
 - first signal: ask the run to stop on its loop (`on_stop`, through
   `call_soon_threadsafe`), then give it `grace_s` to close its session itself;
 - if it has not finished by then, or on a second signal: `on_emergency` (close the
-  session from this thread, restore power limits, exit the process).
+  session from another thread, restore power limits, exit the process);
+- if even that has not exited the process `emergency_budget_s` later (a disk that does
+  not answer an fsync), or on one more signal: `on_hard_exit` (leave now; the session
+  may lack its end record, as after SIGKILL).
 """
 
 from __future__ import annotations
@@ -27,14 +30,19 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: Seconds the run gets to stop cleanly after a signal before the watchdog closes the
 #: session itself; the promise to users is an answer within 2 s.
 DEFAULT_GRACE_S = 1.5
+#: Seconds the emergency close may take before the process leaves regardless.
+DEFAULT_EMERGENCY_BUDGET_S = 0.4
 
 
 class StopWatchdog:
     def __init__(self, on_stop: Callable[[int], None], on_emergency: Callable[[int], None],
-                 *, grace_s: float = DEFAULT_GRACE_S) -> None:
+                 on_hard_exit: Callable[[int], None], *, grace_s: float = DEFAULT_GRACE_S,
+                 emergency_budget_s: float = DEFAULT_EMERGENCY_BUDGET_S) -> None:
         self._on_stop = on_stop
         self._on_emergency = on_emergency
+        self._on_hard_exit = on_hard_exit
         self.grace_s = grace_s
+        self.emergency_budget_s = emergency_budget_s
         self._done = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._old_handlers: dict[int, object] = {}
@@ -120,10 +128,20 @@ class StopWatchdog:
             self._emergency(sig)
 
     def _emergency(self, sig: int) -> None:
-        if self._done.is_set() or self._emergency_started.is_set():
+        if self._done.is_set():
+            return
+        if self._emergency_started.is_set():
+            self._on_hard_exit(sig)  # one more signal while closing: leave now
             return
         self._emergency_started.set()
-        self._on_emergency(sig)
+        # The close runs on its own thread so that this one can still keep the deadline
+        # when the close itself blocks (an fsync to a disk that does not answer).
+        closer = threading.Thread(target=self._on_emergency, args=(sig,),
+                                  name="wattflow-emergency-close", daemon=True)
+        closer.start()
+        closer.join(self.emergency_budget_s)
+        if closer.is_alive():
+            self._on_hard_exit(sig)
 
 
 def _python_level_noop(signum: int, frame: object) -> None:
