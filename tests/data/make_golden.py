@@ -1,0 +1,46 @@
+"""Writes tests/data/golden-composite-seed7.jsonl.gz: the session of one seeded run on
+virtual time, the reference that tests/core/test_golden_session.py compares today's
+runs with. Regenerate only for a change that is meant to alter what runs record (say
+so in the commit):
+
+    python -m tests.data.make_golden
+"""
+
+from __future__ import annotations
+
+import gzip
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from app.core.clock import run_async
+from app.core.knobs import ScheduledChange
+from app.core.runner import RunConfig, Runner
+
+GOLDEN = Path(__file__).with_name("golden-composite-seed7.jsonl.gz")
+
+
+def golden_config(session: Path) -> RunConfig:
+    return RunConfig(
+        workload="composite",
+        workload_params={"interactive_rate": 2.0, "sequential_rate": 0.2, "agentic_rate": 0.1},
+        engine="sim", meters=["auto"], duration_s=45.0, seed=7, fast=True,
+        schedule=[ScheduledChange(15.0, "batch_limit", 8), ScheduledChange(30.0, "power_cap", 400.0)],
+        session_path=session,
+    )
+
+
+def record(session: Path) -> Any:
+    return run_async(Runner(golden_config(session)).run(), virtual=True)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        session = Path(d) / "golden.jsonl"
+        record(session)
+        GOLDEN.write_bytes(gzip.compress(session.read_bytes(), compresslevel=9, mtime=0))
+    print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()
