@@ -133,7 +133,9 @@ class Runner:
         self._stop_message = ""
         self._draining = False
         self._knob_changed: asyncio.Event | None = None
-        self._active: set[asyncio.Task[Any]] = set()
+        # Workflows in progress, in arrival order (a dict, not a set: the drain cancels
+        # them in this order, so a seeded run records the same session every time).
+        self._active: dict[asyncio.Task[Any], None] = {}
         self._engine_tasks: set[asyncio.Task[Any]] = set()
         self._in_engine: dict[str, asyncio.Task[Any]] = {}
         self._consecutive_failures = 0
@@ -559,7 +561,7 @@ class Runner:
                 run_workflow(spec, self._submit, self.publish, self.clock, wf_rng,
                              max_tokens_cap=lambda: self._max_tokens())
             )
-            self._active.add(task)
+            self._active[task] = None
             task.add_done_callback(self._workflow_done)
 
         while not self._draining and (limit is None or count < limit):
@@ -588,7 +590,7 @@ class Runner:
         return int(v) if v is not None else None
 
     def _workflow_done(self, task: asyncio.Task[Any]) -> None:
-        self._active.discard(task)
+        self._active.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             self.publish(ErrorEvent(t_s=self.clock.now(), source="workflow", message=str(exc)))
