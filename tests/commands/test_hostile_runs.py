@@ -148,8 +148,8 @@ def test_a_stuck_subscriber_cannot_keep_the_run_from_stopping(tmp_path: Path) ->
     [
         (["--workload", "sequential", "-p", "chunks=100000000"],
          "parameter chunks = 1e+08 is out of range (1-1023)"),
-        (["--workload", "sequential", "-p", "chunks=abc"], "parameter chunks must be int, got 'abc'"),
-        (["--workload", "sequential", "-p", "chunk_tokens=nan"], "chunk_tokens must be int"),
+        (["--workload", "sequential", "-p", "chunks=abc"], "parameter chunks must be an integer, got 'abc'"),
+        (["--workload", "sequential", "-p", "chunk_tokens=nan"], "chunk_tokens must be an integer"),
         (["--poll-interval", "1e-9"], "--poll-interval: 1e-9 is out of range (0.01-60 s); GPU"),
         (["--duration", "nan"], "argument --duration: nan is out of range"),
         (["--duration", "inf"], "argument --duration: inf is out of range"),
