@@ -1,70 +1,44 @@
-"""Inference engines, registered by name."""
+"""Inference engines, registered by name. Each is imported only when asked for, so that
+`wattflow --help` does not import vLLM or torch."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from app.core.options import OptionSchema
+from app.core.registry import Registry, lazy
 from engines.base import Engine, EngineContext
 
 EngineFactory = Callable[[EngineContext, dict[str, Any]], Engine]
 
-_FACTORIES: dict[str, Callable[[], EngineFactory]] = {}
+REGISTRY: Registry[[EngineContext, dict[str, Any]], Engine] = Registry("engine")
 
 
-def register(name: str, loader: Callable[[], EngineFactory]) -> None:
-    """`loader` imports lazily so that `wattflow --help` does not import vLLM."""
-    _FACTORIES[name] = loader
+def register(name: str, loader: Callable[[], EngineFactory], *,
+             options: Callable[[], OptionSchema[Any]] | None = None) -> None:
+    """`loader` imports lazily and returns the factory; `options` its option schema."""
+    REGISTRY.register(name, loader, options=options)
 
 
 def names() -> list[str]:
-    return sorted(_FACTORIES)
+    return REGISTRY.names()
 
 
 def create(name: str, ctx: EngineContext, options: dict[str, Any]) -> Engine:
-    if name not in _FACTORIES:
-        raise KeyError(f"unknown engine {name!r} (choose from {', '.join(names())})")
-    return _FACTORIES[name]()(ctx, options)
+    """KeyError (one line, the choices) for an unknown name."""
+    return REGISTRY.create(name, ctx, options)
 
 
-def _sim() -> EngineFactory:
-    from engines.sim.engine import SimEngine
-
-    return SimEngine.from_options
+def option_schema(name: str) -> OptionSchema[Any] | None:
+    return REGISTRY.options(name)
 
 
-register("sim", _sim)
-
-
-def _openai() -> EngineFactory:
-    from engines.openai.engine import OpenAIEngine
-
-    return OpenAIEngine.from_options
-
-
-register("openai", _openai)
-
-
-def _transformers() -> EngineFactory:
-    from engines.transformers import TransformersEngine
-
-    return TransformersEngine.from_options
-
-
-def _parrot() -> EngineFactory:
-    from engines.parrot import ParrotEngine
-
-    return ParrotEngine.from_options
-
-
-register("transformers", _transformers)
-register("parrot", _parrot)
-
-
-def _vllm() -> EngineFactory:
-    from engines.vllm.engine import VLLMEngine
-
-    return VLLMEngine.from_options
-
-
-register("vllm", _vllm)
+for _name, _module, _cls in (
+    ("sim", "engines.sim.engine", "SimEngine"),
+    ("openai", "engines.openai.engine", "OpenAIEngine"),
+    ("transformers", "engines.transformers.engine", "TransformersEngine"),
+    ("parrot", "engines.parrot.engine", "ParrotEngine"),
+    ("vllm", "engines.vllm.engine", "VLLMEngine"),
+):
+    register(_name, lazy(_module, f"{_cls}.from_options"), options=lazy(_module, "OPTIONS"))

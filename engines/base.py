@@ -5,16 +5,26 @@ admission (the batch limit and rate), timing and energy attribution; the engine
 only generates. Engines that can see their own scheduler state (running and
 waiting requests, KV-cache use) report it through the `emit` callback they are
 given at construction.
+
+Optional abilities are declared, not probed: an engine that can restart with a new
+max_num_seqs implements `Restartable`, one with a real tokenizer `HasTokenizer`, one
+that reports its own scheduler state lists `ENGINE_STATE` in `info().capabilities`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from app.core.clock import Clock
 from app.core.events import Event
+from app.core.options import OptionError
+from engines.tokens import TokenCounter
+
+#: The capability (in `EngineInfo.capabilities`) of an engine that emits
+#: `EngineStateEvent`s from its own scheduler (running, waiting, KV-cache use).
+ENGINE_STATE = "engine_state"
 
 
 @dataclass(slots=True)
@@ -67,6 +77,10 @@ class EngineError(RuntimeError):
     """A request or the engine failed; the message is one line for the user."""
 
 
+class EngineOptionError(EngineError, OptionError):
+    """A bad engine option (`-E KEY=VALUE`); the message is one line."""
+
+
 @dataclass(slots=True)
 class EngineContext:
     clock: Clock
@@ -83,3 +97,21 @@ class Engine(Protocol):
     def info(self) -> EngineInfo: ...
 
     def generate(self, request: Request) -> AsyncIterator[TokenEvent]: ...
+
+
+# -- optional abilities ---------------------------------------------------------------
+@runtime_checkable
+class Restartable(Protocol):
+    """Can change its own max_num_seqs by restarting (the caller drains it first)."""
+
+    async def restart(self, max_num_seqs: int) -> None: ...
+
+
+@runtime_checkable
+class HasTokenizer(Protocol):
+    """Has the model's tokenizer: the runner hands it to the workloads so that prompts
+    hit their token targets under it."""
+
+    def tokenizer(self) -> TokenCounter | None:
+        """After start(): text -> token count, or None when this model has none."""
+        ...

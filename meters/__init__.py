@@ -1,52 +1,40 @@
-"""Meters, registered by name."""
+"""Meters, registered by name; each is imported only when asked for."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from app.core.options import OptionSchema
+from app.core.registry import Registry, lazy
 from meters.base import Meter
 
 MeterFactory = Callable[[dict[str, Any]], Meter]
 
-_FACTORIES: dict[str, Callable[[], MeterFactory]] = {}
+REGISTRY: Registry[[dict[str, Any]], Meter] = Registry("meter")
 
 
-def register(name: str, loader: Callable[[], MeterFactory]) -> None:
-    _FACTORIES[name] = loader
+def register(name: str, loader: Callable[[], MeterFactory], *,
+             options: Callable[[], OptionSchema[Any]] | None = None) -> None:
+    REGISTRY.register(name, loader, options=options)
 
 
 def names() -> list[str]:
-    return sorted(_FACTORIES)
+    return REGISTRY.names()
 
 
 def create(name: str, options: dict[str, Any]) -> Meter:
-    """`options` carries what a meter may need: for `sim`, the sim engine's twin."""
-    if name not in _FACTORIES:
-        raise KeyError(f"unknown meter {name!r} (choose from {', '.join(names())})")
-    return _FACTORIES[name]()(options)
+    """`options` is shared by all the meters of a run and carries what a meter may need:
+    for `sim`, the sim engine (its twin). KeyError (one line) for an unknown name."""
+    return REGISTRY.create(name, options)
 
 
-def _sim() -> MeterFactory:
-    from meters.sim.meter import SimMeter
-
-    return SimMeter.from_options
+def option_schema(name: str) -> OptionSchema[Any] | None:
+    return REGISTRY.options(name)
 
 
-register("sim", _sim)
-
-
-def _nvml() -> MeterFactory:
-    from meters.nvml import load
-
-    return load()
-
-
-def _rapl() -> MeterFactory:
-    from meters.rapl import load
-
-    return load()
-
-
-register("nvml", _nvml)
-register("rapl", _rapl)
+register("sim", lazy("meters.sim.meter", "SimMeter.from_options"))
+register("nvml", lazy("meters.nvml.meter", "NvmlMeter.from_options"),
+         options=lazy("meters.nvml.meter", "OPTIONS"))
+register("rapl", lazy("meters.rapl.meter", "RaplMeter.from_options"),
+         options=lazy("meters.rapl.meter", "OPTIONS"))

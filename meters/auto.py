@@ -7,27 +7,23 @@ The simulated meter is not chosen here: it comes with the simulated engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
+import meters
 from meters.base import Meter, MeterUnavailable
 
-
-def _loaders() -> list[tuple[str, Callable[[], Callable[[dict[str, Any]], Meter]]]]:
-    from meters import nvml, rapl
-
-    return [("nvml", nvml.load), ("rapl", rapl.load)]
+REAL_METERS = ("nvml", "rapl")
 
 
 def available_meters(options: dict[str, Any]) -> tuple[list[Meter], list[str]]:
     """(meters, reasons). The meters returned are already open (opening is how we
     know they work; `open()` again is a no-op); close them when done. `reasons` has
     one line per meter left out."""
-    meters: list[Meter] = []
+    found: list[Meter] = []
     reasons: list[str] = []
-    for name, load in _loaders():
+    for name in REAL_METERS:
         try:
-            meter = load()(options)
+            meter = meters.create(name, options)
             meter.open()
         except MeterUnavailable as exc:
             reasons.append(str(exc) if str(exc).startswith(name) else f"{name}: {exc}")
@@ -35,5 +31,5 @@ def available_meters(options: dict[str, Any]) -> tuple[list[Meter], list[str]]:
         except (ValueError, OSError) as exc:
             reasons.append(f"{name}: {exc}")
             continue
-        meters.append(meter)
-    return meters, reasons
+        found.append(meter)
+    return found, reasons

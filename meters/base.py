@@ -4,12 +4,16 @@ A meter reads every channel of every device it owns in one `sample()` call. Read
 block (NVML's energy counter costs milliseconds), so the runner calls `sample()` from
 a dedicated poller thread unless the meter says it is non-blocking (the simulated
 twin, which must run on the loop's virtual time).
+
+Optional abilities are declared by implementing a small protocol, never probed by
+name: `SamplesFinal` (an exact last reading), `DrainsMessages` (one-line errors and
+notes found while sampling, recorded as `error` events).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from app.core.events import Sample
 
@@ -58,4 +62,26 @@ class Meter(Protocol):
 
     def set_power_limit(self, device: str, watts: float) -> None:
         """Raise PowerCapError if the device cannot be capped to `watts`."""
+        ...
+
+
+# -- optional abilities ---------------------------------------------------------------
+@runtime_checkable
+class SamplesFinal(Protocol):
+    """Has a reading for the end of a run that is exact where `sample()` may not be (a
+    meter that reads its energy counter rarely reads it now)."""
+
+    def sample_final(self, t_s: float) -> list[Sample]: ...
+
+
+@runtime_checkable
+class DrainsMessages(Protocol):
+    """Keeps what went wrong (or is worth noting) while sampling, for the loop to take."""
+
+    def drain_errors(self) -> list[str]:
+        """Failures since the last call, one line each (a GPU lost: no longer read)."""
+        ...
+
+    def drain_notes(self) -> list[str]:
+        """Things worth recording that are not failures (an energy counter reset)."""
         ...

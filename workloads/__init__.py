@@ -5,23 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from app.core.registry import Registry, lazy
 from workloads.base import Workload
 
 WorkloadFactory = Callable[[dict[str, Any]], Workload]
-
-_FACTORIES: dict[str, Callable[[], WorkloadFactory]] = {}
 
 
 class WorkloadError(ValueError):
     """A bad workload name, parameter or file; one line for the user."""
 
 
+REGISTRY: Registry[[dict[str, Any]], Workload] = Registry(
+    "workload", error=WorkloadError, also=" or a FILE.toml")
+
+
 def register(name: str, loader: Callable[[], WorkloadFactory]) -> None:
-    _FACTORIES[name] = loader
+    REGISTRY.register(name, loader)
 
 
 def names() -> list[str]:
-    return sorted(_FACTORIES)
+    return REGISTRY.names()
 
 
 def create(name: str, params: dict[str, Any] | None = None) -> Workload:
@@ -32,42 +35,17 @@ def create(name: str, params: dict[str, Any] | None = None) -> Workload:
         except ImportError:
             raise WorkloadError(f"{name}: TOML workflows are not available in this build") from None
         return load_toml_workload(name, params)
-    if name not in _FACTORIES:
-        raise WorkloadError(f"unknown workload {name!r} (choose from {', '.join(names())}"
-                            " or a FILE.toml)")
+    factory = REGISTRY.load(name)
     try:
-        return _FACTORIES[name]()(params)
+        return factory(params)
     except ValueError as exc:
         raise WorkloadError(str(exc)) from None
 
 
-def _sequential() -> WorkloadFactory:
-    from workloads.sequential import SequentialWorkload
-
-    return SequentialWorkload.from_params
-
-
-register("sequential", _sequential)
-
-
-def _interactive() -> WorkloadFactory:
-    from workloads.interactive import InteractiveWorkload
-
-    return InteractiveWorkload.from_params
-
-
-def _agentic() -> WorkloadFactory:
-    from workloads.agentic import AgenticWorkload
-
-    return AgenticWorkload.from_params
-
-
-def _composite() -> WorkloadFactory:
-    from workloads.composite import CompositeWorkload
-
-    return CompositeWorkload.from_params
-
-
-register("interactive", _interactive)
-register("agentic", _agentic)
-register("composite", _composite)
+for _name, _module, _cls in (
+    ("sequential", "workloads.sequential", "SequentialWorkload"),
+    ("interactive", "workloads.interactive", "InteractiveWorkload"),
+    ("agentic", "workloads.agentic", "AgenticWorkload"),
+    ("composite", "workloads.composite", "CompositeWorkload"),
+):
+    register(_name, lazy(_module, f"{_cls}.from_params"))

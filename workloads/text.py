@@ -3,21 +3,26 @@
 Real engines need real language, the simulated twin only the token count. Text is
 cut from a small bundled public-domain corpus (workloads/corpus/*.txt) starting at a
 seeded offset. Without an engine tokenizer, lengths use a calibrated estimate of
-tokens per word for English prose under Llama-3-style BPE tokenizers. An engine that
-has a tokenizer installs it with `set_tokenizer` (or `using_tokenizer`); passages then
-hit their token targets under it and `compose` counts whole prompts with it.
+tokens per word for English prose under Llama-3-style BPE tokenizers
+(`engines.tokens`). When the engine declares a tokenizer, the runner installs it here
+with `set_tokenizer` for the run (engines never import workloads); passages then hit
+their token targets under it and `compose` counts whole prompts with it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-TOKENS_PER_WORD = 1.33  # English prose, Llama-3 tokenizer: ~0.75 words per token
+from engines.tokens import TOKENS_PER_WORD, TokenCounter, estimate_tokens
+
+__all__ = ["TOKENS_PER_WORD", "Piece", "Tokenizer", "compose", "count_tokens",
+           "estimate_tokens", "passage", "set_tokenizer", "using_tokenizer",
+           "words_for_tokens"]
 
 
 @lru_cache(maxsize=1)
@@ -32,17 +37,13 @@ def corpus_words() -> tuple[str, ...]:
     return tuple(words)
 
 
-def estimate_tokens(text: str) -> int:
-    return max(1, round(len(text.split()) * TOKENS_PER_WORD))
-
-
 def words_for_tokens(tokens: int) -> int:
     return max(1, round(tokens / TOKENS_PER_WORD))
 
 
-Tokenizer = Callable[[str], int]  # text -> token count
+Tokenizer = TokenCounter  # text -> token count
 
-# Process-wide, like the engine it comes from: one engine per run.
+# Process-wide, like the engine it comes from: one engine per run, installed by the runner.
 _tokenizer: Tokenizer | None = None
 
 

@@ -1,5 +1,6 @@
 """`wattflow doctor`: every meter and control, what it can read or set here, and why
-not. One line each; always exits 0 (it reports, it does not judge)."""
+not; then the options of every engine (`-E KEY=VALUE`) and meter (set by the run's
+flags), from the schema each declares. One line each; always exits 0 (it reports, it does not judge)."""
 
 from __future__ import annotations
 
@@ -111,12 +112,33 @@ def _state_line(path: Path) -> str:
     )
 
 
+def _option_lines() -> list[str]:
+    """Name, type, bounds, default and help of every option an engine or meter takes."""
+    import engines
+    import meters
+
+    out: list[str] = []
+    for kind, registry in (("engine", engines.REGISTRY), ("meter", meters.REGISTRY)):
+        for name in registry.names():
+            head = f"{'option':<9} {kind} {name}:"
+            try:
+                schema = registry.options(name)
+            except Exception as exc:  # a plugin that cannot load here must not hide the rest
+                out.append(f"{head} cannot be loaded here ({exc})".splitlines()[0])
+                continue
+            if schema is None or not schema.options:
+                out.append(f"{head} none")
+                continue
+            out += [f"{head} {line}" for line in schema.describe()]
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"gpus": _gpus(args)}
     if getattr(args, "powercap_root", None):
         options["powercap_root"] = args.powercap_root
     nvml_meters, controls = _nvml_lines(options)
-    lines = [_sim_line(), *nvml_meters, _rapl_line(options), *controls]
+    lines = [_sim_line(), *nvml_meters, _rapl_line(options), *controls, *_option_lines()]
     lines.append(_state_line(Path(getattr(args, "state", None) or default_state_path())))
     for line in lines:
         print(line)

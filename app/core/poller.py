@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from app.core.clock import Clock
 from app.core.events import ErrorEvent, Event
-from meters.base import Meter
+from meters.base import DrainsMessages, Meter, SamplesFinal
 
 #: GPU power readings update every 100 ms (NVML on an H100), so polling faster than
 #: 100 Hz adds CPU and session size without new information.
@@ -41,6 +41,8 @@ class MeterPoller:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._errors_reported: set[str] = set()
+        # Abilities are known at construction; an isinstance check per read costs µs.
+        self._drains = {id(m): m for m in meters if isinstance(m, DrainsMessages)}
 
     def _interval(self, meter: Meter) -> float:
         return self._interval_override or meter.info().poll_interval_s
@@ -60,10 +62,12 @@ class MeterPoller:
     def _read(self, m: Meter) -> list[Event]:
         try:
             events: list[Event] = list(m.sample(self._clock.now()))
-            # Meters report a GPU lost mid-run or a counter reset as one-line messages.
-            for msg in getattr(m, "drain_errors", list)() + getattr(m, "drain_notes", list)():
-                events.append(ErrorEvent(t_s=self._clock.now(), source=f"meter:{m.name}",
-                                         message=msg))
+            drains = self._drains.get(id(m))
+            if drains is not None:
+                # A GPU lost mid-run or a counter reset, as one-line messages.
+                for msg in drains.drain_errors() + drains.drain_notes():
+                    events.append(ErrorEvent(t_s=self._clock.now(), source=f"meter:{m.name}",
+                                             message=msg))
             return events
         except Exception as exc:  # a GPU that cannot be read must not end the run
             msg = f"{m.name}: {exc}".splitlines()[0]
@@ -108,12 +112,11 @@ class MeterPoller:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5.0)
         for m in self._meters:
-            # sample_final: a meter that reads its energy counter rarely reads it now,
-            # so the run's total is exact.
-            final = getattr(m, "sample_final", None)
-            if final is not None:
+            # A meter that reads its energy counter rarely reads it now, so the run's
+            # total is exact.
+            if isinstance(m, SamplesFinal):
                 try:
-                    self._deliver(list(final(self._clock.now())))
+                    self._deliver(list(m.sample_final(self._clock.now())))
                     continue
                 except Exception:
                     pass

@@ -48,7 +48,7 @@ from app.core.events import (
 )
 from app.core.poller import MAX_POLL_INTERVAL_S, MIN_POLL_INTERVAL_S, MeterPoller
 from app.core.stats import LiveStats
-from engines.base import Engine, EngineContext, EngineError, Request
+from engines.base import Engine, EngineContext, EngineError, HasTokenizer, Request, Restartable
 from meters.base import Meter, MeterUnavailable, PowerCapError
 from workloads.base import CallResult, Workload, run_workflow
 
@@ -191,8 +191,8 @@ class Runner:
                                source=source))
 
     def _start_restart(self, n: int, previous: float | None, source: str) -> None:
-        restart = getattr(self._engine, "restart", None)
-        if not callable(restart):
+        restart = self._engine.restart if isinstance(self._engine, Restartable) else None
+        if restart is None:
             raise knobmod.KnobError(f"engine {self.config.engine} cannot change max_num_seqs")
         if self._restarting is not None and not self._restarting.done():
             raise knobmod.KnobError("max_num_seqs: a restart is already under way")
@@ -679,10 +679,11 @@ class Runner:
             if not self._meters and "none" not in cfg.meters:
                 self.publish(ErrorEvent(t_s=self.clock.now(), source="meters",
                                         message="no meter can read here: energy is not measured"))
-            count_tokens = getattr(engine, "count_tokens", None)
-            if callable(count_tokens):
-                # Prompts hit their token targets with the engine's own tokenizer.
-                workloads.text.set_tokenizer(count_tokens)
+            tokenizer = engine.tokenizer() if isinstance(engine, HasTokenizer) else None
+            if tokenizer is not None:
+                # The runner owns the tokenizer (engines never reach into workloads):
+                # prompts hit their token targets under the engine's own.
+                workloads.text.set_tokenizer(tokenizer)
             self._poller = MeterPoller(self._meters, self.clock, self.publish,
                                        interval_s=cfg.poll_interval_s)
             self._poller.start()

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,12 +27,20 @@ import aiohttp
 import orjson
 
 from app.core.events import EngineStateEvent
-from engines.base import EngineContext, EngineError, EngineInfo, Request, TokenEvent
+from app.core.options import OptionSchema, option
+from engines.base import (
+    ENGINE_STATE,
+    EngineContext,
+    EngineError,
+    EngineInfo,
+    EngineOptionError,
+    Request,
+    TokenEvent,
+)
 from engines.openai.metrics import parse_gauges
 from engines.openai.sse import SSEDecoder
 
 APIS = ("completions", "chat")
-OPTIONS = ("url", "model", "api", "api_key_env", "timeout_s", "metrics_interval_s", "seed")
 DEFAULT_TIMEOUT_S = 300.0  # idle time between chunks: generous, a loaded server queues
 _DONE = b"[DONE]"
 _DRAIN_S = 0.5
@@ -54,17 +63,6 @@ def _redact(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-def _positive(options: dict[str, Any], name: str, default: float) -> float:
-    value = options.get(name, default)
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise EngineError(f"openai engine: {name} must be a number, got {value!r}") from None
-    if out < 0 or (out == 0 and name == "timeout_s"):
-        raise EngineError(f"openai engine: {name} must be positive, got {value!r}")
-    return out
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -100,6 +98,24 @@ async def _drain(content: aiohttp.StreamReader) -> None:
                 pass
 
 
+@dataclass(slots=True)
+class OpenAIOptions:
+    url: str | None = option(None, "the server, http(s)://HOST[:PORT] or its /v1 (--url); "
+                             "required")
+    model: str | None = option(None, "the model to ask for; unset: the server's first model")
+    api: str = option("completions", "the endpoint: /v1/completions or /v1/chat/completions",
+                      choices=APIS)
+    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the API key "
+                              "(never recorded)")
+    timeout_s: float = option(DEFAULT_TIMEOUT_S, "connect timeout and longest wait between "
+                              "chunks (s)", lo=0, lo_open=True)
+    metrics_interval_s: float = option(1.0, "scrape /metrics this often (s); 0: never", lo=0)
+    seed: int | None = option(None, "the run's seed, passed to every engine; unused here")
+
+
+OPTIONS = OptionSchema.of(OpenAIOptions, "openai engine", error=EngineOptionError)
+
+
 class OpenAIEngine:
     name = "openai"
 
@@ -124,20 +140,10 @@ class OpenAIEngine:
 
     @classmethod
     def from_options(cls, ctx: EngineContext, options: dict[str, Any]) -> OpenAIEngine:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise EngineError(f"openai engine: unknown option {unknown[0]!r} "
-                              f"(known: {', '.join(o for o in OPTIONS if o != 'seed')})")
-        model = options.get("model")
-        if model is not None and not isinstance(model, str):
-            raise EngineError(f"openai engine: model must be a string, got {model!r}")
-        env = options.get("api_key_env") or "OPENAI_API_KEY"
-        return cls(
-            ctx, options.get("url"), model=model or None,  # type: ignore[arg-type]
-            api=str(options.get("api") or "completions"), api_key_env=str(env),
-            timeout_s=_positive(options, "timeout_s", DEFAULT_TIMEOUT_S),
-            metrics_interval_s=_positive(options, "metrics_interval_s", 1.0),
-        )
+        o = OPTIONS.build(options)
+        return cls(ctx, o.url, model=o.model or None,  # type: ignore[arg-type]  # url checked there
+                   api=o.api, api_key_env=o.api_key_env or "OPENAI_API_KEY",
+                   timeout_s=o.timeout_s, metrics_interval_s=o.metrics_interval_s)
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -177,7 +183,7 @@ class OpenAIEngine:
         return EngineInfo(
             name=self.name,
             model=self.model,
-            capabilities=["stream", "usage", "engine_state"],
+            capabilities=["stream", "usage", ENGINE_STATE],
             details={
                 "url": self._shown_url,
                 "api": self.api,

@@ -14,9 +14,9 @@ run).
 Honest limits:
 - Parrot does not stream. Each call yields ONE TokenEvent, with all its output tokens
   and `finished=True`, when the content arrives: TTFT equals the call's latency, and
-  inter-token times are not observable. Output tokens are counted from the text (the
-  engine's tokenizer when a workload installed one, else the words-based estimate of
-  `workloads.text`), since Parrot's API returns no count.
+  inter-token times are not observable. Output tokens are estimated from the text
+  (`engines.tokens.estimate_tokens`, as workloads size prompts without a tokenizer),
+  since Parrot's API returns no count.
 - wattflow builds a stage when its parents have finished, so a child's call is
   submitted after its inputs have content: Parrot sees the edges, not the look-ahead
   that lets it schedule a whole DAG submitted at once.
@@ -44,8 +44,16 @@ from typing import Any
 
 import aiohttp
 
-from engines.base import EngineContext, EngineError, EngineInfo, Request, TokenEvent
-from workloads import text as wtext
+from app.core.options import OptionSchema, option
+from engines.base import (
+    EngineContext,
+    EngineError,
+    EngineInfo,
+    EngineOptionError,
+    Request,
+    TokenEvent,
+)
+from engines.tokens import estimate_tokens
 
 API = "/v1"
 DEFAULT_URL = "http://127.0.0.1:9000"
@@ -57,53 +65,27 @@ _PLACEHOLDER = re.compile(r"\{\{[a-zA-Z_][a-zA-Z0-9_]*\}\}")
 
 @dataclass(slots=True)
 class ParrotOptions:
-    url: str = DEFAULT_URL
-    model: str | None = None  # sent as `models: [model]`; None lets Parrot choose
-    model_type: str = "token_id"
-    api_key_env: str = "PARROT_API_KEY"
-    criteria: str = "latency"
-    timeout_s: float = 600.0  # per HTTP call; a GET waits for the whole generation
-    remove_pure_fill: bool = True
+    url: str = option(DEFAULT_URL, "Parrot's ServeCore, http(s)://HOST:PORT (--url)")
+    model: str | None = option(None, "sent as `models: [model]`; unset: Parrot chooses")
+    model_type: str = option("token_id", "Parrot's model_type of each call")
+    api_key_env: str = option("PARROT_API_KEY", "environment variable holding the API key "
+                              "(never recorded)")
+    criteria: str = option("latency", "Parrot's scheduling criteria for reading outputs")
+    timeout_s: float = option(600.0, "per HTTP call; a read waits for the whole generation "
+                              "(s)", lo=0, lo_open=True)
+    remove_pure_fill: bool = option(True, "Parrot's remove_pure_fill of each call")
+    seed: int | None = option(None, "the run's seed, passed to every engine; unused here")
 
 
-_OPTIONS = ("url", "model", "model_type", "api_key_env", "criteria", "timeout_s",
-            "remove_pure_fill", "seed")
+OPTIONS = OptionSchema.of(ParrotOptions, "parrot engine", error=EngineOptionError)
 
 
 def parse_options(options: dict[str, Any]) -> ParrotOptions:
-    unknown = sorted(k for k, v in options.items() if k not in _OPTIONS and v is not None)
-    if unknown:
-        raise EngineError(f"parrot engine: unknown option(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(o for o in _OPTIONS if o != 'seed')})")
-    opts = ParrotOptions()
-    url = options.get("url")
-    if url is not None:
-        if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
-            raise EngineError(f"parrot engine: url must be http(s)://HOST:PORT, got {url!r}")
-        opts.url = url.rstrip("/")
-        if opts.url.endswith(API):
-            opts.url = opts.url[: -len(API)]
-    for key in ("model", "model_type", "api_key_env", "criteria"):
-        v = options.get(key)
-        if v is not None:
-            setattr(opts, key, str(v))
-    raw = options.get("timeout_s")
-    if raw is not None:
-        try:
-            t = float(raw)
-        except (TypeError, ValueError):
-            raise EngineError(f"parrot engine: timeout_s must be a number, got {raw!r}") from None
-        if not t > 0:
-            raise EngineError(f"parrot engine: timeout_s must be positive, got {raw!r}")
-        opts.timeout_s = t
-    rpf = options.get("remove_pure_fill")
-    if rpf is not None:
-        if isinstance(rpf, str) and rpf.lower() in ("true", "false"):
-            rpf = rpf.lower() == "true"
-        if not isinstance(rpf, bool):
-            raise EngineError(f"parrot engine: remove_pure_fill must be true or false, "
-                              f"got {rpf!r}")
-        opts.remove_pure_fill = rpf
+    opts = OPTIONS.build(options)
+    if not re.match(r"^https?://[^/\s]+", opts.url):
+        raise EngineOptionError(f"parrot engine: url must be http(s)://HOST:PORT, "
+                                f"got {opts.url!r}")
+    opts.url = opts.url.rstrip("/").removesuffix(API)
     return opts
 
 
@@ -273,7 +255,7 @@ class ParrotEngine:
         content = got.get("content")
         if not isinstance(content, str):
             raise EngineError(f"parrot: GET {API}/semantic_var/{var_id} answered without content")
-        n = wtext.count_tokens(content) if content.strip() else 0
+        n = estimate_tokens(content) if content.strip() else 0
         self._remember(request.request_id, var_id, content)
         yield TokenEvent(
             t_s=self.ctx.clock.now(), prefill_tokens=request.prompt_tokens, decode_tokens=n,

@@ -19,10 +19,20 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from app.core.events import EngineStateEvent
-from engines.base import EngineContext, EngineError, EngineInfo, Request, TokenEvent
+from app.core.options import OptionSchema, option
+from engines.base import (
+    ENGINE_STATE,
+    EngineContext,
+    EngineError,
+    EngineInfo,
+    EngineOptionError,
+    Request,
+    TokenEvent,
+)
 from engines.sim.scheduler import BLOCK_TOKENS, Scheduler, Seq
 from engines.sim.specs import GIB, resolve_gpu, resolve_model
 from engines.sim.twin import GpuTwin
@@ -31,10 +41,6 @@ MAX_MODEL_LEN = 131072
 _FF_MAX_STEPS = 256
 _STATE_INTERVAL_S = 1.0
 _JITTER = 0.005  # +-0.5% step-time noise (host timing), seeded
-_OPTIONS = {
-    "gpu", "model", "max_num_seqs", "max_num_batched_tokens", "kv_cache_gb", "seed",
-    "prefix_caching", "token_event_interval_s",
-}
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -42,34 +48,28 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class SimOptionError(EngineError, ValueError):
+class SimOptionError(EngineOptionError):
     """A bad engine option; the message is one line."""
 
 
-def _int_opt(options: dict[str, Any], key: str, default: int, lo: int) -> int:
-    raw = options.get(key)
-    if raw is None:
-        return default
-    try:
-        v = int(raw)
-    except (TypeError, ValueError):
-        raise SimOptionError(f"sim engine option {key} must be an integer, not {raw!r}") from None
-    if v < lo or (isinstance(raw, float) and raw != v):
-        raise SimOptionError(f"sim engine option {key} must be an integer >= {lo}, not {raw!r}")
-    return v
+@dataclass(slots=True)
+class SimOptions:
+    gpu: str = option("h100", "the simulated GPU (h100, a100, ...)")
+    model: str | dict[str, Any] = option(
+        "llama-3.1-8b", "a known model name, or a table of params_b, layers, hidden, "
+        "kv_heads, head_dim (dtype_bytes)")
+    max_num_seqs: int = option(1024, "requests in one batch (vLLM's max_num_seqs)", lo=1)
+    max_num_batched_tokens: int = option(8192, "tokens in one step (prefill chunks + decode)",
+                                         lo=16)
+    kv_cache_gb: float | None = option(
+        None, "KV-cache size in GiB; unset: 90% of GPU memory minus the weights", lo=0)
+    seed: int = option(0, "seed of the step-time jitter", lo=0)
+    prefix_caching: bool = option(True, "reuse the KV cache of shared prompt prefixes")
+    token_event_interval_s: float = option(
+        0.05, "at most one token event per request this often (s)", lo=0)
 
 
-def _float_opt(options: dict[str, Any], key: str, lo: float) -> float | None:
-    raw = options.get(key)
-    if raw is None:
-        return None
-    try:
-        v = float(raw)
-    except (TypeError, ValueError):
-        raise SimOptionError(f"sim engine option {key} must be a number, not {raw!r}") from None
-    if not v >= lo:
-        raise SimOptionError(f"sim engine option {key} must be >= {lo:g}, not {raw!r}")
-    return v
+OPTIONS = OptionSchema.of(SimOptions, "sim engine", error=SimOptionError)
 
 
 class SimEngine:
@@ -126,32 +126,21 @@ class SimEngine:
 
     @classmethod
     def from_options(cls, ctx: EngineContext, options: dict[str, Any]) -> SimEngine:
-        unknown = sorted(k for k, v in options.items() if k not in _OPTIONS and v is not None)
-        if unknown:
-            raise SimOptionError(
-                f"unknown sim engine option(s) {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(_OPTIONS))})"
-            )
+        o = OPTIONS.build(options)
         try:
-            gpu = resolve_gpu(options.get("gpu") or "h100")
-            model = resolve_model(options.get("model") or "llama-3.1-8b")
+            gpu = resolve_gpu(o.gpu or "h100")
+            model = resolve_model(o.model or "llama-3.1-8b")
         except ValueError as e:
             raise SimOptionError(str(e)) from None
-        kv_gb = _float_opt(options, "kv_cache_gb", 0.0)
-        interval = _float_opt(options, "token_event_interval_s", 0.0)
-        prefix = options.get("prefix_caching", True)
-        if not isinstance(prefix, bool):
-            raise SimOptionError(f"sim engine option prefix_caching must be true or false, "
-                                 f"not {prefix!r}")
         return cls(
             ctx,
             GpuTwin(gpu, model),
-            max_num_seqs=_int_opt(options, "max_num_seqs", 1024, 1),
-            max_num_batched_tokens=_int_opt(options, "max_num_batched_tokens", 8192, 16),
-            kv_cache_bytes=None if kv_gb is None else kv_gb * GIB,
-            seed=_int_opt(options, "seed", 0, 0),
-            prefix_caching=prefix,
-            token_event_interval_s=0.05 if interval is None else interval,
+            max_num_seqs=o.max_num_seqs,
+            max_num_batched_tokens=o.max_num_batched_tokens,
+            kv_cache_bytes=None if o.kv_cache_gb is None else o.kv_cache_gb * GIB,
+            seed=o.seed,
+            prefix_caching=o.prefix_caching,
+            token_event_interval_s=o.token_event_interval_s,
         )
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -196,7 +185,7 @@ class SimEngine:
             name=self.name,
             model=t.model.name,
             max_num_seqs=self.sched.max_num_seqs,
-            capabilities=["chunked_prefill", "prefix_caching", "power_cap", "engine_state",
+            capabilities=["chunked_prefill", "prefix_caching", "power_cap", ENGINE_STATE,
                           "virtual_time"],
             details={
                 "gpu": t.gpu.name,

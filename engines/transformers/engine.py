@@ -27,14 +27,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from app.core.events import EngineStateEvent
-from engines.base import EngineContext, EngineError, EngineInfo, Request, TokenEvent
+from app.core.options import OptionSchema, option
+from engines.base import (
+    ENGINE_STATE,
+    EngineContext,
+    EngineError,
+    EngineInfo,
+    EngineOptionError,
+    Request,
+    TokenEvent,
+)
 from engines.synthetic_prompt import synthetic_prompt
+from engines.tokens import TokenCounter
 
 NOT_INSTALLED = ("the transformers engine needs torch and transformers "
                  "(pip install torch transformers)")
@@ -58,23 +68,30 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class TransformersOptionError(EngineError, ValueError):
+class TransformersOptionError(EngineOptionError):
     """A bad engine option; the message is one line."""
+
+
+_DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 @dataclass(slots=True)
 class TransformersOptions:
-    model: str = "tiny"
-    dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
-    device: str = "auto"  # auto: cuda when available, else cpu
-    attn_implementation: str = "paged|sdpa"
-    max_batch_tokens: int | None = None  # None: transformers sizes it from free memory
-    num_blocks: int | None = None  # KV-cache blocks; None: from free memory
-    block_size: int | None = None  # tokens per KV-cache block; None: transformers' 256
-    max_requests_per_batch: int | None = None
-    warmup: bool | None = None  # capture CUDA graphs before the run; None: on a GPU only
-    seed: int = 0
-    state_interval_s: float = 1.0
+    model: str = option("tiny", "a folder with config.json, or a preset: "
+                        + ", ".join(PRESETS) + " (random weights, never downloaded)")
+    dtype: str = option("auto", "auto: bfloat16 on a GPU, float32 on the CPU", choices=_DTYPES)
+    device: str = option("auto", "cuda, cuda:N or cpu; auto: cuda when available")
+    attn_implementation: str = option("paged|sdpa", "transformers' attention kernel")
+    max_batch_tokens: int | None = option(
+        None, "tokens in one step; unset: sized from free memory", lo=1)
+    num_blocks: int | None = option(None, "KV-cache blocks; unset: from free memory", lo=1)
+    block_size: int | None = option(
+        None, "tokens per KV-cache block; unset: transformers' 256", lo=4)
+    max_requests_per_batch: int | None = option(None, "requests in one batch", lo=1)
+    warmup: bool | None = option(
+        None, "capture CUDA graphs before the run; unset: on a GPU only")
+    seed: int = option(0, "seed of the random weights and of sampling", lo=0)
+    state_interval_s: float = option(1.0, "engine_state events this often (s)", lo=0.01)
 
     @property
     def preset(self) -> dict[str, Any] | None:
@@ -85,70 +102,13 @@ class TransformersOptions:
         return None if self.model in PRESETS else Path(self.model)
 
 
-_INT_OPTS = {"max_batch_tokens": 1, "num_blocks": 1, "block_size": 4,
-             "max_requests_per_batch": 1, "seed": 0}
-_FLOAT_OPTS = {"state_interval_s": 0.01}
-_BOOL_OPTS = ("warmup",)
-_STR_OPTS = ("model", "dtype", "device", "attn_implementation")
-_OPTIONS = frozenset((*_INT_OPTS, *_FLOAT_OPTS, *_BOOL_OPTS, *_STR_OPTS))
-_DTYPES = ("auto", "bfloat16", "float16", "float32")
+OPTIONS = OptionSchema.of(TransformersOptions, "transformers engine",
+                          error=TransformersOptionError)
 
 
 def parse_options(options: dict[str, Any]) -> TransformersOptions:
     """Validate engine options (from the CLI or a config); one-line errors."""
-    unknown = sorted(k for k, v in options.items() if k not in _OPTIONS and v is not None)
-    if unknown:
-        raise TransformersOptionError(
-            f"unknown transformers engine option(s) {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(_OPTIONS))})")
-    kw: dict[str, Any] = {}
-    for key, lo in _INT_OPTS.items():
-        raw = options.get(key)
-        if raw is None:
-            continue
-        try:
-            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-                raise ValueError
-            v = int(raw)
-        except (TypeError, ValueError):
-            raise TransformersOptionError(
-                f"transformers engine option {key} must be an integer, not {raw!r}") from None
-        if v < lo:
-            raise TransformersOptionError(
-                f"transformers engine option {key} must be >= {lo}, not {raw!r}")
-        kw[key] = v
-    for key, flo in _FLOAT_OPTS.items():
-        raw = options.get(key)
-        if raw is None:
-            continue
-        try:
-            f = float(raw)
-        except (TypeError, ValueError):
-            raise TransformersOptionError(
-                f"transformers engine option {key} must be a number, not {raw!r}") from None
-        if not f >= flo:
-            raise TransformersOptionError(
-                f"transformers engine option {key} must be >= {flo:g}, not {raw!r}")
-        kw[key] = f
-    for key in _BOOL_OPTS:
-        raw = options.get(key)
-        if raw is None:
-            continue
-        if isinstance(raw, str) and raw.lower() in ("true", "false"):
-            raw = raw.lower() == "true"
-        if not isinstance(raw, bool):
-            raise TransformersOptionError(
-                f"transformers engine option {key} must be true or false, not {raw!r}")
-        kw[key] = raw
-    for key in _STR_OPTS:
-        raw = options.get(key)
-        if raw is not None:
-            kw[key] = str(raw)
-    opts = TransformersOptions(**kw)
-    if opts.dtype not in _DTYPES:
-        raise TransformersOptionError(
-            f"transformers engine option dtype must be one of {', '.join(_DTYPES)}, "
-            f"not {opts.dtype!r}")
+    opts = OPTIONS.build(options)
     if opts.folder is not None:
         folder = opts.folder.expanduser()
         if not (folder / "config.json").is_file():
@@ -190,7 +150,6 @@ class TransformersEngine:
         self._eos: int | list[int] = -1
         self._live: set[str] = set()
         self._state_task: asyncio.Task[None] | None = None
-        self._restore_counter: Callable[[], None] | None = None
         self.resolved: dict[str, Any] = {}  # device, dtype, parameters, cache sizes
         self.completed = 0
         self.cancelled = 0
@@ -206,7 +165,7 @@ class TransformersEngine:
         details["transformers_version"] = _version("transformers")
         details["weights"] = "random (from config)"
         details.update(self.resolved)
-        caps = ["stream", "engine_state"]
+        caps = ["stream", ENGINE_STATE]
         if self._tokenizer is not None or (
             self.opts.folder is not None
             and any((self.opts.folder / f).exists() for f in TOKENIZER_FILES)
@@ -219,6 +178,14 @@ class TransformersEngine:
     @property
     def in_engine(self) -> int:
         return len(self._live)
+
+    def tokenizer(self) -> TokenCounter | None:
+        """The model folder's tokenizer as a token counter (HasTokenizer), once started;
+        None for a preset, which has none."""
+        tok = self._tokenizer
+        if tok is None:
+            return None
+        return lambda text: len(tok.encode(text, add_special_tokens=False))
 
     async def start(self) -> None:
         if self._manager is not None:
@@ -236,13 +203,6 @@ class TransformersEngine:
             raise
         except Exception as exc:
             raise EngineError(f"transformers: {_one_line(exc)}") from None
-        if self._tokenizer is not None:
-            from workloads import text
-
-            tok = self._tokenizer
-            previous = text._tokenizer
-            text.set_tokenizer(lambda s: len(tok.encode(s, add_special_tokens=False)))
-            self._restore_counter = lambda: text.set_tokenizer(previous)
         r = self.resolved
         self.ctx.emit(EngineStateEvent(
             t_s=self.ctx.clock.now(), source="engine",
@@ -352,9 +312,6 @@ class TransformersEngine:
                 torch = self._torch
                 if torch is not None and torch.cuda.is_available():
                     torch.cuda.empty_cache()
-        if self._restore_counter is not None:
-            self._restore_counter()
-            self._restore_counter = None
 
     async def _report_state(self) -> None:
         """The scheduler's own counts and KV-cache use, about once a second."""

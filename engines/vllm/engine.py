@@ -33,7 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from app.core.events import EngineStateEvent
-from engines.base import EngineContext, EngineError, EngineInfo, Request, TokenEvent
+from app.core.options import OptionSchema, option
+from engines.base import (
+    ENGINE_STATE,
+    EngineContext,
+    EngineError,
+    EngineInfo,
+    EngineOptionError,
+    Request,
+    TokenEvent,
+)
 from engines.synthetic_prompt import synthetic_prompt
 
 NOT_INSTALLED = ("vLLM is not installed: pip install 'wattflow[vllm]' "
@@ -43,34 +52,40 @@ WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
 
 
-class VLLMOptionError(EngineError, ValueError):
+class VLLMOptionError(EngineOptionError):
     """A bad engine option; the message is one line."""
 
 
 @dataclass(slots=True)
 class VLLMOptions:
-    model: str
-    dtype: str = "auto"
+    model: str = option(help="a model folder or a Hugging Face model name (--model)")
+    dtype: str = option("auto", "weights' dtype, as vLLM takes it (auto, bfloat16, ...)")
     # "dummy": random weights, only config + tokenizer are read. None: "dummy" for a
     # folder that holds a config but no weights (models/tiny-llama), else "auto".
-    load_format: str | None = None
-    max_num_seqs: int = 256
+    load_format: str | None = option(
+        None, "vLLM's load_format; unset: dummy for a folder without weights, else auto")
+    max_num_seqs: int = option(256, "requests in one batch (restart to change)", lo=1)
     # vLLM's own default without a usage context is 2048: always set it explicitly.
-    max_num_batched_tokens: int = 8192
-    tensor_parallel_size: int = 1
-    seed: int = 0
+    max_num_batched_tokens: int = option(8192, "tokens in one engine step", lo=1)
+    tensor_parallel_size: int = option(1, "GPUs one model is split over", lo=1)
+    seed: int = option(0, "vLLM's seed", lo=0)
     # None: skip the tokenizer only when the model folder has none (prompts then become
     # synthetic token ids of the requested length and no text is produced).
-    skip_tokenizer_init: bool | None = None
-    max_model_len: int | None = None
-    gpu_memory_utilization: float | None = None
-    enable_prefix_caching: bool | None = None
+    skip_tokenizer_init: bool | None = option(
+        None, "no tokenizer, synthetic prompt ids; unset: when the folder has no tokenizer")
+    max_model_len: int | None = option(None, "context length; unset: the model's", lo=1)
+    gpu_memory_utilization: float | None = option(
+        None, "share of GPU memory vLLM may take; unset: vLLM's default", lo=0)
+    enable_prefix_caching: bool | None = option(
+        None, "reuse the KV cache of shared prefixes; unset: vLLM's default")
     # None: vLLM's own choice (compiled graphs). True skips compilation: starts tens
     # of seconds faster, runs slower; right for tiny test models.
-    enforce_eager: bool | None = None
-    distributed_executor_backend: str | None = None  # None: vLLM's choice ("mp", "uni", "ray")
-    temperature: float = 1.0
-    state_interval_s: float = 1.0
+    enforce_eager: bool | None = option(
+        None, "no CUDA graphs or compilation (starts faster, runs slower)")
+    distributed_executor_backend: str | None = option(
+        None, "mp, uni or ray; unset: vLLM's choice")
+    temperature: float = option(1.0, "sampling temperature", lo=0)
+    state_interval_s: float = option(1.0, "engine_state events at most this often (s)", lo=0)
 
     @property
     def effective_load_format(self) -> str:
@@ -89,64 +104,15 @@ class VLLMOptions:
         return folder.is_dir() and not any((folder / f).exists() for f in TOKENIZER_FILES)
 
 
-_INT_OPTS = {"max_num_seqs": 1, "max_num_batched_tokens": 1, "tensor_parallel_size": 1,
-             "seed": 0, "max_model_len": 1}
-_FLOAT_OPTS = {"gpu_memory_utilization": 0.0, "temperature": 0.0, "state_interval_s": 0.0}
-_BOOL_OPTS = ("skip_tokenizer_init", "enable_prefix_caching", "enforce_eager")
-_STR_OPTS = ("model", "dtype", "load_format", "distributed_executor_backend")
-_OPTIONS = frozenset((*_INT_OPTS, *_FLOAT_OPTS, *_BOOL_OPTS, *_STR_OPTS))
+OPTIONS = OptionSchema.of(VLLMOptions, "vllm engine", error=VLLMOptionError)
 
 
 def parse_options(options: dict[str, Any]) -> VLLMOptions:
     """Validate engine options (from the CLI or a config) into VLLMOptions; one-line errors."""
-    unknown = sorted(k for k, v in options.items() if k not in _OPTIONS and v is not None)
-    if unknown:
-        raise VLLMOptionError(f"unknown vllm engine option(s) {', '.join(unknown)} "
-                              f"(known: {', '.join(sorted(_OPTIONS))})")
-    model = options.get("model")
-    if not model or not isinstance(model, str):
+    kw = OPTIONS.parse(options)
+    model = kw.get("model")
+    if not model:
         raise VLLMOptionError("the vllm engine needs --model (a model folder or a model name)")
-    kw: dict[str, Any] = {}
-    for key, lo in _INT_OPTS.items():
-        raw = options.get(key)
-        if raw is None:
-            continue
-        if isinstance(raw, bool) or not isinstance(raw, int | str | float):
-            raise VLLMOptionError(f"vllm engine option {key} must be an integer, not {raw!r}")
-        try:
-            v = int(raw)
-        except ValueError:
-            raise VLLMOptionError(f"vllm engine option {key} must be an integer, "
-                                  f"not {raw!r}") from None
-        if v < lo or (isinstance(raw, float) and raw != v):
-            raise VLLMOptionError(f"vllm engine option {key} must be an integer >= {lo}, "
-                                  f"not {raw!r}")
-        kw[key] = v
-    for key, flo in _FLOAT_OPTS.items():
-        raw = options.get(key)
-        if raw is None:
-            continue
-        try:
-            f = float(raw)
-        except (TypeError, ValueError):
-            raise VLLMOptionError(f"vllm engine option {key} must be a number, "
-                                  f"not {raw!r}") from None
-        if not f >= flo:
-            raise VLLMOptionError(f"vllm engine option {key} must be >= {flo:g}, not {raw!r}")
-        kw[key] = f
-    for key in _BOOL_OPTS:
-        raw = options.get(key)
-        if raw is None:
-            continue
-        if isinstance(raw, str) and raw.lower() in ("true", "false"):
-            raw = raw.lower() == "true"
-        if not isinstance(raw, bool):
-            raise VLLMOptionError(f"vllm engine option {key} must be true or false, not {raw!r}")
-        kw[key] = raw
-    for key in ("dtype", "load_format", "distributed_executor_backend"):
-        raw = options.get(key)
-        if raw is not None:
-            kw[key] = str(raw)
     folder = Path(model).expanduser()
     # A folder is passed as an absolute path: the engine core process resolves it too.
     kw["model"] = str(folder.resolve()) if folder.is_dir() else model
@@ -206,7 +172,7 @@ class VLLMEngine:
         details["tokenizer"] = not self.opts.tokenizer_skipped
         return EngineInfo(
             name=self.name, model=self.opts.model, max_num_seqs=self.opts.max_num_seqs,
-            capabilities=["stream", "text", "engine_state", "restart_max_num_seqs"],
+            capabilities=["stream", "text", ENGINE_STATE, "restart_max_num_seqs"],
             details=details,
         )
 

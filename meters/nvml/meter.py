@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.core.events import Sample
+from app.core.options import OptionSchema, option
 from meters.base import DeviceInfo, MeterInfo, MeterUnavailable, PowerCapError
 from meters.nvml.energy import EnergyTracker
 
@@ -66,6 +67,19 @@ class _Gpu:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class NvmlOptions:
+    gpus: list[int] | None = option(None, "GPU indices to read (--gpus); unset: all")
+    poll_interval_s: float = option(DEFAULT_POLL_INTERVAL_S, "read cheap channels this often "
+                                    "(s)", lo=0, lo_open=True)
+    energy_interval_s: float = option(DEFAULT_ENERGY_INTERVAL_S, "read the energy counter "
+                                      "this often (s); 0: every sample", lo=0)
+
+
+# The meters share one options dict: names for other meters are not errors here.
+OPTIONS = OptionSchema.of(NvmlOptions, "nvml meter", shared=True)
+
+
 class NvmlMeter:
     name = "nvml"
 
@@ -92,16 +106,9 @@ class NvmlMeter:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> NvmlMeter:
-        gpus = options.get("gpus")
-        if gpus is not None and not (
-            isinstance(gpus, list | tuple) and all(isinstance(i, int) for i in gpus)
-        ):
-            raise ValueError(f"gpus must be a list of GPU indices, got {gpus!r}")
-        kw: dict[str, float] = {}
-        for key in ("poll_interval_s", "energy_interval_s"):
-            if options.get(key) is not None:
-                kw[key] = float(options[key])
-        return cls(list(gpus) if gpus is not None else None, **kw)
+        o = OPTIONS.build(options)
+        return cls(o.gpus, poll_interval_s=o.poll_interval_s,
+                   energy_interval_s=o.energy_interval_s)
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:

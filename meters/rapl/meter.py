@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.events import Sample
+from app.core.options import OptionSchema, option
 from meters.base import DeviceInfo, MeterInfo, PowerCapError
 from meters.rapl.zones import DEFAULT_ROOT, Zone, discover
 
@@ -31,6 +32,17 @@ class _State:
     last_t: float | None = None
     alive: bool = True
     wraps: int = 0
+
+
+@dataclass(slots=True)
+class RaplOptions:
+    powercap_root: str = option(str(DEFAULT_ROOT), "where Linux powercap is mounted")
+    poll_interval_s: float = option(DEFAULT_POLL_INTERVAL_S, "read the counters this often (s)",
+                                    lo=0, lo_open=True)
+
+
+# The meters share one options dict: names for other meters are not errors here.
+OPTIONS = OptionSchema.of(RaplOptions, "rapl meter", shared=True)
 
 
 class RaplMeter:
@@ -48,12 +60,8 @@ class RaplMeter:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> RaplMeter:
-        kw: dict[str, Any] = {}
-        if options.get("powercap_root"):
-            kw["root"] = options["powercap_root"]
-        if options.get("poll_interval_s") is not None:
-            kw["poll_interval_s"] = float(options["poll_interval_s"])
-        return cls(**kw)
+        o = OPTIONS.build(options)
+        return cls(o.powercap_root or DEFAULT_ROOT, poll_interval_s=o.poll_interval_s)
 
     def open(self) -> None:
         if self._states:

@@ -68,3 +68,22 @@ def test_root_can_cap(
     lines = _doctor(capsys, powercap_root=str(tmp_path), state=str(tmp_path / "p.json"))
     (cap,) = [ln for ln in lines if ln.startswith("control")]
     assert cap.split()[3] == "ok" and "now 450 W; with --allow-power-cap" in cap
+
+
+def test_options_of_every_engine_and_meter_are_listed_from_their_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install(monkeypatch, FakeNvml([FakeGpu()]))
+    lines = _doctor(capsys, powercap_root=str(tmp_path), state=str(tmp_path / "p.json"))
+    options = [ln for ln in lines if ln.startswith("option")]
+    assert "option    engine sim: max_num_seqs (int >= 1; default 1024): requests in one " \
+           "batch (vLLM's max_num_seqs)" in options
+    assert any(ln.startswith("option    engine vllm: model (str; required): ") for ln in options)
+    assert any(ln.startswith("option    engine openai: api (str completions|chat; default "
+                             "'completions'): ") for ln in options)
+    assert any(ln.startswith("option    meter nvml: gpus (list[int]; optional): ")
+               for ln in options)
+    assert "option    meter sim: none" in options
+    for engine in ("sim", "openai", "parrot", "transformers", "vllm"):
+        assert any(f" engine {engine}: seed " in ln for ln in options)
+    assert lines[-1].startswith("state")

@@ -227,7 +227,8 @@ def test_connection_refused_is_engine_error() -> None:
     ({"url": "127.0.0.1:8000"}, "url must be http"),
     ({"url": "http://h:1", "api": "embeddings"}, "api must be completions or chat"),
     ({"url": "http://h:1", "timeout_s": "soon"}, "timeout_s must be a number"),
-    ({"url": "http://h:1", "timeout_s": 0}, "timeout_s must be positive"),
+    ({"url": "http://h:1", "timeout_s": 0}, r"timeout_s = 0 is out of range \(> 0\)"),
+    ({"url": "http://h:1", "metrics_interval_s": float("inf")}, "must be a finite number"),
     ({"url": "http://h:1", "api_key": "sk-x"}, "unknown option 'api_key'"),
 ])
 def test_bad_options_are_one_line_engine_errors(options: dict[str, Any], message: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 import engines
 from app.core.clock import LoopClock
 from app.core.runner import RunConfig, Runner
-from engines.base import EngineContext, EngineError, Request, TokenEvent
+from engines.base import EngineContext, EngineError, HasTokenizer, Request, TokenEvent
 from engines.synthetic_prompt import synthetic_prompt
 from engines.transformers import TransformersEngine, parse_options
 from workloads import text as wtext
@@ -105,24 +105,26 @@ def test_closing_a_stream_cancels_it_and_the_engine_goes_on() -> None:
 
 
 @needs_torch
-def test_model_folder_with_tokenizer_gives_text_and_counts_prompts_with_it() -> None:
-    async def main() -> tuple[list[TokenEvent], int, int, list[str]]:
+def test_model_folder_with_tokenizer_gives_text_and_declares_its_tokenizer() -> None:
+    async def main() -> tuple[list[TokenEvent], int, int, list[str], bool]:
         eng = _engine(model=str(TINY_FOLDER))
         await eng.start()
         try:
             prompt = "The river ran past the old mill and on to the sea."
-            counted_here = wtext.count_tokens(prompt)  # the engine's tokenizer, installed
+            counter = eng.tokenizer()  # declared (HasTokenizer): the runner hands it on
+            assert counter is not None
             evs = await _collect(eng, Request("t", prompt, prompt_tokens=1, max_tokens=10))
-            return evs, counted_here, evs[0].prefill_tokens, eng.info().capabilities
+            return (evs, counter(prompt), evs[0].prefill_tokens, eng.info().capabilities,
+                    wtext._tokenizer is None)
         finally:
             await eng.stop()
 
-    before = wtext._tokenizer
-    evs, counted, prefilled, caps = _run(main())
+    evs, counted, prefilled, caps, untouched = _run(main())
     assert "text" in caps
     assert counted == prefilled  # prompt tokenized with the folder's tokenizer
     assert evs[-1].finished and evs[-1].text  # decoded output text
-    assert wtext._tokenizer is before  # the tokenizer is uninstalled at stop
+    assert untouched  # engines never install it in the workloads: the runner does
+    assert isinstance(_engine(), HasTokenizer) and _engine().tokenizer() is None  # a preset
 
 
 @needs_torch
@@ -156,10 +158,11 @@ def test_synthetic_prompts_are_deterministic_and_share_prefixes() -> None:
 @pytest.mark.parametrize("opts, needle", [
     ({"model": "gpt-17"}, "neither a folder with config.json nor a preset"),
     ({"dtype": "int3"}, "dtype must be one of"),
-    ({"num_blocks": 0}, "num_blocks must be >= 1"),
+    ({"num_blocks": 0}, "num_blocks = 0 is out of range"),
     ({"block_size": "big"}, "block_size must be an integer"),
     ({"warmup": "maybe"}, "warmup must be true or false"),
-    ({"beams": 4}, "unknown transformers engine option"),
+    ({"beams": 4}, "transformers engine: unknown option 'beams'"),
+    ({"state_interval_s": float("inf")}, "state_interval_s must be a finite number"),
 ])
 def test_bad_options_are_one_line_errors(opts: dict[str, Any], needle: str) -> None:
     with pytest.raises(EngineError, match=needle) as err:

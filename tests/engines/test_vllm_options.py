@@ -59,12 +59,13 @@ def test_hub_name_keeps_vllm_defaults() -> None:
     ("options", "words"),
     [
         ({}, "needs --model"),
-        ({"model": "m", "url": "http://x"}, "unknown vllm engine option(s) url"),
-        ({"model": "m", "max_num_seqs": 0}, "max_num_seqs must be an integer >= 1"),
+        ({"model": "m", "url": "http://x"}, "vllm engine: unknown option 'url'"),
+        ({"model": "m", "max_num_seqs": 0}, "max_num_seqs = 0 is out of range (>= 1)"),
         ({"model": "m", "max_num_seqs": "many"}, "max_num_seqs must be an integer"),
-        ({"model": "m", "max_num_seqs": 2.5}, "max_num_seqs must be an integer >= 1"),
+        ({"model": "m", "max_num_seqs": 2.5}, "max_num_seqs must be an integer, got 2.5"),
         ({"model": "m", "enforce_eager": "maybe"}, "enforce_eager must be true or false"),
-        ({"model": "m", "temperature": -1}, "temperature must be >= 0"),
+        ({"model": "m", "temperature": -1}, "temperature = -1 is out of range (>= 0)"),
+        ({"model": "m", "temperature": float("nan")}, "temperature must be a finite number"),
     ],
 )
 def test_bad_options_are_one_line_errors(options: dict[str, object], words: str) -> None:

@@ -211,8 +211,10 @@ def test_unavailable_says_why_in_one_line(monkeypatch: pytest.MonkeyPatch) -> No
 def test_from_options_validates() -> None:
     with pytest.raises(ValueError, match="gpus"):
         NvmlMeter.from_options({"gpus": "0,1"})
-    with pytest.raises(ValueError, match="poll interval"):
+    with pytest.raises(ValueError, match="poll_interval_s = 0 is out of range"):
         NvmlMeter.from_options({"poll_interval_s": 0})
+    with pytest.raises(ValueError, match="energy_interval_s must be a finite number"):
+        NvmlMeter.from_options({"energy_interval_s": float("nan")})
     m = NvmlMeter.from_options({"gpus": [1], "energy_interval_s": 0.5, "twin": object()})
     assert m.energy_interval_s == 0.5
 
