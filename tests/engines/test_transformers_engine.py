@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 import engines
-from app.core.clock import LoopClock
+from app.core.clock import LoopClock, ManualClock
 from app.core.runner import RunConfig, Runner
 from engines.base import EngineContext, EngineError, HasTokenizer, Request, TokenEvent
 from engines.synthetic_prompt import synthetic_prompt
@@ -124,7 +124,9 @@ def test_model_folder_with_tokenizer_gives_text_and_declares_its_tokenizer() -> 
     assert counted == prefilled  # prompt tokenized with the folder's tokenizer
     assert evs[-1].finished and evs[-1].text  # decoded output text
     assert untouched  # engines never install it in the workloads: the runner does
-    assert isinstance(_engine(), HasTokenizer) and _engine().tokenizer() is None  # a preset
+    preset = TransformersEngine.from_options(EngineContext(ManualClock(), lambda ev: None),
+                                             {"model": "tiny"})
+    assert isinstance(preset, HasTokenizer) and preset.tokenizer() is None  # it has none
 
 
 @needs_torch
