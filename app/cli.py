@@ -49,7 +49,6 @@ def _number(kind: type[float] | type[int], lo: float, hi: float, *, lo_open: boo
     return conv
 
 
-MAX_RATE = 10_000.0  # workflows/s: far above what one client can drive (~1,000 req/s)
 MAX_DURATION_S = 10_000_000.0  # about 115 days
 
 
@@ -66,7 +65,7 @@ def _knob_number(name: str) -> Any:
         except knobmod.KnobError as exc:
             raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{name}: ")) from None
         if v is None:
-            raise argparse.ArgumentTypeError(f"needs a value ({spec.minimum:g}-{spec.maximum:g})")
+            raise argparse.ArgumentTypeError(f"needs a value ({spec.range_text()})")
         return v
 
     return conv
@@ -132,8 +131,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="allow changing a real GPU's power limit (restored at exit)")
     p.add_argument("--max-tokens", default=None, type=_knob_number("max_tokens"),
                    metavar="N", help="cap on output tokens per call, 1-1000000 (live knob)")
-    p.add_argument("--rate", default=None, type=_number(float, 0, MAX_RATE, lo_open=True,
-                                                        unit="/s"),
+    p.add_argument("--rate", default=None, type=_knob_number("rate"),
                    metavar="R", help="workflow arrivals per second, Poisson, up to 10000 (default: the"
                         " workload's own; live knob)")
     p.add_argument("--max-backlog", type=_number(int, 1, 1_000_000), default=1000, metavar="N",
@@ -404,17 +402,10 @@ def _sweep(args: argparse.Namespace) -> int:
         label = "-".join(f"{n}={'none' if v is None else f'{v:g}'}" for n, v in zip(names, values,
                                                                                       strict=True))
         config, workload = _config(args, folder / f"{label}.jsonl")
-        for name, value in zip(names, values, strict=True):
-            if name == "batch_limit":
-                config.batch_limit = int(value or 1)
-            elif name == "power_cap":
-                config.power_cap_w = value
-            elif name == "rate":
-                config.rate = value
-            elif name == "max_tokens":
-                config.max_tokens = None if value is None else int(value)
-            elif name == "max_num_seqs":
-                config.engine_options["max_num_seqs"] = int(value or 1)
+        # Each point's values are the run's starting knob values, set through the
+        # knob path like any other change (events with source `sweep`).
+        config.start_knobs = dict(zip(names, values, strict=True))
+        config.start_knobs_source = "sweep"
         print(f"[{i}/{len(points)}] {label}", flush=True)
         try:
             outcome, terminated = _execute(Runner(config, workload), headless=True, fast=args.fast)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from meters.base import MeterUnavailable
-from meters.powercap_guard import StateFileError, default_state_path, holder_alive, read_state
+from meters.powercap.guard import StateFileError, default_state_path, holder_alive, read_state
 
 _CAP_SYS_ADMIN = 21
 

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.core.events import EndEvent, Event, KnobEvent, Sample, SessionHeader
+from app.core.knobs import format_value
 from app.core.session_reader import SessionError, format_duration, open_session
 from app.core.stats import LiveStats, StageStats, StatsSnapshot
 
@@ -129,7 +130,9 @@ def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
     feed(stream.header)
     for ev in stream:
         feed(ev)
-        if isinstance(ev, KnobEvent):
+        if isinstance(ev, KnobEvent) and ev.source != "start" and ev.value != ev.previous:
+            # A change; the starting values found in force (source `start`), and a
+            # starting value equal to what was there, are not.
             knob_changes.append(ev)
         if not keep_series:
             continue
@@ -387,17 +390,13 @@ def make_console() -> Console:
     return console
 
 
-def _knob(v: float | None) -> str:
-    return "unset" if v is None else f"{v:g}"
-
-
 def print_reports(reports: list[SessionReport], console: Console) -> None:
     for r in reports:
         console.print(_stage_table(r))
         console.print(_totals_table(r))
         for k in r.knob_changes:
-            console.print(f"knob at t={k.t_s:,.1f} s: {k.knob} {_knob(k.previous)} -> "
-                          f"{_knob(k.value)} ({k.source})")
+            console.print(f"knob at t={k.t_s:,.1f} s: {k.knob} {format_value(k.knob, k.previous)}"
+                          f" -> {format_value(k.knob, k.value)} ({k.source})")
         for note in r.notes:
             style = "bold red" if "arrivals shed" in note else "yellow"
             console.print(note, style=style)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from meters.powercap_guard import (
+from meters.powercap.guard import (
     StateFileError,
     default_state_path,
     holder_alive,

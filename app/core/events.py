@@ -62,6 +62,9 @@ class SessionHeader(Event):
     workload: dict[str, Any] = field(default_factory=dict)
     meters: list[dict[str, Any]] = field(default_factory=list)
     knobs: dict[str, Any] = field(default_factory=dict)
+    # Per knob: unit, the bounds in force in this run (the GPU's range for the power
+    # cap), and why it cannot be changed here, if it cannot (app/core/knobs.py).
+    knob_specs: dict[str, Any] = field(default_factory=dict)
 
 
 @register
@@ -137,9 +140,10 @@ class WorkflowEvent(Event):
 class KnobEvent(Event):
     kind: ClassVar[str] = "knob"
     knob: str = ""
-    value: float | None = None
-    previous: float | None = None
-    source: str = "cli"  # cli, schedule, ui, sweep, engine
+    value: float | None = None  # in force after the change
+    previous: float | None = None  # the value it replaced
+    source: str = "cli"  # cli, start, schedule, ui, sweep, restore
+    requested: float | None = None  # the value asked for (the device may round it)
 
 
 @register

@@ -50,6 +50,7 @@ from app.core.poller import MAX_POLL_INTERVAL_S, MIN_POLL_INTERVAL_S, MeterPolle
 from app.core.stats import LiveStats
 from engines.base import Engine, EngineContext, EngineError, HasTokenizer, Request, Restartable
 from meters.base import Meter, MeterUnavailable, PowerCapError
+from meters.powercap.controller import PowerCapController
 from workloads.base import CallResult, Workload, run_workflow
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,11 @@ class RunConfig:
     # A default session name: if the file exists, the next free `-2`, `-3`... is used,
     # so two runs started in the same second (or in parallel) never collide.
     session_unique: bool = False
+    # Starting knob values beyond the fields above (a sweep's grid point), by knob name,
+    # and the source their knob events carry. An engine-restart knob (max_num_seqs) is
+    # an engine option at start instead.
+    start_knobs: dict[str, float | None] = field(default_factory=dict)
+    start_knobs_source: str = "cli"
 
 
 @dataclass(slots=True)
@@ -143,7 +149,8 @@ class Runner:
         self._prompt_tokens_total = 0
         self._wall_t0 = 0.0
         self._config_error: str | None = None  # set when the run failed on bad input
-        self._guard: Any = None  # PowerCapGuard, once a real GPU's limit was changed
+        self._power: PowerCapController | None = None  # every cappable GPU of the run
+        self._change_source = "cli"  # the source of the knob change being applied
         self._meter_notes: list[str] = []  # why `--meter auto` skipped a meter
         self._restarting: asyncio.Task[None] | None = None  # a max_num_seqs restart
         self._wf_waiting: dict[str, int] = {}  # workflow id -> its requests at admission
@@ -171,40 +178,96 @@ class Runner:
             return
         self.bus.publish(ev)
 
+    # -- knobs: the one path that changes one -----------------------------------------
+    def knob_bounds(self, name: str) -> tuple[float, float] | None:
+        """The bounds in force here, inside the spec's own: the GPUs' range for the
+        power cap. None: the spec's bounds are all there is."""
+        spec = knobmod.spec(name)
+        if spec.bounds_from == "device" and self._power is not None:
+            return self._power.range_w()
+        return None
+
+    def knob_available(self, name: str) -> str | None:
+        """Why `name` cannot be changed in this run, or None if it can."""
+        spec = knobmod.spec(name)
+        if spec.needs == "power_control" and (self._power is None or not self._power.available):
+            return f"{name}: no meter here can set a GPU power limit"
+        if spec.needs == "engine_restart" and not isinstance(self._engine, Restartable):
+            return f"engine {self.config.engine} cannot change {name}"
+        return None
+
     def set_knob(self, name: str, value: float | None, source: str = "cli") -> None:
-        """The one path that changes a knob: validate, apply, emit a `knob` event.
+        """The one path that changes a knob (CLI, `--at`, sweeps, the dashboard's keys
+        and `k`): validate against the bounds in force, apply, emit one `knob` event
+        with the value asked, the value now in force and the value it replaced.
         Raises knobs.KnobError (one line) for a bad name or value."""
-        v = knobmod.validate(name, value)
-        previous = self.knobs.get(name)
-        if name == "max_num_seqs":
-            self._start_restart(int(v or 1), previous, source)
-            return
-        if name == "power_cap":
-            self._apply_power_cap(v)
-        elif name == "batch_limit":
-            assert isinstance(v, int)
-            self._admission.set_limit(v)
-        self.knobs[name] = v
+        spec = knobmod.spec(name)
+        if (why := self.knob_available(name)) is not None:
+            raise knobmod.KnobError(why)
+        v = knobmod.validate(name, value, self.knob_bounds(name))
+        self._change_source = source
+        applied = spec.apply(self, v)
+        if applied is None:
+            return  # under way (an engine restart): its event comes when it is done
+        now, replaced = applied
+        self.knobs[name] = now
         if self._knob_changed is not None:
             self._knob_changed.set()
-        self.publish(KnobEvent(t_s=self.clock.now(), knob=name, value=v, previous=previous,
-                               source=source))
+        self.publish(KnobEvent(t_s=self.clock.now(), knob=name, value=now, previous=replaced,
+                               requested=v, source=source))
 
-    def _start_restart(self, n: int, previous: float | None, source: str) -> None:
+    def step_knob(self, name: str, direction: int, source: str = "ui"
+                  ) -> tuple[float | None, float | None]:
+        """One step up or down by the knob's own rule (the dashboard's keys), clamped
+        to the bounds in force. Returns (before, after); equal at a bound."""
+        if (why := self.knob_available(name)) is not None:
+            raise knobmod.KnobError(why)
+        before = self.knobs.get(name)
+        in_force = self._power.limit_in_force_w() if (
+            name == "power_cap" and self._power is not None) else None
+        after = knobmod.step_value(name, before, direction, self.knob_bounds(name), in_force)
+        if after != before:
+            self.set_knob(name, after, source=source)
+        return before, after
+
+    # KnobTarget: how each knob acts (app/core/knobs.py names these in its specs).
+    def set_power_cap(self, watts: float | None) -> tuple[float | None, float | None]:
+        assert self._power is not None
+        try:
+            return self._power.apply(watts)
+        except PowerCapError as exc:
+            raise knobmod.KnobError(f"power_cap: {exc}") from None
+
+    def set_batch_limit(self, n: int) -> tuple[float | None, float | None]:
+        previous = self._admission.limit
+        self._admission.set_limit(n)
+        return n, previous
+
+    def set_rate(self, per_s: float | None) -> tuple[float | None, float | None]:
+        return per_s, self.knobs.get("rate")
+
+    def set_max_tokens(self, n: int | None) -> tuple[float | None, float | None]:
+        return n, self.knobs.get("max_tokens")
+
+    def restart_engine(self, knob: str, value: int) -> None:
+        self._start_restart(knob, value, self.knobs.get(knob), self._change_source)
+
+    def _start_restart(self, knob: str, n: int, previous: float | None, source: str) -> None:
         restart = self._engine.restart if isinstance(self._engine, Restartable) else None
         if restart is None:
-            raise knobmod.KnobError(f"engine {self.config.engine} cannot change max_num_seqs")
+            raise knobmod.KnobError(f"engine {self.config.engine} cannot change {knob}")
         if self._restarting is not None and not self._restarting.done():
-            raise knobmod.KnobError("max_num_seqs: a restart is already under way")
-        self._restarting = asyncio.create_task(self._restart_engine(restart, n, previous, source))
+            raise knobmod.KnobError(f"{knob}: a restart is already under way")
+        self._restarting = asyncio.create_task(
+            self._restart_engine(restart, knob, n, previous, source))
 
-    async def _restart_engine(self, restart: Callable[[int], Any], n: int,
+    async def _restart_engine(self, restart: Callable[..., Any], knob: str, n: int,
                               previous: float | None, source: str) -> None:
         """Drain (admit nobody, let requests inside the engine finish), restart the
-        engine with its new max_num_seqs, resume admission. Recorded as events."""
+        engine with the knob's new value, resume admission. Recorded as events."""
         self._admission.pause()
         self.publish(EngineStateEvent(t_s=self.clock.now(), source="client",
-                                      note=f"draining to restart with max_num_seqs={n}"))
+                                      note=f"draining to restart with {knob}={n}"))
         try:
             in_engine = list(self._in_engine.values())
             if in_engine:
@@ -213,16 +276,16 @@ class Runner:
             if self._in_engine:
                 raise EngineError(f"{len(self._in_engine)} requests did not finish within "
                                   f"{self.config.drain_timeout_s:g} s")
-            await restart(n)
+            await restart(**{knob: n})
         except EngineError as exc:
             self.publish(ErrorEvent(t_s=self.clock.now(), source="engine",
-                                    message=f"max_num_seqs={n}: {exc}".splitlines()[0]))
+                                    message=f"{knob}={n}: {exc}".splitlines()[0]))
             return
         finally:
             self._admission.resume()
-        self.knobs["max_num_seqs"] = n
-        self.publish(KnobEvent(t_s=self.clock.now(), knob="max_num_seqs", value=n,
-                               previous=previous, source=source))
+        self.knobs[knob] = n
+        self.publish(KnobEvent(t_s=self.clock.now(), knob=knob, value=n, previous=previous,
+                               requested=n, source=source))
 
     def mark(self, label: str) -> None:
         self.publish(MarkEvent(t_s=self.clock.now(), label=label))
@@ -242,9 +305,9 @@ class Runner:
             if self._closed:
                 return self.config.session_path if self._recorder is not None else None
             self._closed = True
-        if self._guard is not None:
+        if self._power is not None:
             with contextlib.suppress(Exception):
-                self._guard.restore()
+                self._power.restore()
         recorder = self._recorder
         if recorder is None:
             return None
@@ -271,55 +334,18 @@ class Runner:
         return self._admission
 
     # -- set-up ------------------------------------------------------------------
-    def _apply_power_cap(self, watts: float | None) -> None:
-        gpus = [
-            (m, d) for m in self._meters for d in m.info().devices
-            if d.component == "gpu" and d.power_limit_range_w is not None
-        ]
-        if not gpus:
-            raise knobmod.KnobError("power_cap: no meter here can set a GPU power limit")
-        real = [m for m, _ in gpus if m.name != "sim"]
-        if real and not self.config.allow_power_cap:
-            raise knobmod.KnobError("power_cap on a real GPU needs --allow-power-cap")
-        for m, d in gpus:
-            try:
-                if m.name == "sim":
-                    # The twin is simulated: nothing to restore, no permission needed.
-                    rng = d.power_limit_range_w or (0.0, 0.0)
-                    m.set_power_limit(d.device, watts if watts is not None else rng[1])
-                    continue
-                guard = self._power_guard()
-                if watts is None:
-                    original = guard.original_limit_w(m.name, d.device)
-                    if original is not None:
-                        guard.apply(m, d.device, original)
-                else:
-                    guard.apply(m, d.device, watts)
-            except PowerCapError as exc:
-                raise knobmod.KnobError(f"power_cap: {exc}") from None
-
-    def _power_guard(self) -> Any:
-        """Created at the first real change: saves the limit in force to disk first,
-        and is restored on every exit path (see _close, and atexit as a last resort)."""
-        if self._guard is None:
-            from meters.powercap_guard import PowerCapGuard
-
-            self._guard = PowerCapGuard()
-            self._guard.install(signals=())  # signals are the CLI's: they unwind to _close
-        return self._guard
-
     def _restore_power_caps(self) -> None:
-        if self._guard is None:
+        if self._power is None:
             return
-        for r in self._guard.restore():
+        for r in self._power.restore():
             if r.ok:
                 self.publish(KnobEvent(t_s=self.clock.now(), knob="power_cap", value=r.limit_w,
-                                       previous=self.knobs.get("power_cap"), source="restore"))
+                                       previous=self.knobs.get("power_cap"),
+                                       requested=r.limit_w, source="restore"))
                 self.knobs["power_cap"] = r.limit_w
             else:
                 self.publish(ErrorEvent(t_s=self.clock.now(), source="powercap",
                                         message=r.line(), fatal=False))
-        self._guard.uninstall()
 
     def _make_workload(self) -> Workload:
         if self._workload is not None:
@@ -382,7 +408,17 @@ class Runner:
             workload={"name": workload.name, "params": workload.params()},
             meters=[asdict(m.info()) for m in self._meters],
             knobs=dict(self.knobs),
+            knob_specs=self._knob_specs(),
         )
+
+    def _knob_specs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, spec in knobmod.SPECS.items():
+            lo, hi = self.knob_bounds(name) or (spec.minimum, spec.maximum)
+            out[name] = {"unit": spec.unit, "minimum": lo, "maximum": hi,
+                         "minimum_open": spec.minimum_open and lo == spec.minimum,
+                         "unavailable": self.knob_available(name)}
+        return out
 
     # -- requests ------------------------------------------------------------------
     async def _submit(self, req: Request) -> CallResult:
@@ -632,28 +668,32 @@ class Runner:
         self._knob_changed = asyncio.Event()
         self._wall_t0 = time.perf_counter()
         workload = self._make_workload()
+        engine_options = {"seed": cfg.seed, **cfg.engine_options}
+        for name, value in cfg.start_knobs.items():
+            if knobmod.spec(name).needs == "engine_restart" and value is not None:
+                engine_options[name] = int(value)  # at start an option, not a restart
         try:
             engine = engines.create(cfg.engine, EngineContext(self.clock, self.publish),
-                                    {"seed": cfg.seed, **cfg.engine_options})
+                                    engine_options)
         except KeyError as exc:
             raise ConfigError(str(exc.args[0])) from None
         except (ValueError, EngineError) as exc:
             raise ConfigError(f"engine {cfg.engine}: {exc}") from None
         self._engine = engine
         self._meters = self._make_meters(engine)
-        self.knobs = {"power_cap": self._current_power_limit(), "batch_limit": cfg.batch_limit,
-                      "rate": cfg.rate if cfg.rate is not None else workload.arrival().rate_per_s,
-                      "max_tokens": cfg.max_tokens,
+        self._power = PowerCapController(self._meters, allow_persistent=cfg.allow_power_cap)
+        start = self._starting_knobs(workload)
+        # What is in force before anything is set (the header's knobs); the values asked
+        # for are then set through set_knob like any other change.
+        self.knobs = {"power_cap": self._power.limit_in_force_w(),
+                      "batch_limit": self._admission.limit,
+                      "rate": workload.arrival().rate_per_s, "max_tokens": None,
                       "max_num_seqs": engine.info().max_num_seqs}
         background: list[asyncio.Task[Any]] = []
         reason, message = "failed", ""
         try:
-            if cfg.power_cap_w is not None:
-                # Checked before the engine starts, so a bad value leaves no session file.
-                try:
-                    self._check_power_cap(cfg.power_cap_w)
-                except knobmod.KnobError as exc:
-                    raise ConfigError(f"--power-cap: {exc}") from None
+            # Checked before the engine starts, so a bad value leaves no session file.
+            self._check_start(start)
             try:
                 await engine.start()
             except Exception as exc:
@@ -688,12 +728,7 @@ class Runner:
                                        interval_s=cfg.poll_interval_s)
             self._poller.start()
             await asyncio.sleep(0)  # let the poller take its baseline reading
-            if cfg.power_cap_w is not None:
-                try:
-                    self.set_knob("power_cap", cfg.power_cap_w, source="cli")
-                except knobmod.KnobError as exc:
-                    self._config_error = str(exc)
-                    raise
+            self._apply_start(start)
             background.append(asyncio.create_task(self._client_state()))
             for change in cfg.schedule:
                 background.append(asyncio.create_task(self._schedule(change)))
@@ -741,6 +776,61 @@ class Runner:
         return RunOutcome(reason, message, recorded, summary,
                           config_error=self._config_error is not None)
 
+    def _starting_knobs(self, workload: Workload) -> dict[str, tuple[float | None, str]]:
+        """Each knob's starting value and where it came from: `cli` (the run's
+        configuration), `sweep`, or `start` (not asked for: what is in force)."""
+        cfg = self.config
+        given: dict[str, float | None] = {"batch_limit": cfg.batch_limit}
+        if cfg.power_cap_w is not None:
+            given["power_cap"] = cfg.power_cap_w
+        if cfg.rate is not None:
+            given["rate"] = cfg.rate
+        if cfg.max_tokens is not None:
+            given["max_tokens"] = cfg.max_tokens
+        out = {name: (value, "cli") for name, value in given.items()}
+        for name, value in cfg.start_knobs.items():
+            out[name] = (value, cfg.start_knobs_source)
+        return out
+
+    def _check_start(self, start: dict[str, tuple[float | None, str]]) -> None:
+        """Every starting value and every `--at` change against the bounds in force
+        here (the GPU's power-limit range...), before anything starts: ConfigError."""
+        for name, (value, _) in start.items():
+            spec = knobmod.SPECS.get(name)
+            flag = spec.flag if spec is not None and spec.flag else name
+            if spec is not None and spec.needs == "engine_restart":
+                continue  # an engine option at start (see _engine_options)
+            try:
+                if (why := self.knob_available(name)) is not None:
+                    raise knobmod.KnobError(why)
+                knobmod.validate(name, value, self.knob_bounds(name))
+            except knobmod.KnobError as exc:
+                text = str(exc).removeprefix(name + ": ").removeprefix(name + " ")
+                raise ConfigError(f"{flag}: {text}") from None
+        for change in self.config.schedule:
+            try:
+                if (why := self.knob_available(change.knob)) is not None:
+                    raise knobmod.KnobError(why)
+                knobmod.validate(change.knob, change.value, self.knob_bounds(change.knob))
+            except knobmod.KnobError as exc:
+                raise ConfigError(f"--at {change.at_s:g}:{change.knob}: {exc}") from None
+
+    def _apply_start(self, start: dict[str, tuple[float | None, str]]) -> None:
+        """Every knob's starting value is a knob event: set through set_knob when asked
+        for, else recorded as found (`start`)."""
+        for name in knobmod.KNOB_NAMES:
+            spec = knobmod.SPECS[name]
+            if name in start and spec.needs != "engine_restart":
+                value, source = start[name]
+                self.set_knob(name, value, source=source)
+            elif name in self.knobs and (spec.needs is None
+                                         or self.knob_available(name) is None):
+                value = self.knobs.get(name)
+                source = start[name][1] if name in start else "start"
+                self.publish(KnobEvent(t_s=self.clock.now(), knob=name, value=value,
+                                       previous=None, requested=value if name in start else None,
+                                       source=source))
+
     def _end_window(self) -> None:
         """The measured window ends here (duration reached, or a stop): what follows is
         the drain, shown apart by report and the summary."""
@@ -752,30 +842,6 @@ class Runner:
             waiting=self._admission.waiting,
             note=f"drain: measured window ended at {t:.1f} s; {len(self._in_engine)} requests"
                  f" in the engine may finish, {self._admission.waiting} waiting are cancelled"))
-
-    def _check_power_cap(self, watts: float) -> None:
-        """Whether `watts` can be set on every GPU here, without setting it."""
-        knobmod.validate("power_cap", watts)
-        gpus = [d for m in self._meters for d in m.info().devices
-                if d.component == "gpu" and d.power_limit_range_w is not None]
-        if not gpus:
-            raise knobmod.KnobError("no meter here can set a GPU power limit")
-        if any(m.name != "sim" for m in self._meters
-               for d in m.info().devices if d.component == "gpu") \
-                and not self.config.allow_power_cap:
-            raise knobmod.KnobError("setting a real GPU's power limit needs --allow-power-cap")
-        for d in gpus:
-            lo, hi = d.power_limit_range_w or (0.0, 0.0)
-            if not lo <= watts <= hi:
-                raise knobmod.KnobError(f"{watts:g} W is out of range for {d.device}"
-                                        f" ({lo:g}-{hi:g} W)")
-
-    def _current_power_limit(self) -> float | None:
-        for m in self._meters:
-            for d in m.info().devices:
-                if d.component == "gpu" and d.power_limit_w is not None:
-                    return d.power_limit_w
-        return None
 
     async def _drain(self, graceful: bool) -> None:
         """Stop new work; let requests already in the engine finish (graceful) or

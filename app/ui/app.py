@@ -15,9 +15,9 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Footer
 
-from app.core.knobs import SPECS, KnobError
-from app.ui.backends import Backend, KnobStep
-from app.ui.feed import Frame, PowerLimits, format_knob
+from app.core.knobs import KnobError, step_text
+from app.ui.backends import Backend
+from app.ui.feed import Frame, format_knob
 from app.ui.screens.knob_input import KnobInputScreen
 from app.ui.widgets.event_log import EventLog
 from app.ui.widgets.knobs_panel import KnobsPanel
@@ -26,7 +26,6 @@ from app.ui.widgets.run_header import RunHeader, speed_text
 from app.ui.widgets.stage_table import StageTable
 from app.ui.widgets.totals import Totals
 
-POWER_STEP_W = 25.0
 REFRESH_HZ = 5.0
 
 
@@ -46,40 +45,19 @@ class RunFinished(Message):
     """The run (or replay) has ended and its session is closed."""
 
 
-def cap_step(delta_w: float) -> KnobStep:
-    def step(before: float | None, limits: PowerLimits) -> float | None:
-        start = before if before is not None else limits.in_force_w
-        if start is None:
-            raise KnobError("power_cap: no GPU power limit is known here")
-        new = start + delta_w
-        if limits.range_w is not None:
-            new = min(max(new, limits.range_w[0]), limits.range_w[1])
-        return new if new != start or before is None else before
-
-    return step
-
-
-def batch_step(factor: float) -> KnobStep:
-    spec = SPECS["batch_limit"]
-
-    def step(before: float | None, limits: PowerLimits) -> float | None:
-        cur = int(before) if before is not None else 1
-        new = cur // 2 if factor < 1 else cur * 2
-        return int(min(max(new, spec.minimum), spec.maximum))
-
-    return step
-
-
 class DashboardApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "wattflow"
     ENABLE_COMMAND_PALETTE = False
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("left_square_bracket", "cap(-1)", "cap -25W", key_display="["),
-        Binding("right_square_bracket", "cap(1)", "cap +25W", key_display="]"),
-        Binding("comma", "batch(0.5)", "batch ½", key_display=","),
-        Binding("full_stop", "batch(2)", "batch ×2", key_display="."),
+        # Steps and their labels come from the knobs' specs (app/core/knobs.py).
+        Binding("left_square_bracket", "cap(-1)", f"cap {step_text('power_cap', -1)}",
+                key_display="["),
+        Binding("right_square_bracket", "cap(1)", f"cap {step_text('power_cap', 1)}",
+                key_display="]"),
+        Binding("comma", "batch(-1)", f"batch {step_text('batch_limit', -1)}", key_display=","),
+        Binding("full_stop", "batch(1)", f"batch {step_text('batch_limit', 1)}", key_display="."),
         Binding("k", "knob_input", "knob"),
         Binding("m", "mark", "mark"),
         Binding("space", "pause_play", "pause/play", key_display="space"),
@@ -200,9 +178,9 @@ class DashboardApp(App[None]):
     def _error(self, exc: Exception) -> None:
         self.notify(str(exc).splitlines()[0], severity="error", timeout=4)
 
-    async def _step(self, name: str, step: KnobStep) -> None:
+    async def _step(self, name: str, direction: int) -> None:
         try:
-            before, after = await self.backend.step_knob(name, step)
+            before, after = await self.backend.step_knob(name, direction)
         except KnobError as exc:
             self._error(exc)
             return
@@ -211,10 +189,10 @@ class DashboardApp(App[None]):
                         severity="warning", timeout=3)
 
     async def action_cap(self, direction: int) -> None:
-        await self._step("power_cap", cap_step(direction * POWER_STEP_W))
+        await self._step("power_cap", direction)
 
-    async def action_batch(self, factor: float) -> None:
-        await self._step("batch_limit", batch_step(factor))
+    async def action_batch(self, direction: int) -> None:
+        await self._step("batch_limit", direction)
 
     def action_knob_input(self) -> None:
         if self.backend.mode != "live":

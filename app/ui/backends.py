@@ -25,12 +25,11 @@ from app.core.knobs import KnobError
 from app.core.replay import Replayer
 from app.core.runner import Runner, RunOutcome
 from app.core.stats import LiveStats
-from app.ui.feed import Feed, Frame, PowerLimits
+from app.ui.feed import Feed, Frame
 
 T = TypeVar("T")
 # A knob change computed from the knob's value and the GPUs' power limits, at the moment
 # it is applied (on the runner's loop).
-KnobStep = Callable[[float | None, PowerLimits], float | None]
 # `<` from "as fast as possible" (no half of infinity) lands on this paced speed.
 SLOWEST_FROM_MAX = 64.0
 # How long a knob change may wait for the runner's loop to answer before the UI gives up.
@@ -54,7 +53,9 @@ class Backend(Protocol):
 
     def request_frame(self) -> None: ...
 
-    async def step_knob(self, name: str, step: KnobStep) -> tuple[float | None, float | None]: ...
+    async def step_knob(self, name: str, direction: int) -> tuple[float | None, float | None]:
+        """One step of the knob's own rule (app/core/knobs.py), up (+1) or down (-1)."""
+        ...
 
     async def set_knob(self, name: str, value: float | None) -> None: ...
 
@@ -189,18 +190,10 @@ class LiveBackend:
         else:
             take()
 
-    async def step_knob(self, name: str, step: KnobStep) -> tuple[float | None, float | None]:
-        """Read the knob and set `step(value)` in one go on the runner's loop, so two
-        quick key presses step twice even if no frame came in between."""
-
-        def go() -> tuple[float | None, float | None]:
-            before = self.runner.knobs.get(name)
-            after = step(before, self.feed.power_limits())
-            if after != before:
-                self.runner.set_knob(name, after, source="ui")
-            return before, after
-
-        return await self._call(go)
+    async def step_knob(self, name: str, direction: int) -> tuple[float | None, float | None]:
+        """The core steps the knob (its rule, its bounds in force) on the runner's loop,
+        so two quick key presses step twice even if no frame came in between."""
+        return await self._call(lambda: self.runner.step_knob(name, direction, source="ui"))
 
     async def set_knob(self, name: str, value: float | None) -> None:
         await self._call(lambda: self.runner.set_knob(name, value, source="ui"))
@@ -294,7 +287,7 @@ class ReplayBackend:
         if self._sink is not None and not self.done:
             self._sink.frame_ready(self.feed.frame(self.replayer.now_s()))
 
-    async def step_knob(self, name: str, step: KnobStep) -> tuple[float | None, float | None]:
+    async def step_knob(self, name: str, direction: int) -> tuple[float | None, float | None]:
         raise KnobError("knobs are read-only in a replay")
 
     async def set_knob(self, name: str, value: float | None) -> None:

@@ -82,6 +82,8 @@ OPTIONS = OptionSchema.of(NvmlOptions, "nvml meter", shared=True)
 
 class NvmlMeter:
     name = "nvml"
+    # A real GPU's limit outlives the process: it needs permission and a guard.
+    power_cap_persists = True
 
     def __init__(
         self,
@@ -336,7 +338,7 @@ class NvmlMeter:
             g.limit_w = float(watts)
 
     def power_limit_record(self, device: str) -> dict[str, Any]:
-        """What `powercap_guard` saves before the first change: the limit in force now
+        """What the power-cap guard saves before the first change: the limit in force now
         (the one set, not the enforced one) and how to find this GPU again after a
         crash (its UUID; indices can change across reboots)."""
         nv = self._nvml

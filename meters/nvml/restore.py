@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from meters.powercap_guard import RestoreResult
+from meters.powercap.result import RestoreResult
 
 
 def restore_limits(entries: list[dict[str, Any]]) -> list[RestoreResult]:

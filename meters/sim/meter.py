@@ -20,6 +20,8 @@ _UTIL_WINDOW_S = 0.1  # NVML's utilization is over a short sample period
 
 class SimMeter:
     name = "sim"
+    # The twin's limit dies with the run: no permission, nothing to restore.
+    power_cap_persists = False
 
     def __init__(self, engine: Any) -> None:
         twin = getattr(engine, "twin", None)
@@ -81,6 +83,9 @@ class SimMeter:
                 power_limit_w=t.power_limit_w,
             )
         ]
+
+    def power_limit_record(self, device: str) -> dict[str, Any]:
+        return {"meter": self.name, "device": device, "limit_w": self.twin.power_limit_w}
 
     def set_power_limit(self, device: str, watts: float) -> None:
         if device != _DEVICE:

@@ -54,7 +54,7 @@ def test_limit_is_back_after_a_normal_end(tmp_path: Path) -> None:
     assert _limit(fake_state) == 650.0
     assert not (tmp_path / "state" / "powercap.json").exists()
     knobs = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()
-             if '"kind":"knob"' in line]
+             if '"kind":"knob"' in line and '"knob":"power_cap"' in line]
     assert [(k["value"], k["source"]) for k in knobs] == [(300.0, "cli"), (650.0, "restore")]
 
 

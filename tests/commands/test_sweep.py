@@ -22,10 +22,13 @@ def test_sweep_runs_every_point_of_the_grid_with_its_knobs(tmp_path: Path) -> No
     files = sorted(p.name for p in tmp_path.glob("*.jsonl"))
     assert files == ["batch_limit=1-power_cap=400.jsonl", "batch_limit=1-power_cap=700.jsonl",
                      "batch_limit=8-power_cap=400.jsonl", "batch_limit=8-power_cap=700.jsonl"]
-    header = orjson.loads((tmp_path / "batch_limit=8-power_cap=400.jsonl").read_bytes()
-                          .splitlines()[0])
-    assert header["config"]["batch_limit"] == 8
-    assert header["config"]["power_cap_w"] == 400.0
+    lines = [orjson.loads(x) for x in
+             (tmp_path / "batch_limit=8-power_cap=400.jsonl").read_bytes().splitlines()]
+    assert lines[0]["config"]["start_knobs"] == {"batch_limit": 8, "power_cap": 400.0}
+    # The point's values go through the knob path: events with source `sweep`.
+    sweep = {e["knob"]: e["value"] for e in lines if e["kind"] == "knob"
+             and e["source"] == "sweep"}
+    assert sweep == {"batch_limit": 8, "power_cap": 400.0}
     assert "comparison" in out.stdout and out.stdout.count("batch_limit=") >= 8
 
 

@@ -11,6 +11,8 @@ from meters.base import DeviceInfo, MeterInfo, PowerCapError
 
 class FakeMeter:
     name = "fake"
+    # Stands in for a real GPU: capping it needs --allow-power-cap (nothing persists).
+    power_cap_persists = True
 
     def __init__(self, engine: Any = None, idle_w: float = 100.0, busy_w: float = 300.0) -> None:
         self.engine = engine
@@ -48,6 +50,9 @@ class FakeMeter:
         return [Sample(t_s=t_s, meter="fake", device="gpu0", component="gpu",
                        energy_mj=self.energy_mj, power_w=self.power(),
                        power_limit_w=self.limit_w)]
+
+    def power_limit_record(self, device: str) -> dict[str, Any]:
+        return {"meter": self.name, "device": device, "limit_w": self.limit_w}
 
     def set_power_limit(self, device: str, watts: float) -> None:
         if not 200.0 <= watts <= 700.0:

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from meters.nvml.meter import NvmlMeter
-from meters.powercap_guard import PowerCapGuard
+from meters.powercap.guard import PowerCapGuard
 from tests.fakes.fake_pynvml import FakeNvml
 
 

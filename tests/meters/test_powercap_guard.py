@@ -17,7 +17,7 @@ import pytest
 from app.commands import restore as restore_cmd
 from meters.base import PowerCapError
 from meters.nvml.meter import NvmlMeter
-from meters.powercap_guard import (
+from meters.powercap.guard import (
     PowerCapGuard,
     StateFileError,
     default_state_path,

@@ -4,10 +4,10 @@ numbers (no runner, no clock), for snapshot tests and key-handling tests."""
 from __future__ import annotations
 
 from app.core.events import EngineStateEvent, SessionHeader
-from app.core.knobs import KnobError
+from app.core.knobs import KnobError, step_value
 from app.core.stats import StageStats, StatsSnapshot
-from app.ui.backends import KnobStep, Sink
-from app.ui.feed import DeviceLimits, Frame, GpuTrace, LogLine, PowerLimits
+from app.ui.backends import Sink
+from app.ui.feed import DeviceLimits, Frame, GpuTrace, LogLine
 
 
 def fake_frame(now_s: float = 300.0) -> Frame:
@@ -88,9 +88,10 @@ class FakeBackend:
         if self._sink is not None:
             self._sink.frame_ready(self.frame)
 
-    async def step_knob(self, name: str, step: KnobStep) -> tuple[float | None, float | None]:
+    async def step_knob(self, name: str, direction: int) -> tuple[float | None, float | None]:
         before = self.knobs.get(name)
-        after = step(before, PowerLimits(700.0, (200.0, 700.0)))
+        bounds = (200.0, 700.0) if name == "power_cap" else None
+        after = step_value(name, before, direction, bounds, in_force=700.0)
         if after != before:
             await self.set_knob(name, after)
         return before, after

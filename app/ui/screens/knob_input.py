@@ -16,7 +16,7 @@ from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Input, Static
 
-from app.core.knobs import KNOB_NAMES, SPECS, KnobError, parse_value
+from app.core.knobs import KNOB_NAMES, SPECS, KnobError, parse_value, resolve
 
 ApplyKnob = Callable[[str, float | None], Awaitable[None]]
 
@@ -24,13 +24,7 @@ _ENTRY = re.compile(r"^\s*([A-Za-z_]+)\s*(?:[=:\s]\s*(.*?))?\s*$")
 
 
 def resolve_knob(name: str) -> str:
-    name = name.strip().lower().replace("-", "_")
-    if name in SPECS:
-        return name
-    matches = [k for k in KNOB_NAMES if k.startswith(name)] if name else []
-    if len(matches) == 1:
-        return matches[0]
-    raise KnobError(f"unknown knob {name!r} (knobs: {', '.join(KNOB_NAMES)})")
+    return resolve(name)
 
 
 def parse_entry(text: str) -> tuple[str, float | None]:
@@ -40,12 +34,8 @@ def parse_entry(text: str) -> tuple[str, float | None]:
         raise KnobError("expected KNOB=VALUE, e.g. power_cap=300 or rate=2")
     name = resolve_knob(m.group(1))
     if not m.group(2):
-        raise KnobError(f"{name} needs a value, e.g. {name}={_example(name)}")
+        raise KnobError(f"{name} needs a value, e.g. {name}={SPECS[name].example}")
     return name, parse_value(name, m.group(2))
-
-
-def _example(name: str) -> str:
-    return {"power_cap": "300", "batch_limit": "32", "rate": "2", "max_tokens": "256"}[name]
 
 
 class KnobInputScreen(ModalScreen[str | None]):
@@ -75,7 +65,7 @@ class KnobInputScreen(ModalScreen[str | None]):
             help_text.append(f"  {name:<12}", style="bold")
             shown = "unset" if now is None else f"{now:g} {spec.unit}".strip()
             help_text.append(f" now {shown}".ljust(16))
-            help_text.append(f" {spec.help}\n", style="dim")
+            help_text.append(f" {spec.help} ({spec.range_text()})\n", style="dim")
         with Vertical():
             yield Static(help_text, id="knob-help")
             yield Input(placeholder="e.g. power_cap=300", id="knob-entry",

@@ -12,6 +12,7 @@ several paths may all fire.
 Usage (the runner):
 
     with PowerCapGuard() as guard:          # installs signal handlers + atexit
+    (the run itself goes through meters.powercap.controller.PowerCapController)
         guard.apply(meter, "gpu0", 300.0)   # saves 700 W to disk, then sets 300 W
         ...                                 # run
     # here every GPU is back to its saved limit; guard.results says how it went
@@ -26,29 +27,17 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
 from meters.base import Meter, PowerCapError
+from meters.powercap.control import PowerCapControl
+from meters.powercap.restorers import restorer_for
+from meters.powercap.result import RestoreResult
 
 STATE_VERSION = 1
 STATE_FILE = "powercap.json"
-
-
-@dataclass(frozen=True, slots=True)
-class RestoreResult:
-    device: str
-    limit_w: float
-    ok: bool
-    message: str
-
-    def line(self) -> str:
-        if self.ok:
-            return f"{self.device}: power limit restored to {self.limit_w:g} W"
-        return f"{self.device}: could not restore {self.limit_w:g} W: {self.message}"
 
 
 class StateFileError(RuntimeError):
@@ -133,25 +122,13 @@ def _same_device(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return bool(a.get("device") == b.get("device"))
 
 
-Restorer = Callable[[list[dict[str, Any]]], list[RestoreResult]]
-
-
-def _restorer(meter: str) -> Restorer | None:
-    """How to put limits back without the run's meter (after a crash)."""
-    if meter == "nvml":
-        from meters.nvml.restore import restore_limits
-
-        return restore_limits
-    return None
-
-
 def restore_entries(entries: list[dict[str, Any]]) -> list[RestoreResult]:
     out: list[RestoreResult] = []
     by_meter: dict[str, list[dict[str, Any]]] = {}
     for e in entries:
         by_meter.setdefault(str(e["meter"]), []).append(e)
     for meter, group in by_meter.items():
-        fn = _restorer(meter)
+        fn = restorer_for(meter)
         if fn is None:
             out += [
                 RestoreResult(
@@ -205,11 +182,10 @@ class PowerCapGuard:
         """Set `device`'s limit to `watts` through `meter`, first saving the limit in
         force if this is the device's first change. Returns the limit it replaced
         (for the `knob` event's `previous`). Raises PowerCapError (one line)."""
-        record_fn = getattr(meter, "power_limit_record", None)
-        if record_fn is None:
+        if not isinstance(meter, PowerCapControl):
             raise PowerCapError(f"meter {meter.name!r} has no power-cap control")
         with self._lock:
-            record: dict[str, Any] = record_fn(device)
+            record: dict[str, Any] = meter.power_limit_record(device)
             previous = float(record["limit_w"])
             key = (meter.name, device)
             fresh = key not in self._meters
