@@ -104,14 +104,14 @@ def _restart(name: str) -> Callable[[KnobTarget, float | None], Applied]:
 
 _SPECS: tuple[KnobSpec, ...] = (
     KnobSpec("power_cap", "W", False, 1.0, 2000.0, "GPU power limit, watts", "300",
-             _power_cap, flag="--power-cap", unset="the limit from before the run",
+             _power_cap, flag="--power-cap", unset="as before the run",
              step=Step("add", 25.0), bounds_from="device", needs="power_control"),
     KnobSpec("batch_limit", "", True, 1, 65536, "requests in flight at most", "32",
              _batch_limit, flag="--batch-limit", step=Step("scale", 2.0)),
     KnobSpec("rate", "/s", False, 0.0, 10_000.0, "workflow arrivals per second (Poisson)",
              "2", _rate, flag="--rate", minimum_open=True, unset="closed loop"),
     KnobSpec("max_tokens", "tok", True, 1, 1_000_000, "cap on output tokens per call", "256",
-             _max_tokens, flag="--max-tokens", unset="the workload's own lengths"),
+             _max_tokens, flag="--max-tokens", unset="workload's"),
     # The engine's own batch size: changing it drains and restarts the engine.
     KnobSpec("max_num_seqs", "", True, 1, 65536,
              "the engine's own max_num_seqs (drain, restart, resume)", "128",

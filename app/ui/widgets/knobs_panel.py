@@ -7,21 +7,41 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from app.core.knobs import KNOB_NAMES
+from app.core.knobs import SPECS, KnobSpec, step_text
 from app.ui.feed import Frame, format_knob
 
-KEYS = {"power_cap": "[ ]", "batch_limit": ", .", "rate": "k", "max_tokens": "k",
-        "max_num_seqs": "k"}
+#: The keys that step a knob (the app's bindings); every other knob is typed with `k`.
+STEP_KEYS = {"power_cap": "[ ]", "batch_limit": ", ."}
+
+
+def _short(v: float) -> str:
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale and v % scale == 0 and (scale > 1e3 or abs(v) >= 1e4):
+            return f"{v / scale:g}{suffix}"
+    return f"{v:g}"
+
+
+def _range(spec: KnobSpec, lo: float, hi: float) -> str:
+    unit = {"W": " W", "tok": " tok"}.get(spec.unit, spec.unit)
+    return f"{_short(lo)}-{_short(hi)}{unit}"
 
 
 def knob_range(frame: Frame, name: str) -> str:
-    if name == "power_cap":
+    """The bounds in force in this run (recorded in the header), else the spec's."""
+    spec = SPECS[name]
+    recorded = frame.header.knob_specs.get(name) if frame.header is not None else None
+    if isinstance(recorded, dict):
+        if recorded.get("unavailable"):
+            return "not here"
+        lo, hi = recorded.get("minimum"), recorded.get("maximum")
+        if isinstance(lo, int | float) and isinstance(hi, int | float):
+            return _range(spec, float(lo), float(hi))
+    if spec.bounds_from == "device":
         ranges = [d.range_w for d in frame.devices if d.range_w is not None]
         if ranges:
-            return f"{min(r[0] for r in ranges):g}-{max(r[1] for r in ranges):g} W"
+            return _range(spec, max(r[0] for r in ranges), min(r[1] for r in ranges))
         return "not settable" if frame.header is not None else ""
-    return {"batch_limit": "1-65536", "rate": "per s", "max_tokens": "per call",
-            "max_num_seqs": "restart"}[name]
+    return _range(spec, spec.minimum, spec.maximum)
 
 
 def knobs_table(frame: Frame, *, live: bool) -> Group:
@@ -31,22 +51,23 @@ def knobs_table(frame: Frame, *, live: bool) -> Group:
     t.add_column(no_wrap=True, style="#4fc3f7")
     t.add_column(no_wrap=True, style="dim", justify="right")
     knobs = frame.snapshot.knobs
-    for name in KNOB_NAMES:
+    for name, spec in SPECS.items():
         value = knobs.get(name)
         shown = format_knob(name, value)
-        if name == "power_cap" and value is None:
+        if value is None and spec.bounds_from == "device":
             limits = [d.limit_w for d in frame.devices if d.limit_w is not None]
             shown = f"unset ({max(limits):g} W)" if limits else "unset"
-        elif name == "rate" and value is None:
-            shown = "closed loop"
-        elif name == "max_tokens" and value is None:
-            shown = "workload's"
-        elif name == "max_num_seqs" and value is None:
-            shown = "-"
-        t.add_row(name, shown, KEYS[name] if live else "", knob_range(frame, name))
+        elif value is None:
+            shown = spec.unset or "-"
+        t.add_row(name, shown, STEP_KEYS.get(name, "k") if live else "", knob_range(frame, name))
     if live:
-        note = Text.assemble(("\n[ ]", "#4fc3f7"), (" cap ±25 W   ", "dim"), (", .", "#4fc3f7"),
-                             (" batch ½ ×2   ", "dim"), ("k", "#4fc3f7"), (" type", "dim"))
+        cap = SPECS["power_cap"].step
+        cap_text = f"±{cap.amount:g} W" if cap is not None else ""
+        note = Text.assemble(("\n[ ]", "#4fc3f7"), (f" cap {cap_text}   ", "dim"),
+                             (", .", "#4fc3f7"),
+                             (f" batch {step_text('batch_limit', -1)} "
+                              f"{step_text('batch_limit', 1)}   ", "dim"),
+                             ("k", "#4fc3f7"), (" type", "dim"))
     else:
         note = Text("\nreplay: the knobs are as recorded, read-only", style="dim italic")
     return Group(t, note)
