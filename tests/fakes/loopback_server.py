@@ -7,7 +7,10 @@ the streamed OpenAI API the way vLLM does, with known token timings and fault mo
 - `GET /v1/models`, and `GET /metrics` in vLLM's Prometheus text format (old or new
   KV-cache gauge name), with the live number of requests in flight.
 - Faults (`Behaviour.fault`, on every `fault_every`-th request): "http500", "stall" (a few
-  tokens, then silence), "cut" (a few tokens, then the connection is dropped).
+  tokens, then silence for `stall_s` at most), "cut" (a few tokens, then the connection is
+  dropped), "drop" (the connection is dropped before any answer), "slow" (a few tokens,
+  then one every `slow_token_s`). `Behaviour.fault_plan`, if set, picks each request's
+  fault and its number of tokens before the fault instead (a soak's seeded random mix).
   `kill()` stops the server the way a crash would: the listener closes (new connections
   are refused) and open connections are aborted.
 
@@ -20,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-FAULTS = ("", "http500", "stall", "cut")
+FAULTS = ("", "http500", "stall", "cut", "drop", "slow")
 
 
 @dataclass(slots=True)
@@ -39,7 +43,11 @@ class Behaviour:
     send_usage: bool = True
     fault: str = ""
     fault_every: int = 1
-    fault_after_tokens: int = 2  # tokens sent before a stall or cut
+    fault_after_tokens: int = 2  # tokens sent before a stall, cut or slow-down
+    # request number (1, 2, ...) -> (fault, tokens before it); overrides the three above
+    fault_plan: Callable[[int], tuple[str, int]] | None = None
+    stall_s: float = 60.0  # a stall lasts this long at most (close() or kill() end it)
+    slow_token_s: float = 1.0  # "slow": the gap between tokens after the first few
     metrics: bool = True
     metrics_name: str = "vllm:kv_cache_usage_perc"  # or the old vllm:gpu_cache_usage_perc
     kv_cache_fraction: float = 0.25
@@ -163,7 +171,15 @@ class FakeOpenAIServer:
         body = orjson.loads(await request.read())
         if self.keep_bodies:
             seen.bodies.append(body)
-        fault = b.fault if b.fault and number % max(1, b.fault_every) == 0 else ""
+        if b.fault_plan is not None:
+            fault, fault_after = b.fault_plan(number)
+        else:
+            fault = b.fault if b.fault and number % max(1, b.fault_every) == 0 else ""
+            fault_after = b.fault_after_tokens
+        if fault == "drop":
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)  # never sent: the connection is gone
         if fault == "http500":
             return web.Response(status=500, content_type="application/json", body=orjson.dumps(
                 {"error": {"message": "fake engine failure", "type": "InternalServerError",
@@ -198,15 +214,16 @@ class FakeOpenAIServer:
                 await asyncio.sleep(b.first_token_s)
             sent = 0
             while sent < total:
-                if fault and sent >= b.fault_after_tokens:
+                slow = fault == "slow" and sent >= fault_after
+                if fault and not slow and sent >= fault_after:
                     if fault == "stall":
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._release.wait(), 60.0)
+                            await asyncio.wait_for(self._release.wait(), b.stall_s)
                     elif request.transport is not None:
                         request.transport.abort()
                     return resp
-                if sent and b.token_s:
-                    await asyncio.sleep(b.token_s)
+                if sent and (slow or b.token_s):
+                    await asyncio.sleep(b.slow_token_s if slow else b.token_s)
                 k = min(b.tokens_per_delta, total - sent)
                 sent += k
                 text = "tok " * k
