@@ -102,9 +102,16 @@ class Engine(Protocol):
 # -- optional abilities ---------------------------------------------------------------
 @runtime_checkable
 class Restartable(Protocol):
-    """Can change its own max_num_seqs by restarting (the caller drains it first)."""
+    """Can change some of its own settings (max_num_seqs, max_num_batched_tokens...) by
+    restarting; the caller drains it first. Each is a knob of the same name."""
 
-    async def restart(self, max_num_seqs: int) -> None: ...
+    def settings(self) -> dict[str, int]:
+        """The settings a restart can change, with their values now."""
+        ...
+
+    async def restart(self, **settings: int) -> None:
+        """Restart with these settings changed; EngineError (one line) if it cannot."""
+        ...
 
 
 @runtime_checkable

@@ -235,9 +235,15 @@ async def run_workflow(
     try:
         await asyncio.gather(*tasks)
     except BaseException as exc:
+        cancelled = isinstance(exc, asyncio.CancelledError)
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            # The run ended while this workflow was already failing: it still gets its
+            # one closing event below (the failure came first, so its reason stands).
+            cancelled = True
         for f in done.values():
             if f.done() and not f.cancelled():
                 f.exception()  # mark retrieved
@@ -245,8 +251,8 @@ async def run_workflow(
                   else str(exc) or type(exc).__name__)
         emit(WorkflowEvent(t_s=clock.now(), workflow_id=wid, workload=spec.workload, phase="failed",
                            latency_s=clock.now() - t0, reason=reason))
-        if isinstance(exc, asyncio.CancelledError):
-            raise
+        if cancelled:
+            raise asyncio.CancelledError from None
         return WorkflowResult(wid, False, clock.now() - t0, [], reason=reason)
     results = {n: f.result() for n, f in done.items()}
     path = critical_path(spec.stages, finish_t)

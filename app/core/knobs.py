@@ -22,6 +22,13 @@ class KnobError(ValueError):
     """An invalid knob name or value; the message is one line for the user."""
 
 
+def num(v: float) -> str:
+    """A number as a user typed it: whole numbers in full (1048576, not 1.04858e+06)."""
+    if isinstance(v, int) or (math.isfinite(v) and float(v).is_integer() and abs(v) < 1e15):
+        return str(int(v))
+    return f"{v:g}"
+
+
 class KnobTarget(Protocol):
     """What knobs act on: the runner. Each method applies a validated value and returns
     (the value now in force, the value it replaced)."""
@@ -67,13 +74,14 @@ class KnobSpec:
     step: Step | None = None  # the dashboard's one step (keys)
     bounds_from: Literal["spec", "device", "engine"] = "spec"
     needs: Literal["power_control", "engine_restart"] | None = None
+    label: str = ""  # a shorter name for narrow panels; the name is what `k` takes
 
     def range_text(self, bounds: tuple[float, float] | None = None) -> str:
         lo, hi = bounds or (self.minimum, self.maximum)
         u = f" {self.unit}" if self.unit in ("W", "tok") else self.unit
         if self.minimum_open and lo == self.minimum:
-            return f"more than {lo:g}{u}, up to {hi:g}{u}"
-        return f"{lo:g}-{hi:g}{u}"
+            return f"more than {num(lo)}{u}, up to {num(hi)}{u}"
+        return f"{num(lo)}-{num(hi)}{u}"
 
 
 def _power_cap(t: KnobTarget, v: float | None) -> Applied:
@@ -116,6 +124,10 @@ _SPECS: tuple[KnobSpec, ...] = (
     KnobSpec("max_num_seqs", "", True, 1, 65536,
              "the engine's own max_num_seqs (drain, restart, resume)", "128",
              _restart("max_num_seqs"), bounds_from="engine", needs="engine_restart"),
+    KnobSpec("max_num_batched_tokens", "tok", True, 16, 1_000_000,
+             "the engine's tokens per step (drain, restart, resume)", "8192",
+             _restart("max_num_batched_tokens"), bounds_from="engine", needs="engine_restart",
+             label="batched_tokens"),
 )
 
 SPECS: dict[str, KnobSpec] = {s.name: s for s in _SPECS}
@@ -137,6 +149,8 @@ def resolve(name: str) -> str:
     matches = [k for k in KNOB_NAMES if k.startswith(name)] if name else []
     if len(matches) == 1:
         return matches[0]
+    if matches:
+        raise KnobError(f"{name!r} could be {' or '.join(matches)}: type more of it")
     raise KnobError(f"unknown knob {name!r} (knobs: {', '.join(KNOB_NAMES)})")
 
 
@@ -155,20 +169,20 @@ def validate(name: str, value: float | None,
         raise KnobError(f"{name} must be a whole number, got {value}")
     lo, hi = s.minimum, s.maximum
     if not lo <= value <= hi or (s.minimum_open and value == lo):
-        raise KnobError(f"{name} must be {_between(s)}, got {value:g}")
+        raise KnobError(f"{name} must be {_between(s)}, got {num(value)}")
     if bounds is not None:
         blo, bhi = bounds
         if not blo <= value <= bhi:
             where = {"device": " for this GPU", "engine": " for this engine"}.get(s.bounds_from, "")
-            raise KnobError(f"{name} {value:g}{' ' + s.unit if s.unit == 'W' else ''} is out of"
+            raise KnobError(f"{name} {num(value)}{' ' + s.unit if s.unit == 'W' else ''} is out of"
                             f" range{where} ({s.range_text(bounds)})")
     return int(value) if s.integer else float(value)
 
 
 def _between(s: KnobSpec) -> str:
     if s.minimum_open:
-        return f"more than {s.minimum:g} and at most {s.maximum:g}"
-    return f"between {s.minimum:g} and {s.maximum:g}"
+        return f"more than {num(s.minimum)} and at most {num(s.maximum)}"
+    return f"between {num(s.minimum)} and {num(s.maximum)}"
 
 
 def parse_value(name: str, text: str, bounds: tuple[float, float] | None = None) -> float | None:

@@ -168,16 +168,26 @@ class SimEngine:
         self.sched.clear()  # counters stay readable after the run
         self.twin.mem_used_mib = 500.0
 
-    async def restart(self, max_num_seqs: int) -> None:
-        """Change the engine's own max_num_seqs, as a real engine would by restarting
-        (the caller drains first). The twin keeps its clock, meter and prefix cache."""
-        if isinstance(max_num_seqs, bool) or not isinstance(max_num_seqs, int) or max_num_seqs < 1:
-            raise SimOptionError(f"max_num_seqs must be a whole number >= 1, not {max_num_seqs!r}")
+    def settings(self) -> dict[str, int]:
+        return {"max_num_seqs": self.sched.max_num_seqs,
+                "max_num_batched_tokens": self.sched.max_num_batched_tokens}
+
+    async def restart(self, **settings: int) -> None:
+        """Change the scheduler's settings, as a real engine would by restarting (the
+        caller drains first). The twin keeps its clock, meter and prefix cache."""
+        for name, value in settings.items():
+            if name not in self.settings():
+                raise SimOptionError(f"cannot restart with {name}: the sim engine restarts"
+                                     f" with {', '.join(self.settings())}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SimOptionError(f"{name} must be a whole number >= 1, not {value!r}")
         if self.sched.running or self.sched.waiting:
             raise EngineError("restart needs a drained engine: requests are still inside")
-        self.sched.max_num_seqs = max_num_seqs
+        for name, value in settings.items():
+            setattr(self.sched, name, value)
+        changed = ", ".join(f"{k}={v}" for k, v in settings.items())
         self.ctx.emit(EngineStateEvent(t_s=self.ctx.clock.now(), source="engine",
-                                       note=f"restarted with max_num_seqs={max_num_seqs}"))
+                                       note=f"restarted with {changed}"))
 
     def info(self) -> EngineInfo:
         t = self.twin

@@ -6,7 +6,7 @@ tokens and text of each step), so a long output costs O(n), not O(n^2).
 
 vLLM cannot change max_num_seqs on a running engine (the scheduler copies it at start
 and buffers are sized by it). The live batch limit is therefore the runner's
-admission cap on requests in flight; `restart(max_num_seqs)` changes the engine's own
+admission cap on requests in flight; `restart(max_num_seqs=N)` changes the engine's own
 limit by building a new AsyncLLM (the caller drains first).
 
 The engine's own view (running and waiting requests, KV-cache use) comes from a
@@ -212,32 +212,45 @@ class VLLMEngine:
         # Blocks for seconds while the engine core exits; vLLM's shutdown is thread-safe.
         await asyncio.to_thread(llm.shutdown)
 
-    async def restart(self, max_num_seqs: int) -> None:
-        """Change vLLM's own max_num_seqs: shut the engine down and build a new one.
-        Draining is the caller's job; requests still inside vLLM are an error."""
-        if isinstance(max_num_seqs, bool) or not isinstance(max_num_seqs, int) or max_num_seqs < 1:
-            raise VLLMOptionError(f"max_num_seqs must be a whole number >= 1, not {max_num_seqs!r}")
+    def settings(self) -> dict[str, int]:
+        return {"max_num_seqs": self.opts.max_num_seqs,
+                "max_num_batched_tokens": self.opts.max_num_batched_tokens}
+
+    async def restart(self, **settings: int) -> None:
+        """Change vLLM's own max_num_seqs or max_num_batched_tokens: shut the engine down
+        and build a new one. Draining is the caller's job; requests still inside vLLM are
+        an error. If the new engine does not start, the previous settings come back."""
+        for name, value in settings.items():
+            if name not in self.settings():
+                raise VLLMOptionError(f"cannot restart with {name}: the vllm engine restarts"
+                                      f" with {', '.join(self.settings())}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise VLLMOptionError(f"{name} must be a whole number >= 1, not {value!r}")
         if self._live:
             raise EngineError(f"restart needs a drained engine: {len(self._live)} requests "
                               "are still running")
-        previous = self.opts.max_num_seqs
+        previous = self.settings()
+        changed = ", ".join(f"{k}={v}" for k, v in settings.items())
+        was = ", ".join(f"{k}={previous[k]}" for k in settings)
         await self.stop()
-        self.opts.max_num_seqs = max_num_seqs
+        for name, value in settings.items():
+            setattr(self.opts, name, value)
         try:
             await self.start()
         except EngineError as exc:
             # Bring the engine back as it was, so the run can go on without the change.
-            self.opts.max_num_seqs = previous
+            for name in settings:
+                setattr(self.opts, name, previous[name])
             try:
                 await self.start()
             except EngineError:
-                raise EngineError(f"restart with max_num_seqs={max_num_seqs} failed ({exc}); "
+                raise EngineError(f"restart with {changed} failed ({exc}); "
                                   "the previous engine did not come back either") from None
-            raise EngineError(f"restart with max_num_seqs={max_num_seqs} failed ({exc}); "
-                              f"running again with max_num_seqs={previous}") from None
+            raise EngineError(f"restart with {changed} failed ({exc}); "
+                              f"running again with {was}") from None
         self.scheduler_running = self.scheduler_waiting = None
         self.ctx.emit(EngineStateEvent(t_s=self.ctx.clock.now(), source="engine",
-                                       note=f"restarted with max_num_seqs={max_num_seqs}"))
+                                       note=f"restarted with {changed}"))
 
     # -- requests ------------------------------------------------------------------------
     async def generate(self, request: Request) -> AsyncIterator[TokenEvent]:

@@ -16,8 +16,9 @@ import orjson
 
 from tests.data.make_golden import GOLDEN, record
 
-#: Summary entries that depend on the machine, not on the run.
-_MACHINE_KEYS = {"wall_s"}
+#: Summary entries that depend on the machine, not on the run; and the knobs in force at
+#: the end, set aside like knob events (a new knob adds a key, not a change to the run).
+_MACHINE_KEYS = {"wall_s", "knobs"}
 
 
 def _events(data: bytes) -> list[dict[str, Any]]:

@@ -48,8 +48,8 @@ def _k_accepts(name: str, text: str) -> bool:
 
 def _values(spec: knobs.KnobSpec) -> list[str]:
     tiny = 1 if spec.integer else 0.5
-    return [f"{spec.minimum:g}", f"{spec.maximum:g}", f"{spec.maximum + tiny:g}",
-            f"{spec.minimum - tiny:g}", "nan", "inf", "-1", "abc", "none"]
+    return [knobs.num(spec.minimum), knobs.num(spec.maximum), knobs.num(spec.maximum + tiny),
+            knobs.num(spec.minimum - tiny), "nan", "inf", "-1", "abc", "none"]
 
 
 @pytest.mark.parametrize("name", knobs.KNOB_NAMES)
@@ -61,8 +61,8 @@ def test_every_path_takes_and_refuses_the_same_values(name: str) -> None:
         if spec.flag is not None and text.lower() != "none":
             assert _cli_flag_accepts(spec.flag, text) == expected, (name, text)
     # The bounds themselves: the minimum is taken unless the spec excludes it.
-    assert _k_accepts(name, f"{spec.minimum:g}") is (not spec.minimum_open)
-    assert _k_accepts(name, f"{spec.maximum:g}")
+    assert _k_accepts(name, knobs.num(spec.minimum)) is (not spec.minimum_open)
+    assert _k_accepts(name, knobs.num(spec.maximum))
 
 
 def test_the_k_dialog_names_an_example_for_every_knob() -> None:
@@ -71,6 +71,8 @@ def test_the_k_dialog_names_an_example_for_every_knob() -> None:
         with pytest.raises(knobs.KnobError, match=f"{name} needs a value, e.g. {name}="):
             parse_entry(name)
     with pytest.raises(knobs.KnobError, match="max_num_seqs needs a value"):
+        parse_entry("max_num_s")
+    with pytest.raises(knobs.KnobError, match="could be max_num_seqs or max_num_batched_tokens"):
         parse_entry("max_n")
 
 

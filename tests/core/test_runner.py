@@ -256,6 +256,29 @@ def test_max_num_seqs_is_a_drain_restart_resume_recorded_as_events() -> None:
     assert admitted_during == []
 
 
+def test_max_num_batched_tokens_is_a_knob_like_max_num_seqs() -> None:
+    """The knob added in one spec (app/core/knobs.py) plus the engines' restart: set
+    from `--at`, drained and restarted, recorded, and the twin's steps get smaller."""
+    from app.core.events import EngineStateEvent
+
+    cfg = RunConfig(workload="sequential",
+                    workload_params={"variant": "mapreduce", "chunks": 16, "output_tokens": 50,
+                                     "chunk_tokens": 4000},
+                    engine="sim", meters=["sim"], batch_limit=16, workflows=2,
+                    schedule=[knobs.parse_at("0.5:max_num_batched_tokens=512")])
+    runner, events, out = _run(cfg)
+    assert out.reason == "completed"
+    engine: Any = runner._engine
+    assert engine.sched.max_num_batched_tokens == 512
+    change = [(e.previous, e.value, e.source) for e in events if isinstance(e, KnobEvent)
+              and e.knob == "max_num_batched_tokens"]
+    assert change == [(None, 8192, "start"), (8192, 512, "schedule")]
+    notes = [e.note for e in events if isinstance(e, EngineStateEvent) and e.note]
+    assert "restarted with max_num_batched_tokens=512" in notes
+    with pytest.raises(knobs.KnobError, match="between 16 and 1000000"):
+        knobs.parse_at("1:max_num_batched_tokens=8")
+
+
 def test_max_num_seqs_on_an_engine_that_cannot_restart_is_refused() -> None:
     async def during(runner: Runner) -> None:
         await asyncio.sleep(0.01)

@@ -117,8 +117,8 @@ def test_generate_before_start_fails_cleanly() -> None:
 def test_restart_refuses_a_bad_size_and_an_undrained_engine() -> None:
     eng = _engine({"model": str(TINY)})
     with pytest.raises(VLLMOptionError):
-        asyncio.run(eng.restart(0))
+        asyncio.run(eng.restart(max_num_seqs=0))
     eng._live.add("r1")  # a request still inside vLLM
     with pytest.raises(EngineError, match="drained"):
-        asyncio.run(eng.restart(8))
+        asyncio.run(eng.restart(max_num_seqs=8))
     assert eng.opts.max_num_seqs == 256  # unchanged

@@ -408,7 +408,7 @@ def test_restart_changes_max_num_seqs_and_a_closed_stream_is_aborted() -> None:
             assert "\n" not in str(err.value) and "20000" in str(err.value), str(err.value)
             assert eng.in_engine == 0
 
-            await eng.restart(4)
+            await eng.restart(max_num_seqs=4)
             notes = [e.note for e in events if isinstance(e, EngineStateEvent) and e.note]
             assert notes == ["restarted with max_num_seqs=4"]
             assert eng.info().max_num_seqs == 4

@@ -94,7 +94,7 @@ def test_escape_cancels_without_a_change() -> None:
     assert backend.calls == []
 
 
-@pytest.mark.parametrize("entry", ["max_num_seqs", "max_n", "max_tokens"])
+@pytest.mark.parametrize("entry", ["max_num_seqs", "max_num_s", "max_tokens"])
 def test_a_knob_without_a_value_is_an_error_line_not_a_crash(entry: str) -> None:
     # Was a KeyError in the dialog's example table for max_num_seqs: the dashboard died.
     backend = FakeBackend()

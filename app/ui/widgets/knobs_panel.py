@@ -59,7 +59,8 @@ def knobs_table(frame: Frame, *, live: bool) -> Group:
             shown = f"unset ({max(limits):g} W)" if limits else "unset"
         elif value is None:
             shown = spec.unset or "-"
-        t.add_row(name, shown, STEP_KEYS.get(name, "k") if live else "", knob_range(frame, name))
+        t.add_row(spec.label or name, shown, STEP_KEYS.get(name, "k") if live else "",
+                  knob_range(frame, name))
     if live:
         cap = SPECS["power_cap"].step
         cap_text = f"±{cap.amount:g} W" if cap is not None else ""
@@ -69,7 +70,7 @@ def knobs_table(frame: Frame, *, live: bool) -> Group:
                               f"{step_text('batch_limit', 1)}   ", "dim"),
                              ("k", "#4fc3f7"), (" type", "dim"))
     else:
-        note = Text("\nreplay: the knobs are as recorded, read-only", style="dim italic")
+        note = Text("\nreplay: knobs as recorded, read-only", style="dim italic")
     return Group(t, note)
 
 
