@@ -5,6 +5,10 @@ initial knobs -> workflows arrive (closed loop or Poisson at the `rate` knob) un
 the duration or workflow count is reached or a stop is requested -> drain (requests
 already in the engine finish, queued ones are cancelled) -> engine stop -> a last
 meter reading -> end record. Every exit path, Ctrl-C included, closes the session.
+
+The runner orchestrates; one request's life (admission, streaming, its events, timeouts,
+the consecutive-failure stop, the wait for its energy share) is app/core/request_life.py,
+and the set-up paperwork (meters, session header, starting knobs) app/core/run_setup.py.
 """
 
 from __future__ import annotations
@@ -12,108 +16,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import platform
 import random
-import socket
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import engines
-import meters
 import workloads
 import workloads.text
 from app.core import knobs as knobmod
 from app.core.admission import Admission
-from app.core.attribution import DEFAULT_PREFILL_WEIGHT, EnergyAttributor
+from app.core.attribution import EnergyAttributor
 from app.core.bus import EventBus
 from app.core.clock import Clock, LoopClock
+from app.core.config import ConfigError, RunConfig, RunError, RunOutcome
 from app.core.events import (
-    RUN_ENDED,
     EndEvent,
     EngineStateEvent,
     ErrorEvent,
     Event,
     KnobEvent,
     MarkEvent,
-    RequestEvent,
     Sample,
-    SessionHeader,
     WorkflowEvent,
 )
 from app.core.poller import MAX_POLL_INTERVAL_S, MIN_POLL_INTERVAL_S, MeterPoller
+from app.core.request_life import FinishQueue, RequestFailed, Requests
+from app.core.run_setup import open_meters, session_header, starting_knobs
 from app.core.stats import LiveStats
-from engines.base import Engine, EngineContext, EngineError, HasTokenizer, Request, Restartable
-from meters.base import Meter, MeterUnavailable, PowerCapError
+from engines.base import Engine, EngineContext, EngineError, HasTokenizer, Restartable
+from meters.base import Meter, PowerCapError
 from meters.powercap.controller import PowerCapController
-from workloads.base import CallResult, Workload, run_workflow
+from workloads.base import Workload, run_workflow
 
 log = logging.getLogger(__name__)
 
-
-
-class RunError(RuntimeError):
-    """The run could not start or had to stop; one line for the user."""
-
-
-class ConfigError(RunError):
-    """The run was asked for something it cannot do here (a bad session path, a meter
-    that cannot read, a knob value out of range): a usage error, exit 2."""
-
-
-class RequestFailed(RuntimeError):
-    pass
-
-
-@dataclass(slots=True)
-class RunConfig:
-    workload: str = "sequential"
-    workload_params: dict[str, Any] = field(default_factory=dict)
-    engine: str = "sim"
-    engine_options: dict[str, Any] = field(default_factory=dict)
-    meters: list[str] = field(default_factory=lambda: ["auto"])
-    gpus: list[int] | None = None
-    batch_limit: int = 64
-    power_cap_w: float | None = None
-    allow_power_cap: bool = False
-    max_tokens: int | None = None
-    rate: float | None = None  # None: the workload's own default
-    duration_s: float | None = None
-    workflows: int | None = None
-    seed: int = 0
-    session_path: Path | None = None
-    fast: bool = False
-    schedule: list[knobmod.ScheduledChange] = field(default_factory=list)
-    drain_timeout_s: float = 30.0
-    request_timeout_s: float | None = None
-    max_consecutive_failures: int = 20
-    prefill_weight: float = DEFAULT_PREFILL_WEIGHT
-    poll_interval_s: float | None = None  # None: each meter's own (matched to the hardware)
-    # Workflows waiting for admission beyond which new arrivals are shed (open loop
-    # only), as a real load generator does under overload: memory stays bounded.
-    max_backlog: int = 1000
-    # A default session name: if the file exists, the next free `-2`, `-3`... is used,
-    # so two runs started in the same second (or in parallel) never collide.
-    session_unique: bool = False
-    # Starting knob values beyond the fields above (a sweep's grid point), by knob name,
-    # and the source their knob events carry. An engine-restart knob (max_num_seqs) is
-    # an engine option at start instead.
-    start_knobs: dict[str, float | None] = field(default_factory=dict)
-    start_knobs_source: str = "cli"
-
-
-@dataclass(slots=True)
-class RunOutcome:
-    reason: str  # completed, interrupted, failed
-    message: str
-    session_path: Path | None
-    summary: dict[str, Any]
-    config_error: bool = False  # failed because of bad input (exit 2)
+# Callers import these from here (the runner's public API); they live in app.core.config
+# and app.core.request_life so the set-up helpers share them without a cycle.
+__all__ = ["ConfigError", "RequestFailed", "RunConfig", "RunError", "RunOutcome", "Runner"]
 
 
 class Runner:
@@ -132,31 +75,23 @@ class Runner:
         self._poller: MeterPoller | None = None
         self._admission = Admission(config.batch_limit)
         self._attr = EnergyAttributor(config.prefill_weight)
-        self._pending_finish: list[RequestEvent] = []
+        # Finished requests wait here for their energy share (the next meter reading).
+        self._finishes = FinishQueue(self._attr, self.bus.publish)
+        self._requests: Requests | None = None  # made in run(), once the engine exists
         self._recorder: Any = None
         self._stop: asyncio.Event | None = None  # created on the loop in run()
         self._stop_reason = "completed"
         self._stop_message = ""
-        self._draining = False
         self._knob_changed: asyncio.Event | None = None
         # Workflows in progress, in arrival order (a dict, not a set: the drain cancels
         # them in this order, so a seeded run records the same session every time).
         self._active: dict[asyncio.Task[Any], None] = {}
-        self._engine_tasks: set[asyncio.Task[Any]] = set()
-        self._in_engine: dict[str, asyncio.Task[Any]] = {}
-        self._consecutive_failures = 0
-        self._out_tokens_total = 0
-        self._prompt_tokens_total = 0
         self._wall_t0 = 0.0
         self._config_error: str | None = None  # set when the run failed on bad input
         self._power: PowerCapController | None = None  # every cappable GPU of the run
         self._change_source = "cli"  # the source of the knob change being applied
-        self._meter_notes: list[str] = []  # why `--meter auto` skipped a meter
         self._restarting: asyncio.Task[None] | None = None  # a max_num_seqs restart
-        self._wf_waiting: dict[str, int] = {}  # workflow id -> its requests at admission
         self._shed = 0
-        self._last_failure: str | None = None  # the engine's last error, as it said it
-        self._streak_reasons: set[str] = set()  # distinct reasons in the failure streak
         self._window_end_s: float | None = None  # when the measured window ended
         self._emergency_lock = threading.Lock()
         self._closed = False  # the end record is written (or being written)
@@ -174,9 +109,19 @@ class Runner:
         if isinstance(ev, Sample):
             self._attr.on_sample(ev)
             self.bus.publish(ev)
-            self._flush_finished()
+            self._finishes.flush()  # a reading may have settled finished requests
             return
         self.bus.publish(ev)
+
+    @property
+    def _reqs(self) -> Requests:
+        """The run's requests (run() makes them once the engine exists)."""
+        assert self._requests is not None, "run() has not made the engine"
+        return self._requests
+
+    @property
+    def _draining(self) -> bool:
+        return self._requests is not None and self._requests.closed
 
     # -- knobs: the one path that changes one -----------------------------------------
     def knob_bounds(self, name: str) -> tuple[float, float] | None:
@@ -269,12 +214,8 @@ class Runner:
         self.publish(EngineStateEvent(t_s=self.clock.now(), source="client",
                                       note=f"draining to restart with {knob}={n}"))
         try:
-            in_engine = list(self._in_engine.values())
-            if in_engine:
-                # asyncio.wait, not gather: a timeout must not cancel the requests.
-                await asyncio.wait(in_engine, timeout=self.config.drain_timeout_s)
-            if self._in_engine:
-                raise EngineError(f"{len(self._in_engine)} requests did not finish within "
+            if left := await self._reqs.settle(self.config.drain_timeout_s):
+                raise EngineError(f"{left} requests did not finish within "
                                   f"{self.config.drain_timeout_s:g} s")
             await restart(**{knob: n})
         except EngineError as exc:
@@ -352,65 +293,6 @@ class Runner:
             return self._workload
         return workloads.create(self.config.workload, self.config.workload_params)
 
-    def _make_meters(self, engine: Engine) -> list[Meter]:
-        names = list(self.config.meters)
-        out: list[Meter] = []
-        opts: dict[str, Any] = {"engine": engine, "gpus": self.config.gpus}
-        if self.config.poll_interval_s is not None:
-            opts["poll_interval_s"] = self.config.poll_interval_s
-        for name in names:
-            if name == "none":
-                continue
-            if name == "auto":
-                if self.config.engine == "sim":
-                    names_auto = ["sim"]
-                else:
-                    names_auto = [n for n in ("nvml", "rapl") if n in meters.names()]
-                for n in names_auto:
-                    m = meters.create(n, opts)
-                    try:
-                        m.open()
-                    except MeterUnavailable as exc:
-                        self._meter_notes.append(f"meter {n} unavailable: {exc}")
-                        continue
-                    out.append(m)
-                continue
-            try:
-                m = meters.create(name, opts)
-            except KeyError as exc:
-                raise ConfigError(str(exc.args[0])) from None
-            try:
-                m.open()
-            except MeterUnavailable as exc:
-                raise ConfigError(f"meter {name}: {exc}") from None
-            out.append(m)
-        return out
-
-    def _header(self, workload: Workload, engine: Engine) -> SessionHeader:
-        cfg = asdict(self.config)
-        cfg["session_path"] = str(self.config.session_path) if self.config.session_path else None
-        cfg["schedule"] = [asdict(c) for c in self.config.schedule]
-        einfo = engine.info()
-        return SessionHeader(
-            t_s=0.0,
-            name=self.config.session_path.stem if self.config.session_path else "",
-            started_unix_s=time.time(),
-            clock="virtual" if self.clock.virtual else "wall",
-            config=cfg,
-            host={
-                "hostname": socket.gethostname(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-                "pid": os.getpid(),
-            },
-            engine=asdict(einfo),
-            workload={"name": workload.name, "params": workload.params()},
-            meters=[asdict(m.info()) for m in self._meters],
-            knobs=dict(self.knobs),
-            knob_specs=self._knob_specs(),
-        )
-
     def _knob_specs(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, spec in knobmod.SPECS.items():
@@ -419,146 +301,6 @@ class Runner:
                          "minimum_open": spec.minimum_open and lo == spec.minimum,
                          "unavailable": self.knob_available(name)}
         return out
-
-    # -- requests ------------------------------------------------------------------
-    async def _submit(self, req: Request) -> CallResult:
-        clock = self.clock
-        if self._draining:
-            raise RequestFailed(RUN_ENDED)
-        t_sub = clock.now()
-        base = dict(request_id=req.request_id, workflow_id=req.workflow_id, stage=req.stage,
-                    node=req.node, parents=req.parents, prompt_tokens=req.prompt_tokens,
-                    max_tokens=req.max_tokens)
-        self.publish(RequestEvent(t_s=t_sub, phase="submitted", **base))  # type: ignore[arg-type]
-        wid = req.workflow_id
-        queued = not self._admission.can_admit_now()
-        if queued:
-            self._wf_waiting[wid] = self._wf_waiting.get(wid, 0) + 1
-        try:
-            await self._admission.acquire()
-        except asyncio.CancelledError:
-            self._fail(req, base, t_sub, None, 0, RUN_ENDED)
-            raise
-        finally:
-            if queued:
-                left = self._wf_waiting[wid] - 1
-                if left:
-                    self._wf_waiting[wid] = left
-                else:
-                    del self._wf_waiting[wid]
-        if self._draining:
-            self._admission.release()
-            self._fail(req, base, t_sub, None, 0, RUN_ENDED)
-            raise RequestFailed(RUN_ENDED)
-        t_adm = clock.now()
-        self._attr.on_admit(req.request_id, req.prompt_tokens)
-        t_first: float | None = None
-        out_tokens = 0
-        prompt_tokens = req.prompt_tokens
-        text: list[str] = []
-        finish_reason: str | None = None
-        self._in_engine[req.request_id] = asyncio.current_task()  # type: ignore[assignment]
-        try:
-            assert self._engine is not None
-            async with asyncio.timeout(self.config.request_timeout_s), contextlib.aclosing(
-                self._engine.generate(req)  # type: ignore[type-var]
-            ) as stream:
-                async for tev in stream:
-                    self._attr.on_work(req.request_id, tev.prefill_tokens, tev.decode_tokens)
-                    if tev.decode_tokens:
-                        if t_first is None:
-                            t_first = tev.t_s
-                            self.publish(RequestEvent(t_s=tev.t_s, phase="first_token",
-                                                      ttft_s=tev.t_s - t_sub, **base))  # type: ignore[arg-type]
-                        out_tokens += tev.decode_tokens
-                        self._out_tokens_total += tev.decode_tokens
-                    if tev.prefill_tokens:
-                        self._prompt_tokens_total += tev.prefill_tokens
-                    if tev.text:
-                        text.append(tev.text)
-                    if tev.prompt_tokens is not None:
-                        prompt_tokens = tev.prompt_tokens
-                    if tev.output_tokens is not None:
-                        out_tokens = tev.output_tokens
-                    if tev.finished:
-                        finish_reason = tev.finish_reason or "stop"
-                        break
-            if finish_reason is None:
-                raise EngineError("stream ended without a finish")
-        except asyncio.CancelledError:
-            self._fail(req, base, t_sub, t_first, out_tokens, RUN_ENDED)
-            raise
-        except TimeoutError:
-            reason = f"timeout after {self.config.request_timeout_s:g} s"
-            self._fail(req, base, t_sub, t_first, out_tokens, reason)
-            self._count_failure(reason)
-            raise RequestFailed(reason) from None
-        except Exception as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            self._fail(req, base, t_sub, t_first, out_tokens, reason)
-            self._count_failure(reason)
-            raise RequestFailed(reason) from None
-        finally:
-            self._in_engine.pop(req.request_id, None)
-            self._attr.on_done(req.request_id)
-            self._admission.release()
-        self._consecutive_failures = 0
-        self._streak_reasons.clear()
-        t_end = clock.now()
-        tpot = (t_end - t_first) / (out_tokens - 1) if t_first is not None and out_tokens > 1 else None
-        ev = RequestEvent(
-            t_s=t_end, phase="finished", latency_s=t_end - t_sub, queue_s=t_adm - t_sub,
-            ttft_s=(t_first - t_sub) if t_first is not None else None, tpot_s=tpot,
-            reason=finish_reason, **{**base, "prompt_tokens": prompt_tokens},  # type: ignore[arg-type]
-            output_tokens=out_tokens,
-        )
-        self._queue_finish(ev)
-        return CallResult(req.request_id, "".join(text), prompt_tokens, out_tokens)
-
-    def _fail(self, req: Request, base: dict[str, Any], t_sub: float, t_first: float | None,
-              out_tokens: int, reason: str) -> None:
-        t = self.clock.now()
-        self._queue_finish(RequestEvent(
-            t_s=t, phase="failed", latency_s=t - t_sub,
-            ttft_s=(t_first - t_sub) if t_first is not None else None,
-            output_tokens=out_tokens, reason=reason, **base,
-        ))
-
-    def _count_failure(self, reason: str) -> None:
-        self._consecutive_failures += 1
-        self._last_failure = reason
-        if len(self._streak_reasons) < 8:
-            self._streak_reasons.add(reason)
-        n = self._consecutive_failures
-        if n >= self.config.max_consecutive_failures:
-            # Name what the engine said, not a guess: a prompt longer than the model's
-            # context is not "the engine looks down".
-            if len(self._streak_reasons) == 1:
-                msg = f"{n} requests failed in a row, all with: {reason}"
-            else:
-                msg = f"{n} requests failed in a row; the last error: {reason}"
-            self.request_stop("failed", msg)
-
-    def _queue_finish(self, ev: RequestEvent) -> None:
-        # Its energy share for the last interval is known only at the next reading.
-        self._pending_finish.append(ev)
-        if self._attr.ready_before(ev.t_s):
-            # Only then can anything be flushed (no meters, or a reading already past
-            # it); scanning on every finish would be quadratic in a mass cancellation.
-            self._flush_finished()
-
-    def _flush_finished(self, force: bool = False) -> None:
-        if not self._pending_finish:
-            return
-        keep: list[RequestEvent] = []
-        for ev in self._pending_finish:
-            if force or self._attr.ready_before(ev.t_s):
-                energy = self._attr.take(ev.request_id)
-                ev.energy_j = energy or None
-                self.bus.publish(ev)
-            else:
-                keep.append(ev)
-        self._pending_finish = keep
 
     # -- driving --------------------------------------------------------------------
     async def _drive(self, workload: Workload, rng: random.Random) -> None:
@@ -572,7 +314,7 @@ class Runner:
             """Open loop under overload: drop this arrival, as a load generator must,
             rather than queue without bound. Recorded, counted, reported."""
             nonlocal count
-            waiting = len(self._wf_waiting)
+            waiting = self._reqs.workflows_waiting
             if waiting < self.config.max_backlog:
                 return False
             t = self.clock.now()
@@ -594,7 +336,7 @@ class Runner:
             spec = workload.workflow(count, wf_rng)
             count += 1
             task = asyncio.create_task(
-                run_workflow(spec, self._submit, self.publish, self.clock, wf_rng,
+                run_workflow(spec, self._reqs.submit, self.publish, self.clock, wf_rng,
                              max_tokens_cap=lambda: self._max_tokens())
             )
             self._active[task] = None
@@ -645,8 +387,9 @@ class Runner:
         while True:
             self.publish(EngineStateEvent(
                 t_s=self.clock.now(), source="client", running=self._admission.in_flight,
-                waiting=self._admission.waiting, output_tokens_total=self._out_tokens_total,
-                prompt_tokens_total=self._prompt_tokens_total,
+                waiting=self._admission.waiting,
+                output_tokens_total=self._reqs.out_tokens_total,
+                prompt_tokens_total=self._reqs.prompt_tokens_total,
             ))
             await asyncio.sleep(1.0)
 
@@ -680,9 +423,15 @@ class Runner:
         except (ValueError, EngineError) as exc:
             raise ConfigError(f"engine {cfg.engine}: {exc}") from None
         self._engine = engine
-        self._meters = self._make_meters(engine)
+        self._requests = Requests(
+            engine=engine, clock=self.clock, admission=self._admission, attr=self._attr,
+            finishes=self._finishes, publish=self.publish,
+            on_failure_streak=lambda why: self.request_stop("failed", why),
+            timeout_s=cfg.request_timeout_s,
+            max_consecutive_failures=cfg.max_consecutive_failures)
+        self._meters, meter_notes = open_meters(cfg, engine)
         self._power = PowerCapController(self._meters, allow_persistent=cfg.allow_power_cap)
-        start = self._starting_knobs(workload)
+        start = starting_knobs(cfg)
         # What is in force before anything is set (the header's knobs); the values asked
         # for are then set through set_knob like any other change.
         self.knobs = {"power_cap": self._power.limit_in_force_w(),
@@ -701,7 +450,8 @@ class Runner:
                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                                ) from None
             # The header is written once the engine has started: it knows its model then.
-            header = self._header(workload, engine)
+            header = session_header(cfg, self.clock, workload, engine, self._meters,
+                                    self.knobs, self._knob_specs())
             self.bus.publish(header)  # live subscribers see the configuration too
             if cfg.session_path is not None:
                 from app.core.session_writer import SessionError, SessionRecorder
@@ -714,7 +464,7 @@ class Runner:
                 cfg.session_path = recorder.path  # a default name may have moved on
                 self._recorder = recorder
                 self.bus.subscribe(recorder.write)
-            for note in self._meter_notes:
+            for note in meter_notes:
                 self.publish(ErrorEvent(t_s=self.clock.now(), source="meters", message=note))
             if not self._meters and "none" not in cfg.meters:
                 self.publish(ErrorEvent(t_s=self.clock.now(), source="meters",
@@ -776,22 +526,6 @@ class Runner:
         return RunOutcome(reason, message, recorded, summary,
                           config_error=self._config_error is not None)
 
-    def _starting_knobs(self, workload: Workload) -> dict[str, tuple[float | None, str]]:
-        """Each knob's starting value and where it came from: `cli` (the run's
-        configuration), `sweep`, or `start` (not asked for: what is in force)."""
-        cfg = self.config
-        given: dict[str, float | None] = {"batch_limit": cfg.batch_limit}
-        if cfg.power_cap_w is not None:
-            given["power_cap"] = cfg.power_cap_w
-        if cfg.rate is not None:
-            given["rate"] = cfg.rate
-        if cfg.max_tokens is not None:
-            given["max_tokens"] = cfg.max_tokens
-        out = {name: (value, "cli") for name, value in given.items()}
-        for name, value in cfg.start_knobs.items():
-            out[name] = (value, cfg.start_knobs_source)
-        return out
-
     def _check_start(self, start: dict[str, tuple[float | None, str]]) -> None:
         """Every starting value and every `--at` change against the bounds in force
         here (the GPU's power-limit range...), before anything starts: ConfigError."""
@@ -823,8 +557,10 @@ class Runner:
             if name in start and spec.needs != "engine_restart":
                 value, source = start[name]
                 self.set_knob(name, value, source=source)
-            elif name in self.knobs and (spec.needs is None
-                                         or self.knob_available(name) is None):
+            elif name in self.knobs and (spec.needs != "power_control" or (
+                    self._power is not None and self._power.available)):
+                # Recorded as found, also where it cannot be changed (a real GPU without
+                # --allow-power-cap): what was in force is part of the measurement.
                 value = self.knobs.get(name)
                 source = start[name][1] if name in start else "start"
                 self.publish(KnobEvent(t_s=self.clock.now(), knob=name, value=value,
@@ -840,18 +576,17 @@ class Runner:
         self.publish(EngineStateEvent(
             t_s=t, source="client", running=self._admission.in_flight,
             waiting=self._admission.waiting,
-            note=f"drain: measured window ended at {t:.1f} s; {len(self._in_engine)} requests"
+            note=f"drain: measured window ended at {t:.1f} s; {self._reqs.in_engine} requests"
                  f" in the engine may finish, {self._admission.waiting} waiting are cancelled"))
 
     async def _drain(self, graceful: bool) -> None:
         """Stop new work; let requests already in the engine finish (graceful) or
         cancel them; cancel everything still queued for admission."""
-        self._draining = True
+        self._reqs.closed = True  # no request is admitted from here on
         if self._knob_changed is not None:
             self._knob_changed.set()
-        if graceful and self._in_engine:
-            await asyncio.wait(list(self._in_engine.values()),
-                               timeout=self.config.drain_timeout_s)
+        if graceful:
+            await self._reqs.settle(self.config.drain_timeout_s)
         for t in list(self._active):
             t.cancel()
         await asyncio.gather(*list(self._active), return_exceptions=True)
@@ -867,7 +602,7 @@ class Runner:
         self._restore_power_caps()
         if self._poller is not None:
             await self._poller.stop()
-        self._flush_finished(force=True)
+        self._finishes.flush(force=True)  # no reading will come: publish what is held
         for m in self._meters:
             with contextlib.suppress(Exception):
                 m.close()
@@ -878,14 +613,15 @@ class Runner:
                     message=f"--at {change.at_s:g}:{change.knob}=... never ran: the run ended at"
                             f" {self._window_end_s or self.clock.now():.1f} s"))
         snap = self.stats.snapshot()
+        last_failure = self._reqs.last_failure
         if (reason == "completed" and snap.requests_finished == 0 and snap.requests_failed > 0):
             # A run in which nothing succeeded failed, however long it was meant to last.
             reason = "failed"
             message = (f"all {snap.requests_failed} requests failed; the last error: "
-                       f"{self._last_failure or 'unknown'}")
-        elif reason == "failed" and self._last_failure and self._last_failure not in message \
+                       f"{last_failure or 'unknown'}")
+        elif reason == "failed" and last_failure and last_failure not in message \
                 and snap.requests_finished == 0 and snap.requests_failed > 0:
-            message = f"{message} (the last request error: {self._last_failure})"
+            message = f"{message} (the last request error: {last_failure})"
         self._final_reason, self._final_message = reason, message
         end_t = self.clock.now()
         window_end = self._window_end_s if self._window_end_s is not None else end_t
