@@ -16,7 +16,8 @@ inside the engine is *idle* energy, kept as its own line per component.
 Bookkeeping holds exactly: for every component, idle + the sum over requests equals
 the counter difference between the first and last reading. A request's share of the
 interval in which it finished is known only at the device's next reading, so the
-runner asks `ready_before()` before it publishes a finished request with its energy.
+finish queue (app/core/request_life.py) asks `ready_before()` before it publishes a
+finished request with its energy.
 """
 
 from __future__ import annotations
