@@ -18,6 +18,11 @@ SESSION_VERSION = 1
 #: duration was reached, or the run was stopped): counted apart from failures.
 RUN_ENDED = "run ended"
 
+#: The reason given to a request cancelled because another call of its workflow failed
+#: (its stage, and so its workflow, cannot succeed): a failure's collateral, counted
+#: with failures under this reason, not as cut off by the end of the run.
+WORKFLOW_FAILED = "cancelled: another call of its workflow failed"
+
 RequestPhase = Literal["submitted", "first_token", "finished", "failed"]
 StagePhase = Literal["declared", "started", "finished", "failed"]
 WorkflowPhase = Literal["started", "finished", "failed"]

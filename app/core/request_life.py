@@ -20,7 +20,7 @@ from typing import Any
 from app.core.admission import Admission
 from app.core.attribution import EnergyAttributor
 from app.core.clock import Clock
-from app.core.events import RUN_ENDED, Event, RequestEvent
+from app.core.events import RUN_ENDED, WORKFLOW_FAILED, Event, RequestEvent
 from engines.base import Engine, EngineError, Request
 from workloads.base import CallResult
 
@@ -156,7 +156,7 @@ class Requests:
             if finish_reason is None:
                 raise EngineError("stream ended without a finish")
         except asyncio.CancelledError:
-            self._fail(base, t_sub, t_first, out_tokens, RUN_ENDED)
+            self._fail(base, t_sub, t_first, out_tokens, self._cancel_reason())
             raise
         except TimeoutError:
             reason = f"timeout after {self._timeout_s:g} s"
@@ -195,7 +195,7 @@ class Requests:
         try:
             await self._admission.acquire()
         except asyncio.CancelledError:
-            self._fail(base, t_sub, None, 0, RUN_ENDED)
+            self._fail(base, t_sub, None, 0, self._cancel_reason())
             raise
         finally:
             if queued:
@@ -208,6 +208,11 @@ class Requests:
             self._admission.release()
             self._fail(base, t_sub, None, 0, RUN_ENDED)
             raise RequestFailed(RUN_ENDED)
+
+    def _cancel_reason(self) -> str:
+        """Why a request was cancelled: the run is draining (cut off by its end), or,
+        before that, a sibling call failed and its workflow cancelled the rest."""
+        return RUN_ENDED if self.closed else WORKFLOW_FAILED
 
     def _fail(self, base: dict[str, Any], t_sub: float, t_first: float | None,
               out_tokens: int, reason: str) -> None:

@@ -137,7 +137,11 @@ class Runner:
         spec = knobmod.spec(name)
         if spec.needs == "power_control" and (self._power is None or not self._power.available):
             return f"{name}: no meter here can set a GPU power limit"
-        if spec.needs == "engine_restart" and not isinstance(self._engine, Restartable):
+        if spec.needs == "power_control" and self._power is not None and not (
+                self._power.allow_persistent or not any(d.persists for d in self._power.devices)):
+            return f"{name}: setting a real GPU's power limit needs --allow-power-cap"
+        if spec.needs == "engine_restart" and not (
+                isinstance(self._engine, Restartable) and name in self._engine.settings()):
             return f"engine {self.config.engine} cannot change {name}"
         return None
 
@@ -437,7 +441,7 @@ class Runner:
         self.knobs = {"power_cap": self._power.limit_in_force_w(),
                       "batch_limit": self._admission.limit,
                       "rate": workload.arrival().rate_per_s, "max_tokens": None,
-                      "max_num_seqs": engine.info().max_num_seqs}
+                      **(engine.settings() if isinstance(engine, Restartable) else {})}
         background: list[asyncio.Task[Any]] = []
         reason, message = "failed", ""
         try:

@@ -201,3 +201,18 @@ def test_the_cli_flag_types_are_the_specs() -> None:
             continue
         action = next(a for a in run_parser._actions if spec.flag in a.option_strings)
         assert getattr(action.type, "__qualname__", "").startswith("_knob_number"), spec.flag
+
+
+def test_a_real_gpu_without_permission_is_refused_before_the_run(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    fake = _small_card(monkeypatch, tmp_path)
+    session = tmp_path / "s.jsonl"
+    events, out = _run(_cfg(allow_power_cap=False, power_cap_w=300.0, session_path=session))
+    assert out.config_error
+    assert out.message == "--power-cap: setting a real GPU's power limit needs --allow-power-cap"
+    assert not session.exists() and fake.gpus[0].limit_w == 400.0
+    # Without a cap asked for, the run goes on and records the limit it found.
+    events, out = _run(_cfg(allow_power_cap=False))
+    assert out.reason == "completed"
+    assert [(e.value, e.source) for e in events if isinstance(e, KnobEvent)
+            and e.knob == "power_cap"] == [(400.0, "start")]

@@ -176,3 +176,33 @@ def test_a_unique_recorder_moves_on_to_a_free_name(tmp_path: Any) -> None:
         rec.abort()
     assert [p.name for p in paths] == ["run-2.jsonl", "run-3.jsonl", "run-4.jsonl"]
     assert base.read_text() == "someone else's\n"
+
+
+def test_every_workflow_closes_once_even_when_it_fails_as_the_run_ends() -> None:
+    # The soak's find: the last request fails (timeout) during the drain; the drain then
+    # cancels its workflow while that workflow is closing its failed stage.
+    events, _ = _run(_cfg(workload_params={"variant": "chain", "chunks": 2, "concurrency": 2,
+                                           "output_tokens": 50},
+                          engine_options={"token_s": 0.5}, request_timeout_s=1.0,
+                          duration_s=0.5))
+    started = {e.workflow_id for e in events if isinstance(e, WorkflowEvent)
+               and e.phase == "started"}
+    closing = [e.workflow_id for e in events if isinstance(e, WorkflowEvent)
+               and e.phase in ("finished", "failed")]
+    assert started and sorted(closing) == sorted(started)
+
+
+def test_calls_cancelled_because_a_sibling_failed_are_not_cut_off_by_the_run() -> None:
+    from app.core.events import RUN_ENDED, WORKFLOW_FAILED
+
+    events, out = _run(_cfg(workload_params={"variant": "mapreduce", "chunks": 4,
+                                             "output_tokens": 50},
+                            engine_options={"fail_every": 4, "token_s": 0.05},
+                            workflows=1, duration_s=None, batch_limit=8,
+                            max_consecutive_failures=100))
+    ended = [e for e in events if isinstance(e, RequestEvent)
+             and e.phase in ("finished", "failed")]
+    reasons = sorted(e.reason or "" for e in ended if e.phase == "failed")
+    assert "HTTP 500 from fake" in reasons
+    assert WORKFLOW_FAILED in reasons and RUN_ENDED not in reasons
+    assert out.summary["requests_cancelled"] == 0
