@@ -8,7 +8,7 @@ running at `t_s`; the average is over the last second, like NVML's averaged fiel
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from app.core.events import Sample
 from meters.base import DeviceInfo, MeterInfo, MeterUnavailable, PowerCapError
@@ -18,19 +18,26 @@ _AVG_WINDOW_S = 1.0
 _UTIL_WINDOW_S = 0.1  # NVML's utilization is over a short sample period
 
 
+@runtime_checkable
+class SimulatesGpu(Protocol):
+    """The ability the sim meter needs from its engine: a simulated GPU to read (the
+    sim engine's twin). Declared by having it, not found by the engine's name."""
+
+    twin: Any
+
+
 class SimMeter:
     name = "sim"
     # The twin's limit dies with the run: no permission, nothing to restore.
     power_cap_persists = False
 
     def __init__(self, engine: Any) -> None:
-        twin = getattr(engine, "twin", None)
-        if twin is None or getattr(engine, "name", None) != "sim":
+        if not isinstance(engine, SimulatesGpu):
             raise MeterUnavailable(
                 "the sim meter measures the simulated GPU; use it with --engine sim"
             )
         self.engine = engine
-        self.twin = twin
+        self.twin = engine.twin
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> SimMeter:
