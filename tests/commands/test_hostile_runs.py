@@ -147,7 +147,7 @@ def test_a_stuck_subscriber_cannot_keep_the_run_from_stopping(tmp_path: Path) ->
     ("args", "needle"),
     [
         (["--workload", "sequential", "-p", "chunks=100000000"],
-         "parameter chunks = 1e+08 is out of range (1-1023)"),
+         "parameter chunks = 100000000 is out of range (1-1023)"),
         (["--workload", "sequential", "-p", "chunks=abc"], "parameter chunks must be an integer, got 'abc'"),
         (["--workload", "sequential", "-p", "chunk_tokens=nan"], "chunk_tokens must be an integer"),
         (["--poll-interval", "1e-9"], "--poll-interval: 1e-9 is out of range (0.01-60 s); GPU"),

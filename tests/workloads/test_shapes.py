@@ -177,7 +177,7 @@ def test_workflows_are_deterministic_for_a_seed(name: str) -> None:
         ("interactive", {"colour": 1}, "unknown parameter 'colour'"),
         ("agentic", {"agents": 0}, "agents = 0 is out of range (1-256)"),
         ("agentic", {"agents": 200, "rounds": 100}, "stages; a workflow may have at most 1024"),
-        ("sequential", {"chunks": 100_000_000}, "chunks = 1e+08 is out of range (1-1023)"),
+        ("sequential", {"chunks": 100_000_000}, "chunks = 100000000 is out of range (1-1023)"),
         ("sequential", {"chunks": "abc"}, "parameter chunks must be an integer, got 'abc'"),
         ("sequential", {"chunk_tokens": float("nan")}, "chunk_tokens must be an integer, got nan"),
         ("interactive", {"think_s": float("inf")}, "think_s must be a finite number"),
