@@ -23,6 +23,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from app.core.options import option
 from workloads.base import (
     MAX_STAGES_PER_WORKFLOW,
     Arrival,
@@ -31,6 +32,7 @@ from workloads.base import (
     StageSpec,
     WorkflowSpec,
 )
+from workloads.lengths import LENGTH_HELP, Length, LengthValue, param_length
 from workloads.params import MAX_CONCURRENCY, MAX_RATE, MAX_TOKENS, bounded, build_params
 from workloads.text import Piece, compose, passage, words_for_tokens
 
@@ -45,30 +47,41 @@ REVISER = "You are an engineer. Revise the file to fix every defect the review l
 class AgenticParams:
     agents: int = bounded(8, 1, 256)  # engineers per round (Parrot: 4, 8, 12, 16)
     rounds: int = bounded(10, 1, 300)
-    brief_tokens: int = bounded(2500, 1, MAX_TOKENS)  # the brief every prompt starts with
-    context_growth_tokens: int = bounded(125, 0, MAX_TOKENS)  # a round's digest, added later
-    task_tokens: int = bounded(60, 0, MAX_TOKENS)  # a file's own task description
-    architect_tokens: int = bounded(800, 1, MAX_TOKENS)  # output lengths
-    engineer_tokens: int = bounded(600, 1, MAX_TOKENS)
-    review_tokens: int = bounded(200, 1, MAX_TOKENS)
-    revise_tokens: int = bounded(600, 1, MAX_TOKENS)
+    # Lengths: N, or a distribution (workloads/lengths.py) drawn per workflow (brief),
+    # round (digest), file (task) or call (outputs).
+    # the brief every prompt starts with
+    brief_tokens: LengthValue = option(2500, LENGTH_HELP, lo=1, hi=MAX_TOKENS)
+    # a round's digest, added to later rounds
+    context_growth_tokens: LengthValue = option(125, LENGTH_HELP, lo=0, hi=MAX_TOKENS)
+    task_tokens: LengthValue = option(60, LENGTH_HELP, lo=0, hi=MAX_TOKENS)  # a file's task
+    architect_tokens: LengthValue = option(800, LENGTH_HELP, lo=1, hi=MAX_TOKENS)  # outputs
+    engineer_tokens: LengthValue = option(600, LENGTH_HELP, lo=1, hi=MAX_TOKENS)
+    review_tokens: LengthValue = option(200, LENGTH_HELP, lo=1, hi=MAX_TOKENS)
+    revise_tokens: LengthValue = option(600, LENGTH_HELP, lo=1, hi=MAX_TOKENS)
     concurrency: int = bounded(1, 1, MAX_CONCURRENCY)  # projects at once (closed loop)
     rate: float | None = bounded(None, 0, MAX_RATE, lo_open=True)  # projects/s (open loop)
 
     def validate(self) -> None:
-        for name in ("agents", "rounds", "brief_tokens", "architect_tokens", "engineer_tokens",
-                     "review_tokens", "revise_tokens", "concurrency"):
+        for name in ("agents", "rounds", "concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("context_growth_tokens", "task_tokens"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        self.lengths()
         if self.rate is not None and self.rate <= 0:
             raise ValueError(f"rate must be positive, got {self.rate}")
         stages = 1 + 3 * self.agents * self.rounds  # architect, then engineer/reviewer/reviser
         if stages > MAX_STAGES_PER_WORKFLOW:
             raise ValueError(f"agents × rounds = {self.agents} × {self.rounds} makes {stages}"
                              f" stages; a workflow may have at most {MAX_STAGES_PER_WORKFLOW}")
+
+    def lengths(self) -> dict[str, Length]:
+        return {name: param_length(getattr(self, name), "agentic", name, floor=floor)
+                for name, floor in _LENGTHS.items()}
+
+
+#: The length parameters and the least each may be.
+_LENGTHS = {"brief_tokens": 1, "context_growth_tokens": 0, "task_tokens": 0,
+            "architect_tokens": 1, "engineer_tokens": 1, "review_tokens": 1,
+            "revise_tokens": 1}
 
 
 class AgenticWorkload:
@@ -77,6 +90,7 @@ class AgenticWorkload:
     def __init__(self, params: AgenticParams | None = None) -> None:
         self.p = params or AgenticParams()
         self.p.validate()
+        self.lengths = self.p.lengths()
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> AgenticWorkload:
@@ -92,12 +106,26 @@ class AgenticWorkload:
         p = self.p
         wid = f"agent{index}"
         r = random.Random(rng.random())
-        brief = Piece(passage(p.brief_tokens, r), p.brief_tokens)
-        tasks = {(rd, i): Piece(passage(p.task_tokens, r), p.task_tokens) if p.task_tokens
-                 else Piece("", 0)
-                 for rd in range(1, p.rounds + 1) for i in range(p.agents)}
-        padding = [passage(p.context_growth_tokens, r) if p.context_growth_tokens else ""
-                   for _ in range(p.rounds)]
+        # Fixed lengths draw nothing from r: with them the draws are the passages alone.
+        lengths = self.lengths
+        n = lengths["brief_tokens"].sample(r)
+        brief = Piece(passage(n, r), n)
+        tasks: dict[tuple[int, int], Piece] = {}
+        for rd in range(1, p.rounds + 1):
+            for i in range(p.agents):
+                n = lengths["task_tokens"].sample(r)
+                tasks[(rd, i)] = Piece(passage(n, r), n) if n else Piece("", 0)
+        growth: list[int] = []
+        padding: list[str] = []
+        for _ in range(p.rounds):
+            n = lengths["context_growth_tokens"].sample(r)
+            growth.append(n)
+            padding.append(passage(n, r) if n else "")
+        architect_out = lengths["architect_tokens"].sample(r)
+        outs = {(rd, i): (lengths["engineer_tokens"].sample(r),
+                          lengths["review_tokens"].sample(r),
+                          lengths["revise_tokens"].sample(r))
+                for rd in range(1, p.rounds + 1) for i in range(p.agents)}
         # The shared context of each round, built once by the first agent of the round.
         design: list[Piece] = []
         digests: list[Piece] = []
@@ -107,7 +135,7 @@ class AgenticWorkload:
             if rd not in contexts:
                 if rd > 1:
                     revised = " ".join(inp.parent_texts())
-                    digests.append(_digest(revised, padding[rd - 2], p.context_growth_tokens))
+                    digests.append(_digest(revised, padding[rd - 2], growth[rd - 2]))
                 parts: list[str | Piece] = ["Project brief: ", brief, "\nDesign: ", design[0]]
                 for q, d in enumerate(digests, start=1):
                     parts += [f"\nRound {q} files: ", d]
@@ -116,7 +144,7 @@ class AgenticWorkload:
 
         def build_architect(inp: StageInputs) -> list[Call]:
             prompt, tokens = compose([ARCHITECT, "\nProject brief: ", brief])
-            return [Call(prompt, tokens, p.architect_tokens)]
+            return [Call(prompt, tokens, architect_out)]
 
         def remember_design(inp: StageInputs) -> None:
             if not design and "architect" in inp.parents:
@@ -134,22 +162,23 @@ class AgenticWorkload:
                     ctx = context(rd, inp)
                     prompt, tokens = compose([ctx, "\n", ENGINEER.format(i=i), "\nTask: ",
                                               tasks[(rd, i)]])
-                    return [Call(prompt, tokens, p.engineer_tokens, prefix_key=f"{wid}.ctx{rd}",
+                    return [Call(prompt, tokens, outs[(rd, i)][0], prefix_key=f"{wid}.ctx{rd}",
                                  prefix_tokens=ctx.tokens)]
 
-                def build_rev(inp: StageInputs, rd: int = rd, eng: str = eng) -> list[Call]:
+                def build_rev(inp: StageInputs, rd: int = rd, i: int = i,
+                              eng: str = eng) -> list[Call]:
                     ctx = contexts[rd]
                     code = _output(inp, eng)
                     prompt, tokens = compose([ctx, "\n", REVIEWER, "\nFile: ", code])
-                    return [Call(prompt, tokens, p.review_tokens, prefix_key=f"{wid}.ctx{rd}",
+                    return [Call(prompt, tokens, outs[(rd, i)][1], prefix_key=f"{wid}.ctx{rd}",
                                  prefix_tokens=ctx.tokens)]
 
-                def build_fix(inp: StageInputs, rd: int = rd, eng: str = eng,
+                def build_fix(inp: StageInputs, rd: int = rd, i: int = i, eng: str = eng,
                               rev: str = rev) -> list[Call]:
                     ctx = contexts[rd]
                     prompt, tokens = compose([ctx, "\n", REVISER, "\nFile: ", _output(inp, eng),
                                               "\nReview: ", _output(inp, rev)])
-                    return [Call(prompt, tokens, p.revise_tokens, prefix_key=f"{wid}.ctx{rd}",
+                    return [Call(prompt, tokens, outs[(rd, i)][2], prefix_key=f"{wid}.ctx{rd}",
                                  prefix_tokens=ctx.tokens)]
 
                 stages += [

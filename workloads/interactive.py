@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
+from app.core.options import option
 from workloads.base import Arrival, Call, StageInputs, StageSpec, WorkflowSpec
+from workloads.lengths import LENGTH_HELP, Length, LengthValue, Uniform, param_length
 from workloads.params import MAX_RATE, MAX_TOKENS, bounded, build_params
 from workloads.text import TOKENS_PER_WORD, Piece, compose, passage
 
@@ -47,6 +49,12 @@ class InteractiveParams:
     think_s: float = bounded(15.0, 0.0, 86_400.0)  # mean think time before a follow-up
     followup_snippet_tokens_min: int = bounded(500, 0, MAX_TOKENS)
     followup_snippet_tokens_max: int = bounded(1500, 0, MAX_TOKENS)
+    # Each length as a distribution (workloads/lengths.py), in place of its _min/_max
+    # pair (which means uniform); None: the pair.
+    snippet_tokens: LengthValue | None = option(None, LENGTH_HELP, lo=0, hi=MAX_TOKENS)
+    question_tokens: LengthValue | None = option(None, LENGTH_HELP, lo=1, hi=MAX_TOKENS)
+    output_tokens: LengthValue | None = option(None, LENGTH_HELP, lo=1, hi=MAX_TOKENS)
+    followup_snippet_tokens: LengthValue | None = option(None, LENGTH_HELP, lo=0, hi=MAX_TOKENS)
 
     def validate(self) -> None:
         if self.rate <= 0:
@@ -67,6 +75,23 @@ class InteractiveParams:
             raise ValueError(f"max_followups must not be negative, got {self.max_followups}")
         if self.think_s < 0:
             raise ValueError(f"think_s must not be negative, got {self.think_s}")
+        self.lengths()
+
+    def lengths(self) -> dict[str, Length]:
+        """Each length's distribution: the parameter if given, else uniform over its pair
+        (`rng.randint`, as before distributions existed: the same seed, the same draws)."""
+        out: dict[str, Length] = {}
+        for name, floor in _LENGTHS.items():
+            value = getattr(self, name)
+            out[name] = (Uniform(getattr(self, f"{name}_min"), getattr(self, f"{name}_max"))
+                         if value is None else
+                         param_length(value, "interactive", name, floor=floor))
+        return out
+
+
+#: The lengths with a _min/_max pair, and the least each may be.
+_LENGTHS = {"snippet_tokens": 0, "question_tokens": 1, "output_tokens": 1,
+            "followup_snippet_tokens": 0}
 
 
 @lru_cache(maxsize=8)
@@ -94,6 +119,7 @@ class InteractiveWorkload:
     def __init__(self, params: InteractiveParams | None = None) -> None:
         self.p = params or InteractiveParams()
         self.p.validate()
+        self.lengths = self.p.lengths()
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> InteractiveWorkload:
@@ -113,16 +139,14 @@ class InteractiveWorkload:
         followups = 0
         while followups < p.max_followups and r.random() < p.followup_prob:
             followups += 1
+        lengths = self.lengths
         turns: list[_Turn] = []
         for k in range(followups + 1):
-            lo, hi = ((p.snippet_tokens_min, p.snippet_tokens_max) if k == 0 else
-                      (p.followup_snippet_tokens_min, p.followup_snippet_tokens_max))
-            st = r.randint(lo, hi)
-            qt = r.randint(p.question_tokens_min, p.question_tokens_max)
+            st = lengths["snippet_tokens" if k == 0 else "followup_snippet_tokens"].sample(r)
+            qt = lengths["question_tokens"].sample(r)
             turns.append(_Turn(snippets=passage(st, r) if st else "", snippet_tokens=st,
                                question=passage(qt, r), question_tokens=qt,
-                               output_tokens=r.randint(p.output_tokens_min,
-                                                       p.output_tokens_max)))
+                               output_tokens=lengths["output_tokens"].sample(r)))
         thinks = [r.expovariate(1.0 / p.think_s) if p.think_s > 0 else 0.0
                   for _ in range(followups)]
         system = system_prompt(p.system_words)

@@ -17,6 +17,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from app.core.options import option
 from workloads.base import (
     MAX_CALLS_PER_STAGE,
     MAX_STAGES_PER_WORKFLOW,
@@ -26,6 +27,7 @@ from workloads.base import (
     StageSpec,
     WorkflowSpec,
 )
+from workloads.lengths import LENGTH_HELP, Length, LengthValue, param_length
 from workloads.params import MAX_CONCURRENCY, MAX_RATE, MAX_TOKENS, bounded, build_params
 from workloads.text import Piece, compose, passage
 
@@ -39,20 +41,26 @@ class SequentialParams:
     variant: str = "chain"  # chain | mapreduce
     # one stage per chunk in a chain; one call per chunk in map-reduce
     chunks: int = bounded(8, 1, min(MAX_CALLS_PER_STAGE, MAX_STAGES_PER_WORKFLOW - 1))
-    chunk_tokens: int = bounded(1024, 1, MAX_TOKENS)
-    output_tokens: int = bounded(50, 1, MAX_TOKENS)
-    reduce_tokens: int = bounded(200, 1, MAX_TOKENS)
+    # lengths: N, or a distribution (workloads/lengths.py), drawn per chunk / call
+    chunk_tokens: LengthValue = option(1024, LENGTH_HELP, lo=1, hi=MAX_TOKENS)
+    output_tokens: LengthValue = option(50, LENGTH_HELP, lo=1, hi=MAX_TOKENS)
+    reduce_tokens: LengthValue = option(200, LENGTH_HELP, lo=1, hi=MAX_TOKENS)
     concurrency: int = bounded(1, 1, MAX_CONCURRENCY)  # documents at once (closed loop)
     rate: float | None = bounded(None, 0, MAX_RATE, lo_open=True)  # per second (open loop)
 
     def validate(self) -> None:
         if self.variant not in ("chain", "mapreduce"):
             raise ValueError(f"variant must be chain or mapreduce, got {self.variant!r}")
-        for name in ("chunks", "chunk_tokens", "output_tokens", "reduce_tokens", "concurrency"):
+        for name in ("chunks", "concurrency"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self.lengths()
         if self.rate is not None and self.rate <= 0:
             raise ValueError(f"rate must be positive, got {self.rate}")
+
+    def lengths(self) -> dict[str, Length]:
+        return {name: param_length(getattr(self, name), "sequential", name)
+                for name in ("chunk_tokens", "output_tokens", "reduce_tokens")}
 
 
 class SequentialWorkload:
@@ -61,6 +69,7 @@ class SequentialWorkload:
     def __init__(self, params: SequentialParams | None = None) -> None:
         self.p = params or SequentialParams()
         self.p.validate()
+        self.lengths = self.p.lengths()
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> SequentialWorkload:
@@ -75,41 +84,48 @@ class SequentialWorkload:
     def workflow(self, index: int, rng: random.Random) -> WorkflowSpec:
         wid = f"seq{index}"
         doc_rng = random.Random(rng.random())
-        chunks = [passage(self.p.chunk_tokens, doc_rng) for _ in range(self.p.chunks)]
-        stages = self._chain(chunks) if self.p.variant == "chain" else self._mapreduce(chunks)
+        lengths = self.lengths
+        # Fixed lengths draw nothing, so the default draws are the passages alone.
+        chunks: list[Piece] = []
+        for _ in range(self.p.chunks):
+            n = lengths["chunk_tokens"].sample(doc_rng)
+            chunks.append(Piece(passage(n, doc_rng), n))
+        outs = [lengths["output_tokens"].sample(doc_rng) for _ in chunks]
+        reduce = lengths["reduce_tokens"].sample(doc_rng)
+        stages = (self._chain(chunks, outs) if self.p.variant == "chain" else
+                  self._mapreduce(chunks, outs, reduce))
         return WorkflowSpec(workflow_id=wid, workload=self.name, stages=stages)
 
-    def _chain(self, chunks: list[str]) -> list[StageSpec]:
-        p = self.p
+    def _chain(self, chunks: list[Piece], outs: list[int]) -> list[StageSpec]:
         stages: list[StageSpec] = []
         for k, chunk in enumerate(chunks):
 
-            def build(inp: StageInputs, chunk: str = chunk) -> list[Call]:
+            def build(inp: StageInputs, chunk: Piece = chunk, out: int = outs[k]) -> list[Call]:
                 summary = Piece("\n".join(inp.parent_texts()), inp.parent_tokens())
                 prompt, tokens = compose([f"{CHAIN_INSTRUCTION}\nSummary so far: ", summary,
-                                          "\nNext part: ", Piece(chunk, p.chunk_tokens)])
-                return [Call(prompt=prompt, prompt_tokens=tokens, max_tokens=p.output_tokens)]
+                                          "\nNext part: ", chunk])
+                return [Call(prompt=prompt, prompt_tokens=tokens, max_tokens=out)]
 
             deps = (f"summarize_{k - 1}",) if k else ()
             stages.append(StageSpec(node=f"summarize_{k}", stage="summarize", build=build,
                                     deps=deps))
         return stages
 
-    def _mapreduce(self, chunks: list[str]) -> list[StageSpec]:
-        p = self.p
+    def _mapreduce(self, chunks: list[Piece], outs: list[int], reduce: int) -> list[StageSpec]:
         stages: list[StageSpec] = []
         for k, chunk in enumerate(chunks):
 
-            def build_map(inp: StageInputs, chunk: str = chunk) -> list[Call]:
-                prompt, tokens = compose([f"{MAP_INSTRUCTION}\n", Piece(chunk, p.chunk_tokens)])
-                return [Call(prompt=prompt, prompt_tokens=tokens, max_tokens=p.output_tokens)]
+            def build_map(inp: StageInputs, chunk: Piece = chunk,
+                          out: int = outs[k]) -> list[Call]:
+                prompt, tokens = compose([f"{MAP_INSTRUCTION}\n", chunk])
+                return [Call(prompt=prompt, prompt_tokens=tokens, max_tokens=out)]
 
             stages.append(StageSpec(node=f"map_{k}", stage="map", build=build_map))
 
         def build_reduce(inp: StageInputs) -> list[Call]:
             summaries = Piece("\n".join(inp.parent_texts()), inp.parent_tokens())
             prompt, tokens = compose([f"{REDUCE_INSTRUCTION}\n", summaries])
-            return [Call(prompt=prompt, prompt_tokens=tokens, max_tokens=p.reduce_tokens)]
+            return [Call(prompt=prompt, prompt_tokens=tokens, max_tokens=reduce)]
 
         stages.append(StageSpec(node="reduce", stage="reduce", build=build_reduce,
                                 deps=tuple(f"map_{k}" for k in range(len(chunks)))))

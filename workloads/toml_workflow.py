@@ -32,6 +32,7 @@ from workloads.base import (
     StageSpec,
     WorkflowSpec,
 )
+from workloads.lengths import Fixed, Length, LengthError, Uniform, parse_length
 from workloads.params import MAX_CONCURRENCY, MAX_RATE, MAX_TOKENS
 from workloads.text import Piece, compose, passage
 
@@ -56,8 +57,7 @@ class _Lit:
 
 @dataclass(frozen=True, slots=True)
 class _Passage:
-    lo: int
-    hi: int
+    length: Length
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +100,7 @@ class _Stage:
     per_copy: bool
     fanout: int
     prompt: list[_Seg]
-    output_tokens: _Dist
+    output_tokens: Length
     delay_s: _Dist
     probability: float
 
@@ -168,7 +168,7 @@ class TomlWorkload:
                         if isinstance(seg, _Lit):
                             parts.append(seg.text)
                         elif isinstance(seg, _Passage):
-                            n = seg.lo if seg.lo == seg.hi else r.randint(seg.lo, seg.hi)
+                            n = seg.length.sample(r)
                             parts.append(Piece(passage(n, r), n))
                         elif seg.what == "copy":
                             parts.append(str(j))
@@ -180,7 +180,7 @@ class TomlWorkload:
                             parts.append(self.shared[seg.arg])
                         else:
                             parts.append(seg)  # filled from the parents when the stage runs
-                    plan.calls.append((parts, int(st.output_tokens.draw(r, whole=True))))
+                    plan.calls.append((parts, st.output_tokens.sample(r)))
                 plans.setdefault(st.name, []).append(plan)
         # A stage named in `after` before its own table may have been dropped after its
         # dependants were drawn: drop those too (the draws above stay in file order).
@@ -388,8 +388,12 @@ class _Loader:
     def _params(self, table: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in table.items():
+            if isinstance(value, dict):  # a length distribution, checked where it is used
+                out[key] = value
+                continue
             if not isinstance(value, int | float | str | bool):
-                raise _Bad(f"params.{key}: must be a number, string or boolean")
+                raise _Bad(f"params.{key}: must be a number, string, boolean or"
+                           " distribution table")
             if isinstance(value, float) and not math.isfinite(value):
                 raise _Bad(f"params.{key}: must be a finite number, got {_show(value)}")
             out[key] = value
@@ -435,6 +439,23 @@ class _Loader:
         if not isinstance(v, bool):
             raise _Bad(f"{owner}.{field}: must be true or false, got {_show(v)}{source}")
         return v
+
+    def _length(self, value: Any, owner: str, field: str) -> Length:
+        """A token count: N, [min, max] drawn uniformly (as before distributions: the
+        same draws), a distribution table { dist = ..., ... } or its written form
+        ("lognormal:mean=300,spread=0.8"); "$name" may name any of these in [params]."""
+        v, source = self._resolve(value, owner, field)
+        if isinstance(v, list):
+            d = self._dist(v, owner, field, TOKENS, exp=False)
+            return Fixed(int(d.lo)) if d.fixed else Uniform(int(d.lo), int(d.hi))
+        if (isinstance(v, dict) and "dist" in v) or (isinstance(v, str)
+                                                      and not v.startswith("$")):
+            try:
+                return parse_length(v, f"{owner}.{_cut(field)}{source}",
+                                    base_dir=Path(self.path).parent)
+            except LengthError as exc:
+                raise _Bad(str(exc)) from None
+        return Fixed(self._int(value, owner, field, TOKENS))
 
     def _dist(self, value: Any, owner: str, field: str, rng: _Range,
               exp: bool = True) -> _Dist:
@@ -530,8 +551,7 @@ class _Loader:
             suffixed="copies" in s, chain=chain, per_copy=per_copy,
             fanout=self._int(s.get("fanout", 1), where, "fanout", FANOUT),
             prompt=self._template(s["prompt"], where, after, shared),
-            output_tokens=self._dist(s["output_tokens"], where, "output_tokens", TOKENS,
-                                     exp=False),
+            output_tokens=self._length(s["output_tokens"], where, "output_tokens"),
             delay_s=self._dist(s.get("delay_s", 0), where, "delay_s", DELAY),
             probability=prob,
         )
@@ -571,11 +591,14 @@ class _Loader:
         here = f"{where}.{field}"
         if what == "passage":
             lo_s, dots, hi_s = arg.partition("..")
+            if not dots and lo_s.strip().startswith("$"):
+                # A parameter: a number or a distribution ([params] table or -p text).
+                return _Passage(self._length(lo_s.strip(), where, field))
             lo = self._int(_literal_int(lo_s), where, field, TOKENS)
             hi = self._int(_literal_int(hi_s), where, field, TOKENS) if dots else lo
             if hi < lo:
                 raise _Bad(f"{here}: range has max {hi} below min {lo}")
-            return _Passage(lo, hi)
+            return _Passage(Fixed(lo) if lo == hi else Uniform(lo, hi))
         if what in ("parents", "history", "copy", "call", "index") and not arg:
             if what == "history" and not after:
                 raise _Bad(f"{here}: the stage has no parents (set after)")
@@ -665,6 +688,13 @@ def _override(key: str, value: Any, default: Any) -> Any:
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
+    if isinstance(default, dict) or (isinstance(default, int) and isinstance(value, str)
+                                     and ":" in value):
+        # A length: a whole number or a distribution's written form ("exp:200"),
+        # checked where it is used.
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise bad("a whole number or a distribution")
+        return value
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("a whole number")
@@ -709,7 +739,7 @@ def _check_size(stages: list[_Stage], order: list[int], shared: dict[str, Piece]
             if isinstance(seg, _Lit):
                 fixed += _literal_tokens(seg.text)
             elif isinstance(seg, _Passage):
-                fixed += seg.hi
+                fixed += seg.length.estimate_max()
             elif seg.what == "shared":
                 fixed += shared[seg.arg].tokens
             elif seg.what in ("copy", "call", "index"):
@@ -748,7 +778,7 @@ def _parent_tokens(refs: list[_Ref], parents: list[tuple[_Stage, int, int]]) -> 
     n = 0
     for ref in refs:
         for p, nodes, p_prompt in parents:
-            out = int(p.output_tokens.hi)
+            out = p.output_tokens.estimate_max()
             if ref.what == "parents" or (ref.what == "parent" and ref.arg == p.name):
                 n += nodes * p.fanout * out
             elif ref.what == "history":
