@@ -122,3 +122,25 @@ class HasTokenizer(Protocol):
     def tokenizer(self) -> TokenCounter | None:
         """After start(): text -> token count, or None when this model has none."""
         ...
+
+
+#: `InlineProgress`'s callback: (prefill_tokens, decode_tokens, output_tokens), the
+#: work since the previous event and the cumulative output count.
+Progress = Callable[[int, int, int], None]
+
+
+@runtime_checkable
+class InlineProgress(Protocol):
+    """Can hand a request's intermediate progress to a callback at the instant it is
+    made, instead of through the stream, so the consumer's task is not woken for each
+    event (the simulated twin on virtual time makes millions of them an hour)."""
+
+    def generate_inline(self, request: Request, progress: Progress) -> AsyncIterator[TokenEvent]:
+        """Like `generate`, except for the events after the one that carries the first
+        output token and before the last: those that carry no text and no new
+        prompt_tokens go to `progress`, called from the engine's own task, and are not
+        yielded. Only while the stream has been read up to date (an event still
+        queued in the stream keeps the later ones behind it, in order) and never after
+        the consumer has gone away. The first-token event, the last one and any other
+        event are yielded as by `generate`."""
+        ...

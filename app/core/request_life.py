@@ -21,7 +21,7 @@ from app.core.admission import Admission
 from app.core.attribution import EnergyAttributor
 from app.core.clock import Clock
 from app.core.events import RUN_ENDED, WORKFLOW_FAILED, Event, RequestEvent
-from engines.base import Engine, EngineError, Request
+from engines.base import Engine, EngineError, InlineProgress, Request
 from workloads.base import CallResult
 
 
@@ -129,9 +129,29 @@ class Requests:
         text: list[str] = []
         finish_reason: str | None = None
         self._in_engine[req.request_id] = asyncio.current_task()  # type: ignore[assignment]
+        rid = req.request_id
+        on_work = self._attr.on_work
+
+        def progress(prefill: int, decode: int, output: int) -> None:
+            # An engine's inline progress (InlineProgress): what the loop below does
+            # for an event after the first token, without waking this task.
+            nonlocal out_tokens, t_first
+            on_work(rid, prefill, decode)
+            if decode:
+                if t_first is None:  # not for a well-behaved engine; kept for safety
+                    t_first = clock.now()
+                    self._publish(RequestEvent(t_s=t_first, phase="first_token",
+                                               ttft_s=t_first - t_sub, **base))  # type: ignore[arg-type]
+                self.out_tokens_total += decode
+            if prefill:
+                self.prompt_tokens_total += prefill
+            out_tokens = output
+
+        engine = self._engine
         try:
             async with asyncio.timeout(self._timeout_s), contextlib.aclosing(
-                self._engine.generate(req)  # type: ignore[type-var]
+                engine.generate_inline(req, progress) if isinstance(engine, InlineProgress)
+                else engine.generate(req)  # type: ignore[type-var]
             ) as stream:
                 async for tev in stream:
                     self._attr.on_work(req.request_id, tev.prefill_tokens, tev.decode_tokens)

@@ -30,6 +30,7 @@ from engines.base import (
     EngineError,
     EngineInfo,
     EngineOptionError,
+    Progress,
     Request,
     TokenEvent,
 )
@@ -227,8 +228,18 @@ class SimEngine:
         return Seq(req=request, prompt=prompt, max_tokens=int(request.max_tokens),
                    last_event_t=self.ctx.clock.now())
 
-    async def generate(self, request: Request) -> AsyncIterator[TokenEvent]:
+    def generate(self, request: Request) -> AsyncIterator[TokenEvent]:
+        return self._generate(request, None)
+
+    def generate_inline(self, request: Request, progress: Progress) -> AsyncIterator[TokenEvent]:
+        """`generate`, with the coalesced token events after the first token handed to
+        `progress` from the scheduler's task (engines.base.InlineProgress)."""
+        return self._generate(request, progress)
+
+    async def _generate(self, request: Request,
+                        progress: Progress | None) -> AsyncIterator[TokenEvent]:
         seq = self._validate(request)
+        seq.progress = progress
         if self._task is None:
             await self.start()
         self.sched.add(seq)
@@ -412,17 +423,25 @@ class SimEngine:
     # ---- committing steps -----------------------------------------------------------
 
     def _event(self, seq: Seq, t: float, finished: bool = False) -> None:
+        prefill, decode = seq.pending_prefill, seq.pending_decode
+        seq.pending_prefill = seq.pending_decode = 0
+        seq.last_event_t = t
+        if not finished and seq.first_sent and seq.progress is not None and not seq.events:
+            # Inline progress: no event object, no wake-up of the consumer's task.
+            if not seq.aborted:
+                seq.progress(prefill, decode, seq.num_output)
+            return
+        if decode:
+            seq.first_sent = True
         seq.push(TokenEvent(
             t_s=t,
-            prefill_tokens=seq.pending_prefill,
-            decode_tokens=seq.pending_decode,
+            prefill_tokens=prefill,
+            decode_tokens=decode,
             finished=finished,
             finish_reason="length" if finished else None,
             prompt_tokens=seq.prompt,
             output_tokens=seq.num_output,
         ))
-        seq.pending_prefill = seq.pending_decode = 0
-        seq.last_event_t = t
 
     def _commit_step(self, batch: list[tuple[Seq, int]], t: float) -> None:
         sch = self.sched

@@ -18,7 +18,7 @@ import asyncio
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from engines.base import Request, TokenEvent
+from engines.base import Progress, Request, TokenEvent
 
 BLOCK_TOKENS = 16
 
@@ -51,6 +51,8 @@ class Seq:
     preemptions: int = 0
     events: list[TokenEvent] = field(default_factory=list)
     waiter: asyncio.Future[None] | None = None
+    progress: Progress | None = None  # InlineProgress's callback, if the consumer gave one
+    first_sent: bool = False  # an event with output tokens has gone into `events`
 
     @property
     def num_tokens(self) -> int:

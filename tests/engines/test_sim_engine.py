@@ -359,3 +359,38 @@ def test_engine_state_counts_tokens() -> None:
     assert last.output_tokens_total == 200
     assert last.prompt_tokens_total == 400
     assert last.running == 0 and last.waiting == 0
+
+
+def test_inline_progress_carries_the_same_events_as_the_stream() -> None:
+    """generate_inline (engines.base.InlineProgress) yields the first token and the end;
+    every event between goes to the callback, at the same instants, with the same work
+    as `generate` streams."""
+
+    async def main(inline: bool) -> list[tuple[str, float, int, int, int | None, bool]]:
+        ctx = EngineContext(clock=LoopClock(), emit=lambda _: None)
+        engine = SimEngine.from_options(ctx, {})
+        await engine.start()
+        seen: list[tuple[str, float, int, int, int | None, bool]] = []
+
+        async def one(r: Request) -> None:
+            rid = r.request_id
+
+            def progress(prefill: int, decode: int, output: int) -> None:
+                calls.append(rid)
+                seen.append((rid, ctx.clock.now(), prefill, decode, output, False))
+
+            stream = engine.generate_inline(r, progress) if inline else engine.generate(r)
+            async for ev in stream:
+                seen.append((rid, ev.t_s, ev.prefill_tokens, ev.decode_tokens,
+                             ev.output_tokens, ev.finished))
+
+        await asyncio.gather(*(one(r) for r in reqs(40, 3000, 300)))
+        await engine.stop()
+        return sorted(seen)
+
+    calls: list[str] = []
+    streamed = run_async(main(False), virtual=True)
+    assert not calls
+    inline = run_async(main(True), virtual=True)
+    assert len(calls) > 40 * 3
+    assert inline == streamed
