@@ -43,6 +43,7 @@ class EnergyAttributor:
     def __init__(self, prefill_weight: float = DEFAULT_PREFILL_WEIGHT) -> None:
         self.prefill_weight = prefill_weight
         self._devices: dict[str, _Device] = {}
+        self._pendings: list[dict[str, float]] = []  # each device's `pending`, for on_work
         self._energy: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.idle_j: dict[str, float] = defaultdict(float)
         # requests inside the engine -> weight while no work is reported (prompt tokens
@@ -64,17 +65,21 @@ class EnergyAttributor:
         work = decode_tokens + self.prefill_weight * prefill_tokens
         if work <= 0:
             return
-        if decode_tokens and request_id in self._in_engine:
-            self._in_engine[request_id] = 1.0
-        for dev in self._devices.values():
-            dev.pending[request_id] = dev.pending.get(request_id, 0.0) + work
+        if decode_tokens:
+            in_engine = self._in_engine
+            if request_id in in_engine:
+                in_engine[request_id] = 1.0
+        for pending in self._pendings:  # hot: once per token event
+            pending[request_id] = pending.get(request_id, 0.0) + work
 
     def on_sample(self, s: Sample) -> None:
         if s.energy_mj is None:
             return
         dev = self._devices.get(s.device)
         if dev is None:
-            self._devices[s.device] = _Device(s.component, s.energy_mj, s.t_s, s.energy_mj)
+            dev = self._devices[s.device] = _Device(s.component, s.energy_mj, s.t_s,
+                                                    s.energy_mj)
+            self._pendings.append(dev.pending)
             self.idle_j[s.component] += 0.0  # every measured component has an idle line
             self.attributed_j[s.component] += 0.0
             return
@@ -86,10 +91,13 @@ class EnergyAttributor:
         if total_work <= 0:
             self.idle_j[dev.component] += delta_j
         else:
+            comp, energy = dev.component, self._energy
+            attributed = self.attributed_j[comp]  # summed in the same order as before
             for rid, work in shares.items():
                 share = delta_j * work / total_work
-                self._energy[rid][dev.component] += share
-                self.attributed_j[dev.component] += share
+                energy[rid][comp] += share
+                attributed += share
+            self.attributed_j[comp] = attributed
         dev.pending.clear()
 
     def ready_before(self, t_s: float) -> bool:

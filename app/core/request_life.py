@@ -137,14 +137,14 @@ class Requests:
             # for an event after the first token, without waking this task.
             nonlocal out_tokens, t_first
             on_work(rid, prefill, decode)
+            if prefill:
+                self.prompt_tokens_total += prefill
             if decode:
+                self.out_tokens_total += decode
                 if t_first is None:  # not for a well-behaved engine; kept for safety
                     t_first = clock.now()
                     self._publish(RequestEvent(t_s=t_first, phase="first_token",
                                                ttft_s=t_first - t_sub, **base))  # type: ignore[arg-type]
-                self.out_tokens_total += decode
-            if prefill:
-                self.prompt_tokens_total += prefill
             out_tokens = output
 
         engine = self._engine

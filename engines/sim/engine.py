@@ -261,7 +261,7 @@ class SimEngine:
                         return
         finally:
             if not seq.finished:
-                seq.aborted = True  # consumer went away: free its slot and KV
+                self.sched.abort(seq)  # consumer went away: free its slot and KV
                 self._poke()
 
     def _fail_all(self, message: str) -> None:
@@ -352,19 +352,23 @@ class SimEngine:
         """Plan one step, or several when the batch is pure decode; record them on the
         twin and return their end times."""
         rf, twin, sch = self.twin.roofline, self.twin, self.sched
-        decode = all(n == 1 and s.num_output >= 1 for s, n in batch)
+        # One pass: decode tokens in bulk (only their context sum matters), chunks one
+        # by one, and whether the batch is pure decode.
+        n_dec = ctx_dec = 0
+        decode = True
+        chunks: list[tuple[int, int]] = []
+        for s, n in batch:
+            if n == 1:
+                n_dec += 1
+                ctx_dec += s.num_computed + 1
+                if s.num_output < 1:
+                    decode = False
+            else:
+                chunks.append((s.num_computed, n))
+                decode = False
         ff_ok = (decode and len(batch) == len(sch.running)
                  and (not sch.waiting or len(sch.running) >= sch.max_num_seqs))
         if not ff_ok:
-            # Decode tokens in bulk (only their context sum matters), chunks one by one.
-            n_dec = ctx_dec = 0
-            chunks: list[tuple[int, int]] = []
-            for s, n in batch:
-                if n == 1:
-                    n_dec += 1
-                    ctx_dec += s.num_computed + 1
-                else:
-                    chunks.append((s.num_computed, n))
             work = rf.decode_work(n_dec, ctx_dec)
             for start, n in chunks:
                 rf.add_chunk(work, start, n)
@@ -373,10 +377,11 @@ class SimEngine:
             twin.record_segment(t0, t1, sp.power_w, sp.times.clock, sp.util)
             return [t1]
         n_seqs = len(batch)
-        k_max = min(_FF_MAX_STEPS, min(s.max_tokens - s.num_output for s, _ in batch))
+        left = min([s.max_tokens - s.num_output for s, _ in batch])
+        k_max = min(_FF_MAX_STEPS, left)
         deadline = min(self._next_state_t,
-                       min(s.last_event_t for s, _ in batch) + self.token_event_interval_s)
-        ctx_sum = sum(s.num_computed + 1 for s, _ in batch)
+                       min([s.last_event_t for s, _ in batch]) + self.token_event_interval_s)
+        ctx_sum = ctx_dec  # pure decode: the sum of num_computed + 1
         first = twin.plan_step(rf.decode_work(n_seqs, ctx_sum))
         clock = first.times.clock
         t_step, e_step = first.times.total_s, first.energy_j
@@ -501,7 +506,16 @@ class SimEngine:
         due = t - self.token_event_interval_s + 1e-9
         for seq in self.sched.running:
             if seq.pending_decode and seq.last_event_t <= due:
-                self._event(seq, t)
+                progress = seq.progress
+                if progress is not None and seq.first_sent and not seq.events:
+                    # _event's inline branch, kept here: this is the hot loop.
+                    prefill, decode = seq.pending_prefill, seq.pending_decode
+                    seq.pending_prefill = seq.pending_decode = 0
+                    seq.last_event_t = t
+                    if not seq.aborted:
+                        progress(prefill, decode, seq.num_output)
+                else:
+                    self._event(seq, t)
 
     def _report_state(self, t: float, force: bool = False) -> None:
         if t < self._next_state_t and not force:

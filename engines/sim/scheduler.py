@@ -95,6 +95,7 @@ class Scheduler:
         self.used_blocks = 0
         self.prefixes: OrderedDict[str, PrefixEntry] = OrderedDict()
         self.preempted_total = 0
+        self.aborted_pending = 0  # abort() calls since the last reap_aborted()
         self.prefix_queried_tokens = 0
         self.prefix_hit_tokens = 0
 
@@ -126,7 +127,15 @@ class Scheduler:
     def add(self, seq: Seq) -> None:
         self.waiting.append(seq)
 
+    def abort(self, seq: Seq) -> None:
+        """The request's consumer went away: `reap_aborted` frees it before the next step."""
+        seq.aborted = True
+        self.aborted_pending += 1
+
     def reap_aborted(self) -> None:
+        if not self.aborted_pending:
+            return  # the common case: nothing to scan
+        self.aborted_pending = 0
         if any(s.aborted for s in self.running):
             for s in [s for s in self.running if s.aborted]:
                 self._release(s)
