@@ -450,16 +450,17 @@ class SimEngine:
 
     def _commit_step(self, batch: list[tuple[Seq, int]], t: float) -> None:
         sch = self.sched
+        decoded = 0  # output tokens of the decode branch, added once
         for seq, n in batch:
             if seq.aborted:
                 continue
             if n == 1 and seq.num_output:
                 # Decode (the common case, kept lean): one more output token.
                 seq.num_computed += 1
-                seq.num_output += 1
+                out = seq.num_output = seq.num_output + 1
                 seq.pending_decode += 1
-                self.output_tokens_total += 1
-                if seq.num_output >= seq.max_tokens:
+                decoded += 1
+                if out >= seq.max_tokens:
                     sch.finish(seq)
                     self._event(seq, t, finished=True)
                 continue
@@ -479,6 +480,7 @@ class SimEngine:
                     self._event(seq, t, finished=True)
                 elif seq.num_output == 1:
                     self._event(seq, t)
+        self.output_tokens_total += decoded
         self._flush(t)
 
     def _commit_decode(self, batch: list[tuple[Seq, int]], k: int, t: float) -> None:

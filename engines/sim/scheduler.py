@@ -225,17 +225,21 @@ class Scheduler:
         preempted = False
         i = 0
         running = self.running
-        while i < len(running) and budget > 0:
+        n_running = len(running)
+        append = out.append
+        while i < n_running and budget > 0:
             seq = running[i]
-            n = seq.prompt + seq.num_output - seq.num_computed
+            computed = seq.num_computed
+            n = seq.prompt + seq.num_output - computed
             if n > budget:
                 n = budget
-            need = (seq.num_computed + n - seq.prefix_hit + BLOCK_TOKENS - 1) // BLOCK_TOKENS \
+            need = (computed + n - seq.prefix_hit + BLOCK_TOKENS - 1) // BLOCK_TOKENS \
                 - seq.own_blocks
             if need > 0:
                 self_preempted = False
                 while not self._reserve(need):
                     victim = running.pop()
+                    n_running -= 1
                     self._preempt(victim)
                     preempted = True
                     if victim is seq:
@@ -245,7 +249,7 @@ class Scheduler:
                     break  # `seq` was the newest: nothing after it is running
                 seq.own_blocks += need
                 self.used_blocks += need
-            out.append((seq, n))
+            append((seq, n))
             budget -= n
             i += 1
         if preempted:
