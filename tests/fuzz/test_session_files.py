@@ -230,7 +230,7 @@ def session_file(draw: st.DrawFn) -> bytes:
     tail = draw(st.sampled_from(["whole", "whole", "no newline", "cut"]))
     if tail == "no newline" and lines:
         lines[-1] = lines[-1].rstrip(b"\n")
-    elif tail == "cut" and lines:  # a crash while writing the last line
+    elif tail == "cut" and lines and lines[-1]:  # a crash while writing the last line
         lines[-1] = lines[-1][: draw(st.integers(0, len(lines[-1]) - 1))]
     return b"".join(lines)
 
