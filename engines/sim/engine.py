@@ -120,6 +120,10 @@ class SimEngine:
         self._last_end = 0.0
         self._next_state_t = 0.0
         self._idle_reported = False
+        # True while the scheduler runs steps back to back: a late wake-up of the loop (a
+        # stalled host) must not open a gap in the GPU's timeline, and a reading taken
+        # before the loop catches up is of the timeline's end, not of an idle GPU.
+        self.stepping = False
         self.steps = 0  # engine iterations simulated (for tests and benchmarks)
         self.output_tokens_total = 0
         self.prompt_tokens_total = 0  # prompts that reached their first token
@@ -316,6 +320,7 @@ class SimEngine:
                     seq.push(TokenEvent(t_s=now, finished=True, finish_reason="abort",
                                         prompt_tokens=seq.prompt, output_tokens=seq.num_output))
                     continue
+                self.stepping = False
                 self._report_state(now, force=not self._idle_reported)
                 self._idle_reported = True
                 self.twin.prune(now)
@@ -323,8 +328,11 @@ class SimEngine:
                     await self._wait(None)
                 continue
             self._idle_reported = False
-            # Keep the GPU timeline gap-free when the loop wakes a hair late (wall clock).
-            t0 = self._last_end if now - self._last_end < 5e-3 else now
+            # The GPU runs steps back to back while there is work: when the loop wakes
+            # late on the wall clock (host lag), the next step still starts where the last
+            # one ended and the loop catches up, instead of leaving an idle gap.
+            t0 = self._last_end if (self.stepping or now - self._last_end < 5e-3) else now
+            self.stepping = True
             ends = self._plan(batch, t0)
             if len(ends) == 1:
                 await asyncio.sleep(max(0.0, ends[0] - self.ctx.clock.now()))

@@ -135,6 +135,10 @@ class GpuTwin:
         while self._segs and self._segs[-1].t0 >= t - 1e-12:
             self._segs.pop()
 
+    def timeline_end(self) -> float:
+        """Where the recorded (or planned) GPU activity ends."""
+        return self._last_point()[0]
+
     def _last_point(self) -> tuple[float, float]:
         if self._segs:
             s = self._segs[-1]

@@ -38,6 +38,7 @@ class SimMeter:
             )
         self.engine = engine
         self.twin = engine.twin
+        self._last_t: float | None = None
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> SimMeter:
@@ -71,9 +72,22 @@ class SimMeter:
 
     def sample(self, t_s: float) -> list[Sample]:
         t = self.twin
+        t_power = t_s  # where instant power and clock are read
+        if getattr(self.engine, "stepping", False):
+            # The engine is behind the wall clock (the loop stalled): the twin knows its
+            # GPU up to the end of its timeline, and the GPU was busy all along. Read it
+            # there rather than report a gap as idle; a reading not past the previous one
+            # adds nothing.
+            end = t.timeline_end()
+            if end < t_s:
+                # The last step's own power: its interval ends (open) at `end`.
+                t_s, t_power = end, max(0.0, end - 1e-9)
+            if self._last_t is not None and t_s <= self._last_t:
+                return []
+        self._last_t = t_s
         e_now = t.energy_j(t_s)
         window = min(_AVG_WINDOW_S, t_s)
-        avg = ((e_now - t.energy_j(t_s - window)) / window) if window > 0 else t.power_w(t_s)
+        avg = ((e_now - t.energy_j(t_s - window)) / window) if window > 0 else t.power_w(t_power)
         return [
             Sample(
                 t_s=t_s,
@@ -81,11 +95,11 @@ class SimMeter:
                 device=_DEVICE,
                 component="gpu",
                 energy_mj=1000.0 * e_now,
-                power_w=t.power_w(t_s),
+                power_w=t.power_w(t_power),
                 power_avg_w=avg,
                 util_pct=100.0 * t.busy_fraction(max(0.0, t_s - _UTIL_WINDOW_S), t_s),
                 mem_used_mib=t.mem_used_mib,
-                sm_clock_mhz=t.clock_mhz(t_s),
+                sm_clock_mhz=t.clock_mhz(t_power),
                 temp_c=t.temperature_c(t_s),
                 power_limit_w=t.power_limit_w,
             )
