@@ -33,7 +33,10 @@ def _number(kind: type[float] | type[int], lo: float, hi: float, *, lo_open: boo
             unit: str = "", why: str = "") -> Any:
     """An argparse type: a finite number in [lo, hi] (or (lo, hi] with `lo_open`).
     argparse puts the flag's name in front of the message."""
-    rng = f"{lo:g}-{hi:g}{unit}" if not lo_open else f"more than {lo:g}{unit}, up to {hi:g}{unit}"
+    from app.core.knobs import num
+
+    rng = (f"{num(lo)}-{num(hi)}{unit}" if not lo_open
+           else f"more than {num(lo)}{unit}, up to {num(hi)}{unit}")
 
     def conv(text: str) -> float | int:
         try:
@@ -222,6 +225,8 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
             gpus = [int(x) for x in args.gpus.split(",")]
         except ValueError:
             raise UsageError(f"--gpus {args.gpus!r}: expected indices like 0,1") from None
+        if any(not 0 <= g < 1024 for g in gpus) or len(set(gpus)) != len(gpus):
+            raise UsageError(f"--gpus {args.gpus!r}: expected distinct indices 0-1023, like 0,1")
     engine_options: dict[str, Any] = dict(args.engine_opt)
     if args.model:
         engine_options["model"] = args.model

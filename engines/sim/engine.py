@@ -59,9 +59,12 @@ class SimOptions:
     model: str | dict[str, Any] = option(
         "llama-3.1-8b", "a known model name, or a table of params_b, layers, hidden, "
         "kv_heads, head_dim (dtype_bytes)")
-    max_num_seqs: int = option(1024, "requests in one batch (vLLM's max_num_seqs)", lo=1)
+    # Bounds as the knobs of the same names have (app/core/knobs.py; a test holds them
+    # equal): -E at the start and a change mid-run take the same values.
+    max_num_seqs: int = option(1024, "requests in one batch (vLLM's max_num_seqs)", lo=1,
+                               hi=65536)
     max_num_batched_tokens: int = option(8192, "tokens in one step (prefill chunks + decode)",
-                                         lo=16)
+                                         lo=16, hi=1_000_000)
     kv_cache_gb: float | None = option(
         None, "KV-cache size in GiB; unset: 90% of GPU memory minus the weights", lo=0)
     seed: int = option(0, "seed of the step-time jitter", lo=0)

@@ -64,9 +64,12 @@ class VLLMOptions:
     # folder that holds a config but no weights (models/tiny-llama), else "auto".
     load_format: str | None = option(
         None, "vLLM's load_format; unset: dummy for a folder without weights, else auto")
-    max_num_seqs: int = option(256, "requests in one batch (restart to change)", lo=1)
+    # Bounds as the knobs of the same names (app/core/knobs.py; a test holds them equal).
+    max_num_seqs: int = option(256, "requests in one batch (restart to change)", lo=1,
+                               hi=65536)
     # vLLM's own default without a usage context is 2048: always set it explicitly.
-    max_num_batched_tokens: int = option(8192, "tokens in one engine step", lo=1)
+    max_num_batched_tokens: int = option(8192, "tokens in one engine step", lo=16,
+                                         hi=1_000_000)
     tensor_parallel_size: int = option(1, "GPUs one model is split over", lo=1)
     seed: int = option(0, "vLLM's seed", lo=0)
     # None: skip the tokenizer only when the model folder has none (prompts then become

@@ -76,7 +76,7 @@ def test_options_of_every_engine_and_meter_are_listed_from_their_schema(
     install(monkeypatch, FakeNvml([FakeGpu()]))
     lines = _doctor(capsys, powercap_root=str(tmp_path), state=str(tmp_path / "p.json"))
     options = [ln for ln in lines if ln.startswith("option")]
-    assert "option    engine sim: max_num_seqs (int >= 1; default 1024): requests in one " \
+    assert "option    engine sim: max_num_seqs (int 1-65536; default 1024): requests in one " \
            "batch (vLLM's max_num_seqs)" in options
     assert any(ln.startswith("option    engine vllm: model (str; required): ") for ln in options)
     assert any(ln.startswith("option    engine openai: api (str completions|chat; default "

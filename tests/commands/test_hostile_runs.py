@@ -167,6 +167,10 @@ def test_a_stuck_subscriber_cannot_keep_the_run_from_stopping(tmp_path: Path) ->
         (["--power-cap", "5000"], "power_cap must be between 1 and 2000"),
         (["--power-cap", "nan"], "power_cap must be a number"),
         (["--max-backlog", "0"], "--max-backlog: 0 is out of range"),
+        (["--gpus", "-1"], "--gpus '-1': expected distinct indices 0-1023"),
+        (["--seed", "-1"], "argument --seed: -1 is out of range (0-9223372036854775807)"),
+        (["-E", "max_num_seqs=1000000000"],
+         "option max_num_seqs = 1000000000 is out of range (1-65536)"),
     ],
 )
 def test_bad_values_are_one_line_and_leave_no_file(args: list[str], needle: str,

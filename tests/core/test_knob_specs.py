@@ -216,3 +216,18 @@ def test_a_real_gpu_without_permission_is_refused_before_the_run(
     assert out.reason == "completed"
     assert [(e.value, e.source) for e in events if isinstance(e, KnobEvent)
             and e.knob == "power_cap"] == [(400.0, "start")]
+
+
+@pytest.mark.parametrize("engine", ["sim", "vllm"])
+def test_engine_restart_options_take_what_their_knobs_take(engine: str) -> None:
+    """`-E max_num_seqs=N` at the start and `--at T:max_num_seqs=N` mid-run agree."""
+    import engines
+
+    schema = engines.option_schema(engine)
+    assert schema is not None
+    by_name = {o.name: o for o in schema.options}
+    for spec in knobs.SPECS.values():
+        if spec.needs != "engine_restart":
+            continue
+        opt = by_name[spec.name]
+        assert (opt.lo, opt.hi) == (spec.minimum, spec.maximum), (engine, spec.name)

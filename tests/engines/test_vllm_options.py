@@ -60,7 +60,7 @@ def test_hub_name_keeps_vllm_defaults() -> None:
     [
         ({}, "needs --model"),
         ({"model": "m", "url": "http://x"}, "vllm engine: unknown option 'url'"),
-        ({"model": "m", "max_num_seqs": 0}, "max_num_seqs = 0 is out of range (>= 1)"),
+        ({"model": "m", "max_num_seqs": 0}, "max_num_seqs = 0 is out of range (1-65536)"),
         ({"model": "m", "max_num_seqs": "many"}, "max_num_seqs must be an integer"),
         ({"model": "m", "max_num_seqs": 2.5}, "max_num_seqs must be an integer, got 2.5"),
         ({"model": "m", "enforce_eager": "maybe"}, "enforce_eager must be true or false"),
