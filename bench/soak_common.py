@@ -416,6 +416,29 @@ STDERR_SUSPECT = ("Task was destroyed but it is pending", "Exception ignored", "
                   "unclosed", "ResourceWarning", "Task exception was never retrieved")
 
 
+def verdict_lines(sess: dict[str, Any], err: dict[str, Any], problems: list[str],
+                  run: WatchedRun, target_t_s: float, rss_title: str) -> list[str]:
+    """The end of both soaks' reports: workflows, stderr, invariants, the verdict, the
+    RSS table and wattflow's closing lines."""
+    lines = [
+        f"- workflows (events): {sess.get('workflows')}; end record:"
+        f" {sess.get('end_workflows')}",
+        f"- stderr: {err['bytes']} bytes; fatal {err['fatal'] or 'none'};"
+        f" suspect {err['suspect'] or 'none'}",
+        f"- invariants: {'all hold' if sess['ok'] else 'VIOLATED'}",
+        *(f"  - {v}" for v in sess["violations"]),
+        f"- verdict: {'PASS' if not problems else 'FAIL: ' + '; '.join(problems)}",
+        "",
+        rss_title,
+        "",
+        *rss_table(run.samples, target_t_s),
+        "",
+    ]
+    if run.tail:
+        lines += ["wattflow's closing lines:", "", "```", *run.tail[-12:], "```", ""]
+    return lines
+
+
 def check_stderr(path: Path) -> dict[str, Any]:
     text = path.read_text(errors="replace") if path.exists() else ""
     return {

@@ -51,8 +51,8 @@ from soak_common import (
     growth_text,
     host_line,
     memory_report,
-    rss_table,
     samples_json,
+    verdict_lines,
     watch,
     wattflow_command,
 )
@@ -293,21 +293,8 @@ def main() -> int:
         f"- cancelled before the deadline (\"run ended\" while the run went on):"
         f" {sess.get('cancelled_before_deadline')}"
         f" (first: {sess.get('first_cancelled_before_deadline')})",
-        f"- workflows (events): {sess.get('workflows')}; end record:"
-        f" {sess.get('end_workflows')}",
-        f"- stderr: {err['bytes']} bytes; fatal {err['fatal'] or 'none'};"
-        f" suspect {err['suspect'] or 'none'}",
-        f"- invariants: {'all hold' if sess['ok'] else 'VIOLATED'}",
-        *(f"  - {v}" for v in sess["violations"]),
-        f"- verdict: {'PASS' if not problems else 'FAIL: ' + '; '.join(problems)}",
-        "",
-        "Client RSS over the run:",
-        "",
-        *rss_table(run.samples, duration),
-        "",
+        *verdict_lines(sess, err, problems, run, duration, "Client RSS over the run:"),
     ]
-    if run.tail:
-        lines += ["wattflow's closing lines:", "", "```", *run.tail[-12:], "```", ""]
     if err["bytes"]:
         lines += ["stderr (start):", "", "```", err["head"], "```", ""]
     report = "\n".join(lines)

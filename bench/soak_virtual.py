@@ -30,8 +30,8 @@ from soak_common import (
     growth_text,
     host_line,
     memory_report,
-    rss_table,
     samples_json,
+    verdict_lines,
     watch,
     wattflow_command,
 )
@@ -128,21 +128,8 @@ def main() -> int:
         f"- requests (end record): {sess.get('end_summary')}",
         f"- failure reasons: {sess.get('failure_reasons')}; cancelled before the deadline:"
         f" {sess.get('cancelled_before_deadline')}",
-        f"- workflows (events): {sess.get('workflows')}; end record:"
-        f" {sess.get('end_workflows')}",
-        f"- stderr: {err['bytes']} bytes; fatal {err['fatal'] or 'none'};"
-        f" suspect {err['suspect'] or 'none'}",
-        f"- invariants: {'all hold' if sess['ok'] else 'VIOLATED'}",
-        *(f"  - {v}" for v in sess["violations"]),
-        f"- verdict: {'PASS' if not problems else 'FAIL: ' + '; '.join(problems)}",
-        "",
-        "RSS over the run:",
-        "",
-        *rss_table(run.samples, duration),
-        "",
+        *verdict_lines(sess, err, problems, run, duration, "RSS over the run:"),
     ]
-    if run.tail:
-        lines += ["wattflow's closing lines:", "", "```", *run.tail[-12:], "```", ""]
     report = "\n".join(lines)
     print(report)
     out("md").write_text(report)
