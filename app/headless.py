@@ -38,7 +38,7 @@ class HeadlessPrinter:
         self._last = time.monotonic()
 
     def on_event(self, ev: Event) -> None:
-        if isinstance(ev, KnobEvent):
+        if isinstance(ev, KnobEvent) and ev.is_change:
             self._print(f"knob {ev.knob}: {ev.previous} -> {ev.value} ({ev.source}) at t={ev.t_s:.1f}s")
         elif isinstance(ev, ErrorEvent):
             level = "error" if ev.fatal else "warning"

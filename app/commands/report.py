@@ -130,9 +130,7 @@ def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
     feed(stream.header)
     for ev in stream:
         feed(ev)
-        if isinstance(ev, KnobEvent) and ev.source != "start" and ev.value != ev.previous:
-            # A change; the starting values found in force (source `start`), and a
-            # starting value equal to what was there, are not.
+        if isinstance(ev, KnobEvent) and ev.is_change:
             knob_changes.append(ev)
         if not keep_series:
             continue

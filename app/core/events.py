@@ -150,6 +150,12 @@ class KnobEvent(Event):
     source: str = "cli"  # cli, start, schedule, ui, sweep, restore
     requested: float | None = None  # the value asked for (the device may round it)
 
+    @property
+    def is_change(self) -> bool:
+        """Whether the knob moved: a starting value found in force (source `start`), or
+        one asked for that equals what was there, is a record, not a change."""
+        return self.source != "start" and self.value != self.previous
+
 
 @register
 @dataclass(slots=True)

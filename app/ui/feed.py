@@ -156,7 +156,7 @@ class Feed:
                 self.engine_state = ev
             if ev.note:
                 self.log(ev.t_s, "note", f"[{ev.source}] {ev.note}")
-        elif isinstance(ev, KnobEvent):
+        elif isinstance(ev, KnobEvent) and ev.is_change:
             before = format_knob(ev.knob, ev.previous)
             self.log(ev.t_s, "knob",
                      f"{ev.knob} {before} → {format_knob(ev.knob, ev.value)} ({ev.source})")
