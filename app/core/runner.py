@@ -135,11 +135,10 @@ class Runner:
     def knob_available(self, name: str) -> str | None:
         """Why `name` cannot be changed in this run, or None if it can."""
         spec = knobmod.spec(name)
-        if spec.needs == "power_control" and (self._power is None or not self._power.available):
-            return f"{name}: no meter here can set a GPU power limit"
-        if spec.needs == "power_control" and self._power is not None and not (
-                self._power.allow_persistent or not any(d.persists for d in self._power.devices)):
-            return f"{name}: setting a real GPU's power limit needs --allow-power-cap"
+        if spec.needs == "power_control":
+            why = ("no meter here can set a GPU power limit" if self._power is None
+                   else self._power.unavailable())
+            return None if why is None else f"{name}: {why}"
         if spec.needs == "engine_restart" and not (
                 isinstance(self._engine, Restartable) and name in self._engine.settings()):
             return f"engine {self.config.engine} cannot change {name}"
@@ -150,12 +149,9 @@ class Runner:
         and `k`): validate against the bounds in force, apply, emit one `knob` event
         with the value asked, the value now in force and the value it replaced.
         Raises knobs.KnobError (one line) for a bad name or value."""
-        spec = knobmod.spec(name)
-        if (why := self.knob_available(name)) is not None:
-            raise knobmod.KnobError(why)
-        v = knobmod.validate(name, value, self.knob_bounds(name))
+        v = self._validated(name, value)
         self._change_source = source
-        applied = spec.apply(self, v)
+        applied = knobmod.spec(name).apply(self, v)
         if applied is None:
             return  # under way (an engine restart): its event comes when it is done
         now, replaced = applied
@@ -165,6 +161,13 @@ class Runner:
         self.publish(KnobEvent(t_s=self.clock.now(), knob=name, value=now, previous=replaced,
                                requested=v, source=source))
 
+    def _validated(self, name: str, value: float | None) -> float | None:
+        """`value` as knob `name` takes it here: the knob can be changed in this run and
+        the value is within the bounds in force. KnobError (one line) if not."""
+        if (why := self.knob_available(name)) is not None:
+            raise knobmod.KnobError(why)
+        return knobmod.validate(name, value, self.knob_bounds(name))
+
     def step_knob(self, name: str, direction: int, source: str = "ui"
                   ) -> tuple[float | None, float | None]:
         """One step up or down by the knob's own rule (the dashboard's keys), clamped
@@ -172,8 +175,9 @@ class Runner:
         if (why := self.knob_available(name)) is not None:
             raise knobmod.KnobError(why)
         before = self.knobs.get(name)
+        # An unset power cap steps from the GPU's limit in force.
         in_force = self._power.limit_in_force_w() if (
-            name == "power_cap" and self._power is not None) else None
+            knobmod.spec(name).needs == "power_control" and self._power is not None) else None
         after = knobmod.step_value(name, before, direction, self.knob_bounds(name), in_force)
         if after != before:
             self.set_knob(name, after, source=source)
@@ -199,16 +203,12 @@ class Runner:
         return n, self.knobs.get("max_tokens")
 
     def restart_engine(self, knob: str, value: int) -> None:
-        self._start_restart(knob, value, self.knobs.get(knob), self._change_source)
-
-    def _start_restart(self, knob: str, n: int, previous: float | None, source: str) -> None:
-        restart = self._engine.restart if isinstance(self._engine, Restartable) else None
-        if restart is None:
-            raise knobmod.KnobError(f"engine {self.config.engine} cannot change {knob}")
+        # set_knob has checked the engine can (knob_available): Restartable, knob known.
+        assert isinstance(self._engine, Restartable)
         if self._restarting is not None and not self._restarting.done():
             raise knobmod.KnobError(f"{knob}: a restart is already under way")
-        self._restarting = asyncio.create_task(
-            self._restart_engine(restart, knob, n, previous, source))
+        self._restarting = asyncio.create_task(self._restart_engine(
+            self._engine.restart, knob, value, self.knobs.get(knob), self._change_source))
 
     async def _restart_engine(self, restart: Callable[..., Any], knob: str, n: int,
                               previous: float | None, source: str) -> None:
@@ -539,17 +539,13 @@ class Runner:
             if spec is not None and spec.needs == "engine_restart":
                 continue  # an engine option at start (see _engine_options)
             try:
-                if (why := self.knob_available(name)) is not None:
-                    raise knobmod.KnobError(why)
-                knobmod.validate(name, value, self.knob_bounds(name))
+                self._validated(name, value)
             except knobmod.KnobError as exc:
                 text = str(exc).removeprefix(name + ": ").removeprefix(name + " ")
                 raise ConfigError(f"{flag}: {text}") from None
         for change in self.config.schedule:
             try:
-                if (why := self.knob_available(change.knob)) is not None:
-                    raise knobmod.KnobError(why)
-                knobmod.validate(change.knob, change.value, self.knob_bounds(change.knob))
+                self._validated(change.knob, change.value)
             except knobmod.KnobError as exc:
                 raise ConfigError(f"--at {change.at_s:g}:{change.knob}: {exc}") from None
 

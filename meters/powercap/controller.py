@@ -65,13 +65,19 @@ class PowerCapController:
                 return d.limit_w
         return None
 
+    def unavailable(self) -> str | None:
+        """Why no limit can be set in this run, or None if one can."""
+        if not self.devices:
+            return "no meter here can set a GPU power limit"
+        if any(d.persists for d in self.devices) and not self.allow_persistent:
+            return "setting a real GPU's power limit needs --allow-power-cap"
+        return None
+
     def check(self, watts: float) -> None:
         """Raise PowerCapError (one line) unless `watts` can be set on every GPU here;
         changes nothing."""
-        if not self.devices:
-            raise PowerCapError("no meter here can set a GPU power limit")
-        if any(d.persists for d in self.devices) and not self.allow_persistent:
-            raise PowerCapError("setting a real GPU's power limit needs --allow-power-cap")
+        if (why := self.unavailable()) is not None:
+            raise PowerCapError(why)
         for d in self.devices:
             lo, hi = d.range_w
             if not lo <= watts <= hi:
@@ -84,18 +90,15 @@ class PowerCapController:
         Returns (the limit now, the limit it replaced) as read from the first GPU."""
         if watts is not None:
             self.check(watts)
-        elif not self.devices:
-            raise PowerCapError("no meter here can set a GPU power limit")
+        elif (why := self.unavailable()) is not None:
+            raise PowerCapError(why)
         replaced: float | None = None
         applied: float | None = None
         for i, d in enumerate(self.devices):
             target = watts if watts is not None else self._original(d)
             if target is None:
                 continue  # never changed: nothing to put back
-            if d.persists:
-                if not self.allow_persistent:
-                    raise PowerCapError("setting a real GPU's power limit needs"
-                                        " --allow-power-cap")
+            if d.persists:  # permission checked above (unavailable)
                 before = self._ensure_guard().apply(d.meter, d.device, target)
             else:
                 before = d.meter.power_limit_record(d.device).get("limit_w")
