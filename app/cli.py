@@ -273,39 +273,36 @@ def _execute(runner: Any, *, headless: bool, fast: bool) -> tuple[Any, bool]:
         terminated = sig != signal.SIGINT
         runner.request_stop("interrupted", f"stopped by {signal_name(sig)}")
 
-    def on_emergency(sig: int) -> None:  # on the watchdog's thread: the loop is stuck
-        name = signal_name(sig)
-        path = runner.emergency_close("interrupted", f"stopped by {name}")
+    def leave(sig: int, why: str) -> None:
+        """Exit now, from the watchdog's thread: the terminal back, one line, the exit
+        code a signal-stopped run has."""
         if tty_state is not None:
             _restore_tty(tty_state)
-        where = f"session closed: {path}" if path is not None else "nothing was recorded"
-        line = f"\nwattflow: stopped by {name}; the run did not stop in time, {where}\n"
         with contextlib.suppress(OSError):
-            os.write(2, line.encode())
+            os.write(2, f"\nwattflow: stopped by {signal_name(sig)}; {why}\n".encode())
         os._exit(EXIT_OK if sig == signal.SIGINT else EXIT_FAILED)
 
+    def on_emergency(sig: int) -> None:  # the run's loop is stuck
+        path = runner.emergency_close("interrupted", f"stopped by {signal_name(sig)}")
+        leave(sig, "the run did not stop in time, " + (
+            f"session closed: {path}" if path is not None else "nothing was recorded"))
+
     def on_hard_exit(sig: int) -> None:  # the emergency close itself is stuck
-        if tty_state is not None:
-            _restore_tty(tty_state)
-        line = (f"\nwattflow: stopped by {signal_name(sig)}; the session could not be closed in"
-                " time and may lack its end record (report reads it as after a crash)\n")
-        with contextlib.suppress(OSError):
-            os.write(2, line.encode())
-        os._exit(EXIT_OK if sig == signal.SIGINT else EXIT_FAILED)
+        leave(sig, "the session could not be closed in time and may lack its end record"
+                   " (report reads it as after a crash)")
 
     watchdog = StopWatchdog(on_stop, on_emergency, on_hard_exit)
 
     async def main() -> Any:
         watchdog.install(asyncio.get_running_loop())
         try:
-            return await runner.run(), False
+            return await runner.run()
         finally:
             watchdog.finished()
 
     try:
         if headless:
-            result: tuple[Any, bool] = run_async(main(), virtual=fast)
-            result = (result[0], terminated)
+            result: tuple[Any, bool] = (run_async(main(), virtual=fast), terminated)
         else:
             from app.ui.live import run_dashboard
 
