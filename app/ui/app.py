@@ -16,6 +16,7 @@ from textual.message import Message
 from textual.widgets import Footer
 
 from app.core.knobs import KnobError, step_text
+from app.stop_watchdog import signal_name
 from app.ui.backends import Backend
 from app.ui.feed import Frame, format_knob
 from app.ui.screens.knob_input import KnobInputScreen
@@ -111,19 +112,15 @@ class DashboardApp(App[None]):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self._on_signal, sig)
+                loop.add_signal_handler(sig, self.stop_by_signal, sig)
                 self._signals.append(sig)
 
-    def _on_signal(self, sig: int) -> None:
-        self.terminated = True
-        self._quit(f"stopped by {signal.Signals(sig).name}")
-
     def stop_by_signal(self, sig: int) -> None:
-        """A termination signal reached the process (the stop watchdog calls this on
-        the app's loop): quit as `q` does; SIGINT from outside counts as Ctrl-C."""
+        """A termination signal reached the process (the stop watchdog, or the app's
+        own handlers, call this on the app's loop): quit as `q` does; SIGINT from
+        outside counts as Ctrl-C."""
         self.terminated = sig != signal.SIGINT
-        name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
-        self._quit(f"stopped by {name}")
+        self._quit(f"stopped by {signal_name(sig)}")
 
     def on_unmount(self) -> None:
         loop = asyncio.get_running_loop()
