@@ -15,10 +15,10 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Footer
 
-from app.core.knobs import KnobError, step_text
+from app.core.knobs import KnobError, format_value, step_text
 from app.stop_watchdog import signal_name
 from app.ui.backends import Backend
-from app.ui.feed import Frame, format_knob
+from app.ui.feed import Frame
 from app.ui.screens.knob_input import KnobInputScreen
 from app.ui.widgets.event_log import EventLog
 from app.ui.widgets.knobs_panel import KnobsPanel
@@ -182,7 +182,7 @@ class DashboardApp(App[None]):
             self._error(exc)
             return
         if after == before:
-            self.notify(f"{name} stays at {format_knob(name, after)} (its limit)",
+            self.notify(f"{name} stays at {format_value(name, after)} (its limit)",
                         severity="warning", timeout=3)
 
     async def action_cap(self, direction: int) -> None:

@@ -24,7 +24,7 @@ from app.core.events import (
     Sample,
     SessionHeader,
 )
-from app.core.knobs import SPECS
+from app.core.knobs import format_value
 from app.core.stats import LiveStats, StatsSnapshot
 
 HISTORY_S = 120.0
@@ -63,12 +63,6 @@ class DeviceLimits:
     range_w: tuple[float, float] | None
 
 
-@dataclass(frozen=True, slots=True)
-class PowerLimits:
-    in_force_w: float | None
-    range_w: tuple[float, float] | None
-
-
 @dataclass(slots=True)
 class Frame:
     now_s: float
@@ -81,14 +75,6 @@ class Frame:
     ended: EndEvent | None = None
     events: int = 0
     coalesced: int = 0
-
-
-def format_knob(name: str, value: float | None) -> str:
-    if value is None:
-        return "unset"
-    unit = SPECS[name].unit if name in SPECS else ""
-    text = f"{value:g}"
-    return f"{text} {unit}" if unit and unit != "/s" else f"{text}{unit}"
 
 
 def device_limits(header: SessionHeader) -> list[DeviceLimits]:
@@ -157,9 +143,9 @@ class Feed:
             if ev.note:
                 self.log(ev.t_s, "note", f"[{ev.source}] {ev.note}")
         elif isinstance(ev, KnobEvent) and ev.is_change:
-            before = format_knob(ev.knob, ev.previous)
+            before = format_value(ev.knob, ev.previous)
             self.log(ev.t_s, "knob",
-                     f"{ev.knob} {before} → {format_knob(ev.knob, ev.value)} ({ev.source})")
+                     f"{ev.knob} {before} → {format_value(ev.knob, ev.value)} ({ev.source})")
         elif isinstance(ev, MarkEvent):
             self.log(ev.t_s, "mark", f"mark: {ev.label}")
         elif isinstance(ev, ErrorEvent):
@@ -202,15 +188,6 @@ class Feed:
             trace.popleft()
 
     # -- reading (on the publishing loop) -------------------------------------------
-    def power_limits(self) -> PowerLimits:
-        """The GPU limit in force (what an unset power_cap means) and the range every
-        GPU accepts, from the latest readings and the session header."""
-        limits = [s.power_limit_w for s in self._last.values() if s.power_limit_w is not None]
-        limits += [d.limit_w for d in self.devices if d.limit_w is not None]
-        ranges = [d.range_w for d in self.devices if d.range_w is not None]
-        rng = (max(r[0] for r in ranges), min(r[1] for r in ranges)) if ranges else None
-        return PowerLimits(limits[0] if limits else None, rng)
-
     def frame(self, now_s: float) -> Frame:
         gpus = []
         for dev in sorted(self._power.keys() | self._last.keys()):

@@ -48,7 +48,7 @@ def test_power_history_keeps_only_the_window() -> None:
     pts = feed.frame(now_s=29.9).gpus[0].points
     assert pts[-1] == pytest.approx((29.9, 399.0))
     assert pts[0][0] >= 29.9 - 11.0
-    assert feed.power_limits().in_force_w == 700.0
+    assert feed.frame(now_s=29.9).gpus[0].limit_w == 700.0  # the limit in force, as read
 
 
 def test_log_has_one_line_per_failure_reason_and_the_last_line_of_a_traceback() -> None:

@@ -23,16 +23,12 @@ ApplyKnob = Callable[[str, float | None], Awaitable[None]]
 _ENTRY = re.compile(r"^\s*([A-Za-z_]+)\s*(?:[=:\s]\s*(.*?))?\s*$")
 
 
-def resolve_knob(name: str) -> str:
-    return resolve(name)
-
-
 def parse_entry(text: str) -> tuple[str, float | None]:
     """`power_cap=300`, `rate 2`, `max_tokens: none` -> (knob, value); KnobError if bad."""
     m = _ENTRY.match(text)
     if not m:
         raise KnobError("expected KNOB=VALUE, e.g. power_cap=300 or rate=2")
-    name = resolve_knob(m.group(1))
+    name = resolve(m.group(1))
     if not m.group(2):
         raise KnobError(f"{name} needs a value, e.g. {name}={SPECS[name].example}")
     return name, parse_value(name, m.group(2))

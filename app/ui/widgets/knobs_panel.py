@@ -7,8 +7,8 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from app.core.knobs import SPECS, KnobSpec, step_text
-from app.ui.feed import Frame, format_knob
+from app.core.knobs import SPECS, KnobSpec, format_value, step_text
+from app.ui.feed import Frame
 
 #: The keys that step a knob (the app's bindings); every other knob is typed with `k`.
 STEP_KEYS = {"power_cap": "[ ]", "batch_limit": ", ."}
@@ -53,7 +53,7 @@ def knobs_table(frame: Frame, *, live: bool) -> Group:
     knobs = frame.snapshot.knobs
     for name, spec in SPECS.items():
         value = knobs.get(name)
-        shown = format_knob(name, value)
+        shown = format_value(name, value)
         if value is None and spec.bounds_from == "device":
             limits = [d.limit_w for d in frame.devices if d.limit_w is not None]
             shown = f"unset ({max(limits):g} W)" if limits else "unset"
