@@ -33,7 +33,7 @@ def _number(kind: type[float] | type[int], lo: float, hi: float, *, lo_open: boo
             unit: str = "", why: str = "") -> Any:
     """An argparse type: a finite number in [lo, hi] (or (lo, hi] with `lo_open`).
     argparse puts the flag's name in front of the message."""
-    from app.core.knobs import num
+    from app.core.options import format_number as num
 
     rng = (f"{num(lo)}-{num(hi)}{unit}" if not lo_open
            else f"more than {num(lo)}{unit}, up to {num(hi)}{unit}")

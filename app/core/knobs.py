@@ -17,16 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from app.core.options import format_number as num
+
 
 class KnobError(ValueError):
     """An invalid knob name or value; the message is one line for the user."""
-
-
-def num(v: float) -> str:
-    """A number as a user typed it: whole numbers in full (1048576, not 1.04858e+06)."""
-    if isinstance(v, int) or (math.isfinite(v) and float(v).is_integer() and abs(v) < 1e15):
-        return str(int(v))
-    return f"{v:g}"
 
 
 class KnobTarget(Protocol):

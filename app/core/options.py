@@ -198,10 +198,11 @@ class Option:
         """The allowed range in words: "1-1023", ">= 1", "more than 0, up to 10000"."""
         lo, hi = self.lo, self.hi
         if lo is not None and hi is not None:
-            return f"more than {_n(lo)}, up to {_n(hi)}" if self.lo_open else f"{_n(lo)}-{_n(hi)}"
+            lo_s, hi_s = format_number(lo), format_number(hi)
+            return f"more than {lo_s}, up to {hi_s}" if self.lo_open else f"{lo_s}-{hi_s}"
         if lo is not None:
-            return f"> {_n(lo)}" if self.lo_open else f">= {_n(lo)}"
-        return "" if hi is None else f"<= {_n(hi)}"
+            return f"> {format_number(lo)}" if self.lo_open else f">= {format_number(lo)}"
+        return "" if hi is None else f"<= {format_number(hi)}"
 
     def describe(self) -> str:
         """One line for `wattflow doctor`: name, type, bounds or choices, default, help."""
@@ -238,14 +239,16 @@ class Option:
         lo, hi = self.lo, self.hi
         if (lo is not None and (value < lo or (self.lo_open and value == lo))) or (
                 hi is not None and value > hi):
-            raise OptionError(f"{label} = {_n(value)} is out of range ({self.span()})")
+            raise OptionError(f"{label} = {format_number(value)} is out of range ({self.span()})")
 
 
-def _n(v: float) -> str:
-    """A bound or value as a user typed it: 100000000, not 1e+08."""
-    if isinstance(v, int) or (float(v).is_integer() and abs(v) < 1e15):
+def format_number(v: float) -> str:
+    """A bound or value as a user typed it: whole numbers in full (100000000, not 1e+08).
+    Every range in an error message (options, knobs, flags) is written with it."""
+    if isinstance(v, int) or (math.isfinite(v) and float(v).is_integer() and abs(v) < 1e15):
         return str(int(v))
     return f"{v:g}"
+
 
 
 def _either(choices: tuple[str, ...]) -> str:
