@@ -24,6 +24,7 @@ class SimulatesGpu(Protocol):
     sim engine's twin). Declared by having it, not found by the engine's name."""
 
     twin: Any
+    stepping: bool  # the scheduler is running steps back to back (work in the engine)
 
 
 class SimMeter:
@@ -73,7 +74,7 @@ class SimMeter:
     def sample(self, t_s: float) -> list[Sample]:
         t = self.twin
         t_power = t_s  # where instant power and clock are read
-        if getattr(self.engine, "stepping", False):
+        if self.engine.stepping:
             # The engine is behind the wall clock (the loop stalled): the twin knows its
             # GPU up to the end of its timeline, and the GPU was busy all along. Read it
             # there rather than report a gap as idle; a reading not past the previous one
