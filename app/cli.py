@@ -159,6 +159,12 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--request-timeout", default=None,
                    type=_number(float, 0, 86_400, lo_open=True, unit=" s"),
                    metavar="S", help="seconds before a request is failed (up to 86400)")
+    p.add_argument("--autopilot", default=None, metavar="OBJECTIVE",
+                   help="turn the knobs to meet a latency objective at the least energy, "
+                        "e.g. ttft_p90=2s,tpot_p90=80ms (docs/autopilot.md)")
+    p.add_argument("--autopilot-bound", action="append", default=[], metavar="KNOB=LO..HI",
+                   help="keep the autopilot inside these bounds, e.g. power_cap=300..700; "
+                        "naming max_num_seqs lets it restart the engine; repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +225,17 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
         if args.duration is not None and change.at_s >= args.duration:
             raise UsageError(f"--at {text}: {change.at_s:g} s is not before the end of the run"
                              f" (--duration {args.duration:g})")
+    if args.autopilot_bound and args.autopilot is None:
+        raise UsageError("--autopilot-bound needs --autopilot OBJECTIVE")
+    if args.autopilot is not None:
+        from app.core.autopilot.objective import AutopilotError, parse_objective
+        from app.core.autopilot.params import params_from
+
+        try:
+            parse_objective(args.autopilot)
+            params_from(args.autopilot_bound)
+        except AutopilotError as exc:
+            raise UsageError(str(exc)) from None
     gpus = None
     if args.gpus:
         try:
@@ -253,6 +270,7 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
         session_path=session, fast=args.fast, schedule=schedule,
         request_timeout_s=args.request_timeout, poll_interval_s=args.poll_interval,
         max_backlog=args.max_backlog, session_unique=bool(getattr(args, "session_default", False)),
+        autopilot=args.autopilot, autopilot_bounds=list(args.autopilot_bound),
     )
     return config, workload
 

@@ -56,6 +56,10 @@ class RunConfig:
     # an engine option at start instead.
     start_knobs: dict[str, float | None] = field(default_factory=dict)
     start_knobs_source: str = "cli"
+    # The autopilot's objective (`ttft_p90=2s,tpot_p90=80ms`) and its bounds
+    # (`power_cap=300..700`); None: no autopilot (app/core/autopilot).
+    autopilot: str | None = None
+    autopilot_bounds: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

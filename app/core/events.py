@@ -147,8 +147,9 @@ class KnobEvent(Event):
     knob: str = ""
     value: float | None = None  # in force after the change
     previous: float | None = None  # the value it replaced
-    source: str = "cli"  # cli, start, schedule, ui, sweep, restore
+    source: str = "cli"  # cli, start, schedule, ui, sweep, restore, autopilot
     requested: float | None = None  # the value asked for (the device may round it)
+    reason: str | None = None  # why, when a controller (the autopilot) made the change
 
     @property
     def is_change(self) -> bool:
@@ -170,6 +171,20 @@ class EngineStateEvent(Event):
     output_tokens_total: int | None = None  # cumulative tokens generated so far
     prompt_tokens_total: int | None = None
     note: str | None = None
+
+
+@register
+@dataclass(slots=True)
+class AutopilotEvent(Event):
+    """The autopilot's state and why (app/core/autopilot): each decision, each change of
+    state. Its knob changes are `knob` events with source `autopilot`."""
+
+    kind: ClassVar[str] = "autopilot"
+    state: str = ""  # settling, measuring, exploring, holding, backing off, paused, off
+    objective: str = ""  # e.g. "ttft_p90=2s,tpot_p90=80ms"
+    reason: str = ""
+    measured: dict[str, Any] | None = None  # the epoch's J/token, quantiles, load
+    grid: dict[str, Any] | None = None  # the values each knob may take (first event)
 
 
 @register

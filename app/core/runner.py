@@ -30,6 +30,9 @@ import workloads.text
 from app.core import knobs as knobmod
 from app.core.admission import Admission
 from app.core.attribution import EnergyAttributor
+from app.core.autopilot.controller import Autopilot
+from app.core.autopilot.objective import AutopilotError, parse_objective
+from app.core.autopilot.params import params_from
 from app.core.bus import EventBus
 from app.core.clock import Clock, LoopClock
 from app.core.config import ConfigError, RunConfig, RunError, RunOutcome
@@ -90,6 +93,8 @@ class Runner:
         self._config_error: str | None = None  # set when the run failed on bad input
         self._power: PowerCapController | None = None  # every cappable GPU of the run
         self._change_source = "cli"  # the source of the knob change being applied
+        self._change_reason: str | None = None  # and its reason (the autopilot's)
+        self.autopilot: Autopilot | None = None  # when the run has an objective
         self._restarting: asyncio.Task[None] | None = None  # a max_num_seqs restart
         self._shed = 0
         self._window_end_s: float | None = None  # when the measured window ended
@@ -144,13 +149,16 @@ class Runner:
             return f"engine {self.config.engine} cannot change {name}"
         return None
 
-    def set_knob(self, name: str, value: float | None, source: str = "cli") -> None:
+    def set_knob(self, name: str, value: float | None, source: str = "cli",
+                 reason: str | None = None) -> None:
         """The one path that changes a knob (CLI, `--at`, sweeps, the dashboard's keys
         and `k`): validate against the bounds in force, apply, emit one `knob` event
-        with the value asked, the value now in force and the value it replaced.
-        Raises knobs.KnobError (one line) for a bad name or value."""
+        with the value asked, the value now in force and the value it replaced (and why,
+        when a controller made it). Raises knobs.KnobError (one line) for a bad name or
+        value."""
         v = self._validated(name, value)
         self._change_source = source
+        self._change_reason = reason
         applied = knobmod.spec(name).apply(self, v)
         if applied is None:
             return  # under way (an engine restart): its event comes when it is done
@@ -159,7 +167,7 @@ class Runner:
         if self._knob_changed is not None:
             self._knob_changed.set()
         self.publish(KnobEvent(t_s=self.clock.now(), knob=name, value=now, previous=replaced,
-                               requested=v, source=source))
+                               requested=v, source=source, reason=reason))
 
     def _validated(self, name: str, value: float | None) -> float | None:
         """`value` as knob `name` takes it here: the knob can be changed in this run and
@@ -167,6 +175,12 @@ class Runner:
         if (why := self.knob_available(name)) is not None:
             raise knobmod.KnobError(why)
         return knobmod.validate(name, value, self.knob_bounds(name))
+
+    def limit_in_force(self, name: str) -> float | None:
+        """What is in force for a knob that is unset: the GPUs' own power limit."""
+        if knobmod.spec(name).needs == "power_control" and self._power is not None:
+            return self._power.limit_in_force_w()
+        return None
 
     def step_knob(self, name: str, direction: int, source: str = "ui"
                   ) -> tuple[float | None, float | None]:
@@ -176,8 +190,7 @@ class Runner:
             raise knobmod.KnobError(why)
         before = self.knobs.get(name)
         # An unset power cap steps from the GPU's limit in force.
-        in_force = self._power.limit_in_force_w() if (
-            knobmod.spec(name).needs == "power_control" and self._power is not None) else None
+        in_force = self.limit_in_force(name)
         after = knobmod.step_value(name, before, direction, self.knob_bounds(name), in_force)
         if after != before:
             self.set_knob(name, after, source=source)
@@ -208,10 +221,12 @@ class Runner:
         if self._restarting is not None and not self._restarting.done():
             raise knobmod.KnobError(f"{knob}: a restart is already under way")
         self._restarting = asyncio.create_task(self._restart_engine(
-            self._engine.restart, knob, value, self.knobs.get(knob), self._change_source))
+            self._engine.restart, knob, value, self.knobs.get(knob), self._change_source,
+            self._change_reason))
 
     async def _restart_engine(self, restart: Callable[..., Any], knob: str, n: int,
-                              previous: float | None, source: str) -> None:
+                              previous: float | None, source: str,
+                              reason: str | None = None) -> None:
         """Drain (admit nobody, let requests inside the engine finish), restart the
         engine with the knob's new value, resume admission. Recorded as events."""
         self._admission.pause()
@@ -230,7 +245,7 @@ class Runner:
             self._admission.resume()
         self.knobs[knob] = n
         self.publish(KnobEvent(t_s=self.clock.now(), knob=knob, value=n, previous=previous,
-                               requested=n, source=source))
+                               requested=n, source=source, reason=reason))
 
     def mark(self, label: str) -> None:
         self.publish(MarkEvent(t_s=self.clock.now(), label=label))
@@ -483,6 +498,8 @@ class Runner:
             self._poller.start()
             await asyncio.sleep(0)  # let the poller take its baseline reading
             self._apply_start(start)
+            if cfg.autopilot is not None:
+                background.append(self._start_autopilot(cfg.autopilot, cfg.autopilot_bounds))
             background.append(asyncio.create_task(self._client_state()))
             for change in cfg.schedule:
                 background.append(asyncio.create_task(self._schedule(change)))
@@ -529,6 +546,19 @@ class Runner:
         recorded = cfg.session_path if self._recorder is not None else None
         return RunOutcome(reason, message, recorded, summary,
                           config_error=self._config_error is not None)
+
+    def _start_autopilot(self, objective: str, bounds: list[str]) -> asyncio.Task[None]:
+        """The autopilot as one more subscriber of the run's events, acting through
+        set_knob (app/core/autopilot)."""
+        try:
+            pilot = Autopilot(self, parse_objective(objective), params_from(bounds),
+                              self.publish, self.clock.now)
+        except AutopilotError as exc:
+            raise ConfigError(str(exc)) from None
+        self.autopilot = pilot
+        self.bus.subscribe(pilot.on_event)
+        pilot.start()
+        return asyncio.create_task(pilot.run(), name="autopilot")
 
     def _check_start(self, start: dict[str, tuple[float | None, str]]) -> None:
         """Every starting value and every `--at` change against the bounds in force

@@ -1,0 +1,229 @@
+"""What one measurement epoch saw, from the event stream alone.
+
+J/token is the GPUs' energy over the epoch (each device's cumulative counter, linearly
+interpolated at the epoch's edges) over the output tokens generated in it (the engine's
+own token counter where it reports one, which counts tokens of requests still running;
+else the tokens of requests that finished in it). Its noise is the relative spread of
+J/token over the epoch's parts. Latency quantiles are exact over the epoch's finished
+requests (an epoch holds hundreds, not millions).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from app.core.autopilot.objective import Objective, Target
+from app.core.events import (
+    EngineStateEvent,
+    Event,
+    KnobEvent,
+    RequestEvent,
+    Sample,
+    WorkflowEvent,
+)
+
+
+@dataclass(slots=True)
+class Measurement:
+    t0: float
+    t1: float
+    finished: int = 0
+    observed: dict[str, float] = field(default_factory=dict)  # target name -> quantile, s
+    counts: dict[str, int] = field(default_factory=dict)  # target name -> samples
+    over: dict[str, int] = field(default_factory=dict)  # target name -> samples over limit
+    j_per_token: float | None = None
+    noise: float | None = None  # J/token's relative uncertainty (95% half-width)
+    energy_j: float = 0.0
+    tokens: float = 0.0
+    load_per_s: float | None = None  # the offered load: the rate knob (None: closed loop)
+    arrivals_per_s: float | None = None
+    queue_share: float | None = None  # of TTFT, the share spent waiting for admission
+
+    def ratio(self, t: Target) -> float | None:
+        v = self.observed.get(t.name)
+        return None if v is None else v / t.limit_s
+
+    def to_dict(self) -> dict[str, object]:
+        return {"t0_s": round(self.t0, 3), "t1_s": round(self.t1, 3),
+                "finished": self.finished,
+                "observed_s": {k: round(v, 6) for k, v in self.observed.items()},
+                "j_per_token": None if self.j_per_token is None else round(self.j_per_token, 6),
+                "noise": None if self.noise is None else round(self.noise, 4),
+                "load_per_s": None if self.load_per_s is None else round(self.load_per_s, 4)}
+
+
+def _quantile(sorted_v: list[float], q: float) -> float:
+    pos = q * (len(sorted_v) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_v) - 1)
+    return sorted_v[lo] + (sorted_v[hi] - sorted_v[lo]) * (pos - lo)
+
+
+def _interp(series: list[tuple[float, float]], t: float) -> float | None:
+    """A cumulative series' value at `t` (linear between readings, clamped)."""
+    if not series:
+        return None
+    i = bisect.bisect_left(series, (t, float("-inf")))
+    if i == 0:
+        return series[0][1]
+    if i >= len(series):
+        return series[-1][1]
+    (ta, va), (tb, vb) = series[i - 1], series[i]
+    return va if tb <= ta else va + (vb - va) * (t - ta) / (tb - ta)
+
+
+@dataclass(slots=True)
+class _Done:
+    t: float
+    stage: str
+    ttft: float | None
+    tpot: float | None
+    latency: float | None
+    queue: float | None
+    tokens: int
+
+
+class EpochMeter:
+    """A bus subscriber keeping what the current epoch needs, and nothing older."""
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+        self.t0 = 0.0
+        self._energy: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self._engine_tokens: list[tuple[float, float]] = []
+        self._done: list[_Done] = []
+        self._workflows: list[tuple[float, float]] = []  # (t, latency)
+        self._arrivals = 0
+        self.rate: float | None = None  # the rate knob in force (None: closed loop)
+
+    def on_event(self, ev: Event) -> None:
+        if isinstance(ev, Sample):
+            if ev.component == "gpu" and ev.energy_mj is not None:
+                self._energy[ev.device].append((ev.t_s, ev.energy_mj / 1000.0))
+        elif isinstance(ev, RequestEvent):
+            if ev.phase == "finished":
+                self._done.append(_Done(ev.t_s, ev.stage, ev.ttft_s, ev.tpot_s, ev.latency_s,
+                                        ev.queue_s, ev.output_tokens))
+            elif ev.phase == "submitted":
+                self._arrivals += 1
+        elif isinstance(ev, WorkflowEvent):
+            if ev.phase == "finished" and ev.latency_s is not None:
+                self._workflows.append((ev.t_s, ev.latency_s))
+        elif isinstance(ev, EngineStateEvent):
+            if ev.source == "engine" and ev.output_tokens_total is not None:
+                self._engine_tokens.append((ev.t_s, float(ev.output_tokens_total)))
+        elif isinstance(ev, KnobEvent) and ev.knob == "rate":
+            self.rate = ev.value
+
+    def reset(self, t: float) -> None:
+        """Start a new epoch at `t`: keep only the last reading of each counter before it
+        (the base the next interpolation needs)."""
+        self.t0 = t
+        for dev, series in self._energy.items():
+            self._energy[dev] = series[-1:]
+        self._engine_tokens = self._engine_tokens[-1:]
+        self._done.clear()
+        self._workflows.clear()
+        self._arrivals = 0
+
+    def _energy_j(self, a: float, b: float) -> float | None:
+        total = 0.0
+        seen = False
+        for series in self._energy.values():
+            ea, eb = _interp(series, a), _interp(series, b)
+            if ea is not None and eb is not None and len(series) >= 2:
+                total += eb - ea
+                seen = True
+        return total if seen else None
+
+    def _tokens(self, a: float, b: float) -> float:
+        s = self._engine_tokens
+        if len(s) >= 2 and s[0][0] <= a + 1.0 and s[-1][0] >= b - 1.5:
+            ta, tb = _interp(s, a), _interp(s, b)
+            if ta is not None and tb is not None:
+                return tb - ta
+        return float(sum(d.tokens for d in self._done if a < d.t <= b))
+
+    def measure(self, now: float, parts: int = 3) -> Measurement:
+        m = Measurement(self.t0, now, finished=len(self._done))
+        span = now - self.t0
+        energy = self._energy_j(self.t0, now)
+        tokens = self._tokens(self.t0, now)
+        m.tokens = tokens
+        if energy is not None:
+            m.energy_j = energy
+            if tokens > 0:
+                m.j_per_token = energy / tokens
+                m.noise = self._noise(parts)
+        # The offered load is the rate knob (open loop). A closed loop has none of its
+        # own: its arrivals follow its completions, which the knobs themselves move.
+        m.load_per_s = self.rate
+        m.arrivals_per_s = self._arrivals / span if span > 0 else None
+        ttfts = [d.ttft for d in self._done if d.ttft is not None]
+        queues = [d.queue for d in self._done if d.queue is not None and d.ttft is not None]
+        if ttfts and queues:
+            m.queue_share = min(1.0, sum(queues) / max(sum(ttfts), 1e-12))
+        for target in self.objective.targets:
+            values = self._values(target)
+            m.counts[target.name] = len(values)
+            if values:
+                values.sort()
+                m.observed[target.name] = _quantile(values, target.quantile)
+                m.over[target.name] = len(values) - bisect.bisect_right(values, target.limit_s)
+        return m
+
+    def recent(self, now: float, window_s: float) -> Measurement:
+        """Latency quantiles of the last `window_s` only (no energy): what an early
+        violation is judged on, so that it shows within seconds of starting."""
+        since = now - window_s
+        m = Measurement(max(self.t0, since), now)
+        for target in self.objective.targets:
+            values = self._values(target, since)
+            m.counts[target.name] = len(values)
+            if values:
+                values.sort()
+                m.observed[target.name] = _quantile(values, target.quantile)
+                m.over[target.name] = len(values) - bisect.bisect_right(values, target.limit_s)
+        m.finished = sum(1 for d in self._done if d.t > since)
+        return m
+
+    def _values(self, t: Target, since: float = -1e300) -> list[float]:
+        if t.metric == "workflow":
+            return [lat for when, lat in self._workflows if when > since]
+        out: list[float] = []
+        for d in self._done:
+            if d.t <= since:
+                continue
+            if t.stage is not None and d.stage != t.stage:
+                continue
+            v = d.ttft if t.metric == "ttft" else d.tpot if t.metric == "tpot" else d.latency
+            if v is not None:
+                out.append(v)
+        return out
+
+    def _noise(self, parts: int) -> float | None:
+        """J/token's relative uncertainty: the 95% half-width of the mean over `parts`
+        equal parts of the epoch (2 x standard error / mean)."""
+        span = (self._last_t() - self.t0)
+        if parts < 2 or span <= 0:
+            return None
+        vals: list[float] = []
+        for i in range(parts):
+            a = self.t0 + span * i / parts
+            b = self.t0 + span * (i + 1) / parts
+            e = self._energy_j(a, b)
+            tok = self._tokens(a, b)
+            if e is None or tok <= 0:
+                return None
+            vals.append(e / tok)
+        mean = sum(vals) / len(vals)
+        if mean <= 0:
+            return None
+        var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
+        return 2.0 * (var / len(vals)) ** 0.5 / mean
+
+    def _last_t(self) -> float:
+        ends = [s[-1][0] for s in self._energy.values() if s]
+        return max(ends) if ends else self.t0

@@ -1,0 +1,282 @@
+"""The decision rule: measured hill-climbing on the knob grid, bound by the objective.
+
+Explained in a paragraph (README, "Autopilot"): each setting of the knobs is a cell of
+a grid (power cap in `cap_step_w` steps, batch limits in powers of two, within the
+user's bounds). The autopilot measures the cell it is in for one epoch after the
+readings settle, and keeps a table of what each cell measured (J/token, and whether
+the objective held) at the current load. If the objective is violated it backs off at
+once toward performance: to the best cell known to meet the objective, else one step
+that raises performance (a higher power cap first; then a larger batch limit when
+requests wait for admission, a smaller one when time per token is over). If the
+objective holds with headroom it tries the neighbouring cell the study expects to save
+the most energy and has not measured yet (a lower cap first, because capping saves
+energy predictably; then a larger batch, then a smaller one), keeps it if J/token fell
+by more than the noise, and otherwise returns to the best cell. When every neighbour of
+the best cell has been measured it holds there, re-measuring each epoch; a change of
+load (the arrival rate) or the age of the measurements starts the search again from
+where it is. Too few requests, or J/token too noisy to tell cells apart, and it holds
+still and measures longer.
+
+The policy is a pure function of the measurements it is given; the controller
+(controller.py) turns its decisions into knob changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.core.autopilot.measure import Measurement
+from app.core.autopilot.objective import Objective, Target
+from app.core.autopilot.params import AutopilotParams
+
+Cell = tuple[tuple[str, float], ...]  # ((knob, value), ...) in the grid's knob order
+
+EXPLORING = "exploring"
+HOLDING = "holding"
+BACKING_OFF = "backing off"
+MEASURING = "measuring"
+
+
+def cell_of(values: dict[str, float]) -> Cell:
+    return tuple(sorted(values.items()))
+
+
+@dataclass(slots=True)
+class Grid:
+    """The values each knob may take, ascending."""
+
+    values: dict[str, list[float]]
+
+    def snap(self, knob: str, v: float) -> float:
+        vals = self.values[knob]
+        return min(vals, key=lambda x: (abs(x - v), x))
+
+    def step(self, knob: str, v: float, direction: int, n: int = 1) -> float | None:
+        """`n` grid steps up or down from `v` (snapped first); None at the bound."""
+        vals = self.values[knob]
+        i = vals.index(self.snap(knob, v))
+        j = min(max(i + direction * n, 0), len(vals) - 1)
+        return None if j == i else vals[j]
+
+    def is_max(self, knob: str, v: float) -> bool:
+        return self.snap(knob, v) == self.values[knob][-1]
+
+
+@dataclass(slots=True)
+class Record:
+    j_per_token: float
+    worst_ratio: float  # the largest observed/limit over the targets
+    t_s: float
+    noise: float
+
+
+@dataclass(slots=True)
+class Decision:
+    state: str
+    reason: str
+    moves: dict[str, float] = field(default_factory=dict)
+    extend: bool = False  # keep measuring this epoch (no new epoch)
+
+
+class Policy:
+    def __init__(self, objective: Objective, grid: Grid, params: AutopilotParams) -> None:
+        self.objective = objective
+        self.grid = grid
+        self.p = params
+        self.table: dict[Cell, Record] = {}
+        self.infeasible: dict[Cell, float] = {}  # cell -> when it violated
+        self.load_ref: float | None = None
+        self.incumbent: Cell | None = None  # the best cell met so far: the search's base
+        self.state = MEASURING
+
+    # -- judging one measurement ----------------------------------------------------
+    def judged(self, m: Measurement) -> dict[str, float]:
+        """observed/limit of the targets with enough samples to be judged."""
+        out: dict[str, float] = {}
+        for t in self.objective.targets:
+            r = m.ratio(t)
+            if r is not None and m.counts.get(t.name, 0) >= self.p.min_requests:
+                out[t.name] = r
+        return out
+
+    def early_violation(self, m: Measurement) -> list[Target]:
+        """Targets already clearly over mid-epoch: with at least `min_violation_requests`
+        samples, a share over the limit beyond what the quantile allows plus 10 points.
+        Safety first: these back off without waiting for the epoch to end."""
+        out = []
+        for t in self.objective.targets:
+            n = m.counts.get(t.name, 0)
+            if (n >= self.p.min_violation_requests
+                    and m.over.get(t.name, 0) / n > (1.0 - t.quantile) + 0.10
+                    and m.observed.get(t.name, 0.0) > t.limit_s):
+                out.append(t)
+        return out
+
+    # -- the rule ---------------------------------------------------------------------
+    def on_violation(self, cell: Cell, violated: list[Target], m: Measurement,
+                     now: float) -> Decision:
+        self._check_load(m)
+        self.infeasible[cell] = now
+        self.table.pop(cell, None)
+        names = ", ".join(f"{t.name} {m.observed.get(t.name, 0):.3g}s > {t.limit_s:.3g}s"
+                          for t in violated)
+        inc = self.incumbent
+        if inc is not None and inc != cell and inc in self.table:
+            # An exploratory move went too far: back to the setting that met it.
+            self.state = BACKING_OFF
+            return Decision(BACKING_OFF, f"{names}: back to the best setting known to meet it",
+                            self._moves(cell, inc))
+        # The setting that met the objective no longer does: the conditions changed and
+        # what was measured under the old ones is stale. Step toward performance.
+        self.table.clear()
+        self.incumbent = None
+        target = dict(cell)
+        # Performance first from the power cap: it raises both throughput and latency.
+        if "power_cap" in target and not self.grid.is_max("power_cap", target["power_cap"]):
+            up = self.grid.step("power_cap", target["power_cap"], +1, 2)
+            if up is not None:
+                self.state = BACKING_OFF
+                return Decision(BACKING_OFF, f"{names}: power cap up",
+                                {"power_cap": up})
+        direction = self._batch_direction(violated, m)
+        for knob in ("batch_limit", "max_num_seqs"):
+            if knob in target and direction != 0:
+                nxt = self.grid.step(knob, target[knob], direction)
+                if nxt is not None:
+                    self.state = BACKING_OFF
+                    word = "up: requests wait for admission" if direction > 0 else \
+                        "down: time per token is over"
+                    return Decision(BACKING_OFF, f"{names}: {knob} {word}", {knob: nxt})
+        self.state = HOLDING
+        return Decision(HOLDING, f"{names}: already at the most performant setting in bounds; "
+                        "the objective cannot be met here")
+
+    def _batch_direction(self, violated: list[Target], m: Measurement) -> int:
+        if any(t.metric == "tpot" for t in violated):
+            return -1
+        if m.queue_share is not None and m.queue_share > 0.5:
+            return +1
+        return 0
+
+    def on_epoch(self, cell: Cell, m: Measurement, now: float, epoch_len: float) -> Decision:
+        """The epoch in `cell` has run its course: decide what to do next."""
+        self._age(now)
+        judged = self.judged(m)
+        violated = [t for t in self.objective.targets
+                    if judged.get(t.name, 0.0) > 1.0]
+        if violated:
+            return self.on_violation(cell, violated, m, now)
+        if len(judged) < len(self.objective.targets) or m.j_per_token is None:
+            if epoch_len < self.p.max_epoch_s:
+                self.state = HOLDING
+                return Decision(HOLDING, f"too few requests to decide ({m.finished} finished):"
+                                " measuring longer", extend=True)
+            self.state = HOLDING
+            return Decision(HOLDING, f"too few requests to decide ({m.finished} finished in "
+                            f"{epoch_len:.0f} s): holding still")
+        noise = m.noise if m.noise is not None else 0.0
+        if noise > self.p.max_noise:
+            if epoch_len < self.p.max_epoch_s:
+                self.state = HOLDING
+                return Decision(HOLDING, f"J/token too noisy to decide (±{noise:.0%}):"
+                                " measuring longer", extend=True)
+            self.state = HOLDING
+            return Decision(HOLDING, f"J/token too noisy to decide (±{noise:.0%}): "
+                            "holding still")
+        self._check_load(m)
+        worst = max(judged.values())
+        tpot = max((r for name, r in judged.items()
+                    if any(t.name == name and t.metric == "tpot" for t in self.objective.targets)),
+                   default=None)
+        self.table[cell] = Record(m.j_per_token, worst, now, noise)
+        self.infeasible.pop(cell, None)
+        rec = self.table[cell]
+        inc = self.incumbent if self.incumbent in self.table else None
+        if inc is None or inc == cell:
+            self.incumbent = cell
+        elif rec.j_per_token < self.table[inc].j_per_token * (1.0 - self._gain(rec)):
+            self.incumbent = cell  # the move paid: the search goes on from here
+        else:
+            self.state = EXPLORING
+            return Decision(EXPLORING, f"J/token {rec.j_per_token:.4g} here, no better than "
+                            f"{self.table[inc].j_per_token:.4g}: back to that setting",
+                            self._moves(cell, inc))
+        inc_worst = self.table[self.incumbent].worst_ratio
+        nxt = self._next_candidate(self.incumbent, inc_worst, tpot)
+        if nxt is not None:
+            knob, value, why = nxt
+            self.state = EXPLORING
+            return Decision(EXPLORING, f"objective met (worst {worst:.0%} of its limit), "
+                            f"J/token {rec.j_per_token:.4g}: try {why}",
+                            self._moves(cell, cell_of({**dict(self.incumbent), knob: value})))
+        self.state = HOLDING
+        return Decision(HOLDING, f"holding at the best setting found: J/token "
+                        f"{rec.j_per_token:.4g}, objective met (worst {worst:.0%} of its limit)")
+
+    # -- helpers ------------------------------------------------------------------------
+    def best_feasible(self) -> Cell | None:
+        """The measured cell with the least J/token (all in the table met the objective);
+        among cells within the noise of it, the one with the most headroom."""
+        if not self.table:
+            return None
+        least = min(r.j_per_token for r in self.table.values())
+        near = [c for c, r in self.table.items()
+                if r.j_per_token <= least * (1.0 + self._gain(r))]
+        return min(near, key=lambda c: (self.table[c].worst_ratio, self.table[c].j_per_token))
+
+    def _gain(self, r: Record) -> float:
+        return max(self.p.min_gain, r.noise)
+
+    def _next_candidate(self, cell: Cell, worst: float,
+                        tpot: float | None) -> tuple[str, float, str] | None:
+        """The next neighbour to try, in the order the study expects to save energy;
+        only moves that cost performance need headroom under the objective."""
+        target = dict(cell)
+        headroom = worst < 1.0 - self.p.margin
+        options: list[tuple[str, int, str]] = []
+        if headroom:
+            options.append(("power_cap", -1, "a lower power cap"))
+        # A larger batch raises time per token: only with headroom on it.
+        if tpot is None or tpot < 1.0 - self.p.margin:
+            options += [("batch_limit", +1, "a larger batch limit"),
+                        ("max_num_seqs", +1, "a larger max_num_seqs")]
+        options += [("batch_limit", -1, "a smaller batch limit"),
+                    ("max_num_seqs", -1, "a smaller max_num_seqs")]
+        for knob, direction, why in options:
+            if knob not in target:
+                continue
+            v = self.grid.step(knob, target[knob], direction)
+            if v is None:
+                continue
+            cand = cell_of({**target, knob: v})
+            if cand in self.table or cand in self.infeasible:
+                continue
+            return knob, v, f"{why} ({v:g})"
+        return None
+
+    def _moves(self, cell: Cell, to: Cell) -> dict[str, float]:
+        here = dict(cell)
+        return {k: v for k, v in to if here.get(k) != v}
+
+    def _age(self, now: float) -> None:
+        """Forget measurements too old to trust (load and the engine drift)."""
+        keep = now - self.p.reexplore_s
+        for c in [c for c, r in self.table.items() if r.t_s < keep]:
+            del self.table[c]
+        for c in [c for c, t in self.infeasible.items() if t < keep]:
+            del self.infeasible[c]
+
+    def _check_load(self, m: Measurement) -> None:
+        load = m.load_per_s
+        if load is None:
+            return
+        if self.load_ref is None:
+            self.load_ref = load
+            return
+        ref = self.load_ref
+        if ref > 0 and abs(load - ref) / ref > self.p.load_change:
+            # Old measurements were of another load: the search starts again from here.
+            self.table.clear()
+            self.infeasible.clear()
+            self.incumbent = None
+            self.load_ref = load
