@@ -10,7 +10,7 @@ import sys
 import time
 from typing import IO, Any
 
-from app.core.events import ErrorEvent, Event, KnobEvent
+from app.core.events import AutopilotEvent, ErrorEvent, Event, KnobEvent
 from app.core.stats import LiveStats, StatsSnapshot
 
 
@@ -36,10 +36,18 @@ class HeadlessPrinter:
         self._out = out or sys.stdout
         self._period_s = period_s
         self._last = time.monotonic()
+        self._pilot_state = ""
 
     def on_event(self, ev: Event) -> None:
         if isinstance(ev, KnobEvent) and ev.is_change:
-            self._print(f"knob {ev.knob}: {ev.previous} -> {ev.value} ({ev.source}) at t={ev.t_s:.1f}s")
+            why = f": {ev.reason}" if ev.reason else ""
+            self._print(f"knob {ev.knob}: {ev.previous} -> {ev.value} ({ev.source}) "
+                        f"at t={ev.t_s:.1f}s{why}")
+        elif isinstance(ev, AutopilotEvent):
+            # Each change of state; a hold that goes on is one line, not one per epoch.
+            if ev.state != self._pilot_state or ev.state not in ("holding", "measuring"):
+                self._print(f"autopilot {ev.state} at t={ev.t_s:.1f}s: {ev.reason}")
+            self._pilot_state = ev.state
         elif isinstance(ev, ErrorEvent):
             level = "error" if ev.fatal else "warning"
             first = (ev.message or "").strip().splitlines()

@@ -24,7 +24,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from app.core.events import EndEvent, Event, KnobEvent, Sample, SessionHeader
+from app.core.events import AutopilotEvent, EndEvent, Event, KnobEvent, Sample, SessionHeader
 from app.core.knobs import format_value
 from app.core.session_reader import SessionError, format_duration, open_session
 from app.core.stats import LiveStats, StageStats, StatsSnapshot
@@ -79,6 +79,7 @@ class SessionReport:
     warnings: list[str]
     gpu_power: dict[str, PowerSeries] = field(default_factory=dict)  # device -> series
     knob_changes: list[KnobEvent] = field(default_factory=list)
+    autopilot: list[AutopilotEvent] = field(default_factory=list)  # its decisions
 
     @property
     def notes(self) -> list[str]:
@@ -117,6 +118,7 @@ def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
     stats = LiveStats()
     gpu_power: dict[str, PowerSeries] = {}
     knob_changes: list[KnobEvent] = []
+    pilot: list[AutopilotEvent] = []
 
     def feed(ev: Event) -> None:
         try:
@@ -132,6 +134,8 @@ def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
         feed(ev)
         if isinstance(ev, KnobEvent) and ev.is_change:
             knob_changes.append(ev)
+        elif isinstance(ev, AutopilotEvent):
+            pilot.append(ev)
         if not keep_series:
             continue
         if isinstance(ev, Sample) and ev.component == "gpu":
@@ -157,6 +161,7 @@ def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
         warnings=list(stream.warnings),
         gpu_power=gpu_power,
         knob_changes=knob_changes,
+        autopilot=pilot,
     )
 
 
@@ -393,8 +398,15 @@ def print_reports(reports: list[SessionReport], console: Console) -> None:
         console.print(_stage_table(r))
         console.print(_totals_table(r))
         for k in r.knob_changes:
+            why = f": {k.reason}" if k.reason else ""
             console.print(f"knob at t={k.t_s:,.1f} s: {k.knob} {format_value(k.knob, k.previous)}"
-                          f" -> {format_value(k.knob, k.value)} ({k.source})")
+                          f" -> {format_value(k.knob, k.value)} ({k.source}){why}")
+        if r.autopilot:
+            last = r.autopilot[-1]
+            moves = sum(1 for k in r.knob_changes if k.source == "autopilot")
+            console.print(f"autopilot: objective {last.objective}; {len(r.autopilot)} decisions, "
+                          f"{moves} knob changes; last {last.state} at t={last.t_s:,.1f} s: "
+                          f"{last.reason}")
         for note in r.notes:
             style = "bold red" if "arrivals shed" in note else "yellow"
             console.print(note, style=style)
@@ -612,9 +624,14 @@ def report_dict(r: SessionReport) -> dict[str, Any]:
         "knobs": dict(r.stats.knobs),
         "knob_changes": [
             {"t_s": k.t_s, "knob": k.knob, "value": k.value, "previous": k.previous,
-             "source": k.source}
+             "source": k.source, "reason": k.reason}
             for k in r.knob_changes
         ],
+        "autopilot": None if not r.autopilot else {
+            "objective": r.autopilot[-1].objective,
+            "decisions": [{"t_s": a.t_s, "state": a.state, "reason": a.reason,
+                           "measured": a.measured} for a in r.autopilot],
+        },
         "totals": totals_dict(r.stats),
         "stages": [_stage_dict(r.stats, st) for st in r.stats.stages],
     }

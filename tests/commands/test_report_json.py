@@ -213,7 +213,7 @@ def test_one_session_top_level_totals_are_the_sessions(
     assert late["cancelled_energy_j"] == pytest.approx(154.0)
     assert stages["map"]["j_per_output_token"] == pytest.approx(550.0 / 180)
     assert s["knob_changes"] == [{"t_s": 4.0, "knob": "batch_limit", "value": 16,
-                                  "previous": 8, "source": "ui"}]
+                                  "previous": 8, "source": "ui", "reason": None}]
     assert any("3 workflow arrivals shed" in n for n in s["notes"])
 
 

@@ -83,7 +83,7 @@ def test_never_leaves_the_users_bounds() -> None:
 
     pilot, path, _ = make("ttft_p90=1s,tpot_p90=40ms",
                           ["power_cap=500..650", "batch_limit=16..128"])
-    drive(pilot, path, FakePlant(rough, seed=3), 1, 3600)
+    drive(pilot, path, FakePlant(rough, seed=3, queue_frac=0.5), 1, 3600)
     caps = [v for _, v in autopilot_changes(path, "power_cap")]
     batches = [v for _, v in autopilot_changes(path, "batch_limit")]
     assert caps and batches
@@ -101,10 +101,11 @@ def test_backs_off_toward_performance_soon_after_a_violation() -> None:
         return jpt, ttft * (1.8 if t >= step_at else 1.0), tpot, tps
 
     pilot, path, published = make()
-    drive(pilot, path, FakePlant(load_step), 1, int(step_at))
+    plant = FakePlant(load_step)
+    drive(pilot, path, plant, 1, int(step_at))
     cap_before = path.knobs["power_cap"]
     assert cap_before is not None and cap_before < 700.0
-    drive(pilot, path, FakePlant(load_step, seed=1), int(step_at), int(step_at) + 200)
+    drive(pilot, path, plant, int(step_at), int(step_at) + 200)
     ups = [(t, v) for t, v in autopilot_changes(path, "power_cap") if t >= step_at]
     assert ups, "no back-off after the violation"
     first_t, first_v = ups[0]
@@ -118,7 +119,7 @@ def test_backs_off_toward_performance_soon_after_a_violation() -> None:
 
 def test_holds_still_when_the_measurements_are_too_noisy() -> None:
     pilot, path, published = make()
-    drive(pilot, path, FakePlant(capped, noise=0.9, noise_period_s=5.0), 1, 900)
+    drive(pilot, path, FakePlant(capped, noise=0.9, noise_period_s=6.0), 1, 900)
     assert autopilot_changes(path) == []
     reasons = [e.reason for e in published if isinstance(e, AutopilotEvent)]
     assert any("too noisy" in r for r in reasons)
@@ -147,15 +148,16 @@ def test_never_steps_the_power_cap_faster_than_the_readings_settle() -> None:
 
 def test_the_users_hand_overrides_it_for_the_hold_time() -> None:
     pilot, path, published = make()
-    drive(pilot, path, FakePlant(capped), 1, 300)
+    plant = FakePlant(capped)
+    drive(pilot, path, plant, 1, 300)
     path.now = 300.0
     path.set_knob("power_cap", 600.0, source="ui")  # a key press
     assert pilot.state == PAUSED
     hold = pilot.params.override_hold_s
-    drive(pilot, path, FakePlant(capped, seed=2), 301, int(300 + hold))
+    drive(pilot, path, plant, 301, int(300 + hold))
     assert [c for c in autopilot_changes(path) if 300 <= c[0] < 300 + hold] == []
     assert path.knobs["power_cap"] == 600.0
-    drive(pilot, path, FakePlant(capped, seed=4), int(300 + hold), int(300 + hold + 600))
+    drive(pilot, path, plant, int(300 + hold), int(300 + hold + 600))
     assert [c for c in autopilot_changes(path) if c[0] >= 300 + hold], "never resumed"
     assert any(isinstance(e, AutopilotEvent) and e.state == PAUSED and "ui" in e.reason
                for e in published)
@@ -164,21 +166,23 @@ def test_the_users_hand_overrides_it_for_the_hold_time() -> None:
 def test_turned_off_it_does_nothing() -> None:
     pilot, path, published = make()
     pilot.set_enabled(False)
-    drive(pilot, path, FakePlant(capped), 1, 600)
+    plant = FakePlant(capped)
+    drive(pilot, path, plant, 1, 600)
     assert autopilot_changes(path) == []
     assert published[-1].state == "off"  # type: ignore[attr-defined]
     pilot.set_enabled(True)
-    drive(pilot, path, FakePlant(capped), 600, 900)
+    drive(pilot, path, plant, 600, 900)
     assert autopilot_changes(path)
 
 
 def test_a_change_of_load_starts_the_search_again() -> None:
     pilot, path, _published = make()
-    drive(pilot, path, FakePlant(capped), 1, 1500)
-    measured = len(pilot.policy.table)
-    assert measured >= 2
+    plant = FakePlant(capped)
+    drive(pilot, path, plant, 1, 1500)
+    assert pilot.policy.table
     path.now = 1500.0
     path.set_knob("rate", 8.0, source="schedule")  # offered load moves: stale table
-    path.set_knob("rate", 2.0, source="schedule")
-    drive(pilot, path, FakePlant(capped), 1501, 1600)
-    assert len(pilot.policy.table) < measured
+    drive(pilot, path, plant, 1501, 1600)
+    # What was measured at the old load is gone; what is there was measured since.
+    assert pilot.policy.table
+    assert all(r.t_s > 1500 for r in pilot.policy.table.values())

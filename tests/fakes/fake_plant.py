@@ -61,6 +61,7 @@ class FakePlant:
     spread: float = 0.2
     noise: float = 0.0
     noise_period_s: float = 1.0  # J/token's noise is drawn anew this often
+    queue_frac: float = 0.0  # of TTFT, the share spent waiting for admission
     energy_j: float = 0.0
     tokens: float = 0.0
     _n: int = 0
@@ -90,5 +91,5 @@ class FakePlant:
             out.append(RequestEvent(t_s=t, request_id=f"r{self._n}", phase="finished",
                                     stage="chat", output_tokens=int(tps / self.requests_per_s),
                                     ttft_s=ttft * f, tpot_s=tpot * f, latency_s=ttft * f + 1.0,
-                                    queue_s=0.0))
+                                    queue_s=ttft * f * self.queue_frac))
         return out

@@ -200,11 +200,14 @@ class Autopilot:
             self._set_state(MEASURING if self.state in (SETTLING, MEASURING) else self.state,
                             self.reason, now, quiet=True)
             return
-        m = self.meter.measure(now, self.params.noise_parts)
+        m = self.meter.measure(now, self.params.noise_parts, self.params.window_s)
         cell = self.current_cell()
-        early = self.policy.early_violation(self.meter.recent(now, self.params.violation_window_s))
-        if early:
-            self._apply(self.policy.on_violation(cell, early, m, now), now, m.to_dict())
+        recent = self.meter.recent(now, self.params.violation_window_s)
+        early = self.policy.early_violation(recent)
+        if early or recent.queue_grows(2 * self.params.backlog_growth):
+            recent.j_per_token, recent.load_per_s = m.j_per_token, m.load_per_s
+            self._apply(self.policy.on_violation(cell, early, recent, now), now,
+                        recent.to_dict())
             return
         if now < self._epoch_due:
             return

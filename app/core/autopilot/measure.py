@@ -25,6 +25,44 @@ from app.core.events import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PowerFit:
+    """GPU power against output token rate over the parts of an epoch, fitted by least
+    squares: P = a + b r. At low load J/token scatters with the arrivals (the same idle
+    power spread over more or fewer tokens); the fit explains that scatter, so two
+    settings measured under different bursts are compared at one reference rate."""
+
+    a: float  # W at no tokens (static and idle)
+    b: float  # J per token on top
+    s: float  # residual standard deviation, W
+    n: int
+    r_mean: float  # tokens/s
+    sxx: float
+
+    def j_at(self, r: float) -> tuple[float, float]:
+        """J/token at `r` tokens/s, and its relative uncertainty (95% half-width)."""
+        if self.sxx <= 1e-9 * max(self.r_mean, 1.0) ** 2:
+            r = self.r_mean  # the rate never moved: only its own rate can be told
+        p = self.a + self.b * r
+        se = self.s * (1.0 / self.n + ((r - self.r_mean) ** 2 / self.sxx if self.sxx > 0
+                                       else 0.0)) ** 0.5
+        return p / r, (2.0 * se / p if p > 0 else float("inf"))
+
+
+def fit_power(points: list[tuple[float, float]]) -> PowerFit | None:
+    """Least squares of (rate, power) points; None with fewer than 3."""
+    n = len(points)
+    if n < 3:
+        return None
+    rm = sum(r for r, _ in points) / n
+    pm = sum(p for _, p in points) / n
+    sxx = sum((r - rm) ** 2 for r, _ in points)
+    b = sum((r - rm) * (p - pm) for r, p in points) / sxx if sxx > 0 else 0.0
+    a = pm - b * rm
+    ssr = sum((p - a - b * r) ** 2 for r, p in points)
+    return PowerFit(a, b, (ssr / (n - 2)) ** 0.5, n, rm, sxx)
+
+
 @dataclass(slots=True)
 class Measurement:
     t0: float
@@ -40,6 +78,18 @@ class Measurement:
     load_per_s: float | None = None  # the offered load: the rate knob (None: closed loop)
     arrivals_per_s: float | None = None
     queue_share: float | None = None  # of TTFT, the share spent waiting for admission
+    fit: PowerFit | None = None  # power against token rate over the epoch's parts
+    # Per target: how much the quantile of one `window_s` window scatters around the
+    # epoch's (relative standard deviation, from the quantiles of the epoch's parts).
+    scatter: dict[str, float] = field(default_factory=dict)
+    # Requests waiting (for admission, and inside the engine) at the epoch's start and
+    # now: a queue that grows is a setting that cannot keep up, whatever the latencies
+    # of the requests that got through so far.
+    backlog_start: int = 0
+    backlog_end: int = 0
+
+    def queue_grows(self, min_growth: int) -> bool:
+        return self.backlog_end - self.backlog_start > max(min_growth, self.backlog_start)
 
     def ratio(self, t: Target) -> float | None:
         v = self.observed.get(t.name)
@@ -97,6 +147,10 @@ class EpochMeter:
         self._workflows: list[tuple[float, float]] = []  # (t, latency)
         self._arrivals = 0
         self.rate: float | None = None  # the rate knob in force (None: closed loop)
+        self._client_tokens: list[tuple[float, float]] = []
+        self._waiting_client = 0
+        self._waiting_engine = 0
+        self._backlog_start = 0
 
     def on_event(self, ev: Event) -> None:
         if isinstance(ev, Sample):
@@ -112,8 +166,18 @@ class EpochMeter:
             if ev.phase == "finished" and ev.latency_s is not None:
                 self._workflows.append((ev.t_s, ev.latency_s))
         elif isinstance(ev, EngineStateEvent):
-            if ev.source == "engine" and ev.output_tokens_total is not None:
-                self._engine_tokens.append((ev.t_s, float(ev.output_tokens_total)))
+            if ev.source == "engine":
+                if ev.output_tokens_total is not None:
+                    self._engine_tokens.append((ev.t_s, float(ev.output_tokens_total)))
+                if ev.waiting is not None:
+                    self._waiting_engine = ev.waiting
+            elif ev.source == "client":
+                if ev.output_tokens_total is not None:
+                    # Tokens streamed to the client so far: the counter for engines
+                    # that report none of their own.
+                    self._client_tokens.append((ev.t_s, float(ev.output_tokens_total)))
+                if ev.waiting is not None:
+                    self._waiting_client = ev.waiting
         elif isinstance(ev, KnobEvent) and ev.knob == "rate":
             self.rate = ev.value
 
@@ -124,6 +188,8 @@ class EpochMeter:
         for dev, series in self._energy.items():
             self._energy[dev] = series[-1:]
         self._engine_tokens = self._engine_tokens[-1:]
+        self._client_tokens = self._client_tokens[-1:]
+        self._backlog_start = self.backlog
         self._done.clear()
         self._workflows.clear()
         self._arrivals = 0
@@ -136,18 +202,24 @@ class EpochMeter:
             if ea is not None and eb is not None and len(series) >= 2:
                 total += eb - ea
                 seen = True
-        return total if seen else None
+        # A counter that went back (a meter restarted) gives no reading, not a negative.
+        return total if seen and total >= 0 else None
+
+    @property
+    def backlog(self) -> int:
+        return self._waiting_client + self._waiting_engine
 
     def _tokens(self, a: float, b: float) -> float:
-        s = self._engine_tokens
-        if len(s) >= 2 and s[0][0] <= a + 1.0 and s[-1][0] >= b - 1.5:
-            ta, tb = _interp(s, a), _interp(s, b)
-            if ta is not None and tb is not None:
-                return tb - ta
+        for s in (self._engine_tokens, self._client_tokens):
+            if len(s) >= 2 and s[0][0] <= a + 1.0 and s[-1][0] >= b - 1.5:
+                ta, tb = _interp(s, a), _interp(s, b)
+                if ta is not None and tb is not None:
+                    return tb - ta
         return float(sum(d.tokens for d in self._done if a < d.t <= b))
 
-    def measure(self, now: float, parts: int = 3) -> Measurement:
-        m = Measurement(self.t0, now, finished=len(self._done))
+    def measure(self, now: float, parts: int = 10, window_s: float = 30.0) -> Measurement:
+        m = Measurement(self.t0, now, finished=len(self._done),
+                        backlog_start=self._backlog_start, backlog_end=self.backlog)
         span = now - self.t0
         energy = self._energy_j(self.t0, now)
         tokens = self._tokens(self.t0, now)
@@ -156,7 +228,9 @@ class EpochMeter:
             m.energy_j = energy
             if tokens > 0:
                 m.j_per_token = energy / tokens
-                m.noise = self._noise(parts)
+                m.fit = self._fit(parts)
+                if m.fit is not None and m.fit.r_mean > 0:
+                    m.noise = m.fit.j_at(m.fit.r_mean)[1]
         # The offered load is the rate knob (open loop). A closed loop has none of its
         # own: its arrivals follow its completions, which the knobs themselves move.
         m.load_per_s = self.rate
@@ -172,13 +246,54 @@ class EpochMeter:
                 values.sort()
                 m.observed[target.name] = _quantile(values, target.quantile)
                 m.over[target.name] = len(values) - bisect.bisect_right(values, target.limit_s)
+            sc = self._scatter(target, now, window_s)
+            if sc is not None:
+                m.scatter[target.name] = sc
         return m
+
+    def _scatter(self, target: Target, now: float, window_s: float) -> float | None:
+        """The relative scatter of a `window_s` window's quantile: the quantiles of the
+        epoch's three parts, their relative standard deviation, scaled from the part's
+        length to the window's (as 1/sqrt(samples))."""
+        span = now - self.t0
+        if span <= 0:
+            return None
+        part = span / 3
+        qs: list[float] = []
+        for i in range(3):
+            a, b = self.t0 + part * i, self.t0 + part * (i + 1)
+            v = self._values_between(target, a, b)
+            if len(v) < 5:
+                return None
+            v.sort()
+            qs.append(_quantile(v, target.quantile))
+        mean = sum(qs) / 3
+        if mean <= 0:
+            return None
+        sd = (sum((q - mean) ** 2 for q in qs) / 2) ** 0.5
+        return sd / mean * (part / window_s) ** 0.5
+
+    def _values_between(self, t: Target, a: float, b: float) -> list[float]:
+        if t.metric == "workflow":
+            return [lat for when, lat in self._workflows if a < when <= b]
+        return [v for v, when in self._timed_values(t) if a < when <= b]
+
+    def _timed_values(self, t: Target) -> list[tuple[float, float]]:
+        out: list[tuple[float, float]] = []
+        for d in self._done:
+            if t.stage is not None and d.stage != t.stage:
+                continue
+            v = d.ttft if t.metric == "ttft" else d.tpot if t.metric == "tpot" else d.latency
+            if v is not None:
+                out.append((v, d.t))
+        return out
 
     def recent(self, now: float, window_s: float) -> Measurement:
         """Latency quantiles of the last `window_s` only (no energy): what an early
         violation is judged on, so that it shows within seconds of starting."""
         since = now - window_s
-        m = Measurement(max(self.t0, since), now)
+        m = Measurement(max(self.t0, since), now, backlog_start=self._backlog_start,
+                        backlog_end=self.backlog)
         for target in self.objective.targets:
             values = self._values(target, since)
             m.counts[target.name] = len(values)
@@ -203,26 +318,20 @@ class EpochMeter:
                 out.append(v)
         return out
 
-    def _noise(self, parts: int) -> float | None:
-        """J/token's relative uncertainty: the 95% half-width of the mean over `parts`
-        equal parts of the epoch (2 x standard error / mean)."""
+    def _fit(self, parts: int) -> PowerFit | None:
+        """Power against token rate over `parts` equal parts of the epoch."""
         span = (self._last_t() - self.t0)
-        if parts < 2 or span <= 0:
+        if parts < 3 or span <= 0:
             return None
-        vals: list[float] = []
+        points: list[tuple[float, float]] = []
         for i in range(parts):
             a = self.t0 + span * i / parts
             b = self.t0 + span * (i + 1) / parts
             e = self._energy_j(a, b)
-            tok = self._tokens(a, b)
-            if e is None or tok <= 0:
+            if e is None:
                 return None
-            vals.append(e / tok)
-        mean = sum(vals) / len(vals)
-        if mean <= 0:
-            return None
-        var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
-        return 2.0 * (var / len(vals)) ** 0.5 / mean
+            points.append((self._tokens(a, b) / (b - a), e / (b - a)))
+        return fit_power(points)
 
     def _last_t(self) -> float:
         ends = [s[-1][0] for s in self._energy.values() if s]

@@ -33,16 +33,30 @@ class AutopilotParams:
     max_epoch_s: float = 120.0  # an epoch too noisy or too thin is extended up to this
     min_requests: int = 20  # finished requests for a quantile to be judged
     min_violation_requests: int = 5  # enough to call a violation early (safety first)
+    # An epoch meets a target when its quantile is at most (1 - safety) x the limit, the
+    # safety being z x the scatter of one `window_s` window's quantile (measured, at
+    # least `safety`, at most `max_safety`): a setting right at the limit would miss it in
+    # every other window.
+    safety: float = 0.02
+    max_safety: float = 0.30
+    safety_z: float = 1.65  # one-sided 95%
+    window_s: float = 30.0
     margin: float = 0.10  # a target is met "with headroom" below (1 - margin) x limit
     min_gain: float = 0.02  # a move must save this fraction of J/token to be kept
-    max_noise: float = 0.05  # J/token's relative uncertainty (95% half-width) at most
-    noise_parts: int = 6  # parts of an epoch the uncertainty is estimated from
+    max_noise: float = 0.05  # an epoch is extended (up to max_epoch_s) until J/token's
+    # relative uncertainty (95% half-width) is this small...
+    noise_limit: float = 0.15  # ...and beyond this, even then, the autopilot holds still
+    noise_parts: int = 10  # parts of an epoch for the power-rate fit (3 s each)
     violation_window_s: float = 10.0  # an early violation is judged on this much
     cap_step_w: float = 50.0
     load_change: float = 0.25  # arrival-rate change that makes old measurements stale
-    reexplore_s: float = 600.0  # measurements older than this are forgotten
+    reexplore_s: float = 600.0  # measurements older than this are forgotten...
+    infeasible_s: float = 1800.0  # ...and a violation this long (trying one costs one)
     override_hold_s: float = 300.0  # after the user turns a knob, hands off this long
     tick_s: float = 1.0  # how often the controller looks
+    batch_binds: float = 0.10  # share of TTFT spent waiting for admission: the limit binds
+    backlog_growth: int = 16  # waiting requests more than at the epoch's start (and more
+    # than double): the setting cannot keep up
     knobs: tuple[str, ...] = DEFAULT_KNOBS
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
 

@@ -1,21 +1,22 @@
 """The decision rule: measured hill-climbing on the knob grid, bound by the objective.
 
-Explained in a paragraph (README, "Autopilot"): each setting of the knobs is a cell of
-a grid (power cap in `cap_step_w` steps, batch limits in powers of two, within the
-user's bounds). The autopilot measures the cell it is in for one epoch after the
-readings settle, and keeps a table of what each cell measured (J/token, and whether
-the objective held) at the current load. If the objective is violated it backs off at
-once toward performance: to the best cell known to meet the objective, else one step
-that raises performance (a higher power cap first; then a larger batch limit when
-requests wait for admission, a smaller one when time per token is over). If the
-objective holds with headroom it tries the neighbouring cell the study expects to save
-the most energy and has not measured yet (a lower cap first, because capping saves
-energy predictably; then a larger batch, then a smaller one), keeps it if J/token fell
-by more than the noise, and otherwise returns to the best cell. When every neighbour of
-the best cell has been measured it holds there, re-measuring each epoch; a change of
-load (the arrival rate) or the age of the measurements starts the search again from
-where it is. Too few requests, or J/token too noisy to tell cells apart, and it holds
-still and measures longer.
+Explained in a paragraph (README, "Autopilot"): each setting of the knobs is a cell of a
+grid (power cap in `cap_step_w` steps, batch limits in powers of two, within the user's
+bounds). The autopilot measures the cell it is in for one epoch after the readings
+settle: J/token (told at one reference token rate, from a fit of power against token
+rate over the epoch's parts, so bursts of arrivals do not pass for savings) and each
+latency quantile, judged against the limit less its measured window-to-window scatter.
+If the objective is violated, or the queue grows, it backs off at once toward
+performance: to the best cell known to meet the objective, else one step that raises
+performance (a higher power cap first; then a larger batch limit when requests wait for
+admission, a smaller one when time per token is over). If the objective holds with
+headroom it tries the neighbour the study expects to save energy: a lower power cap
+(kept while J/token does not rise: a cap that does not bind yet costs nothing), or a
+larger batch limit where the limit binds; it keeps a move that lowered J/token by more
+than the noise and otherwise returns. With no neighbour left to try it holds, re-measuring
+each epoch; a new offered load (the rate knob) or the age of the measurements starts the
+search again. Too few requests, or J/token too noisy, and it holds still and measures
+longer.
 
 The policy is a pure function of the measurements it is given; the controller
 (controller.py) turns its decisions into knob changes.
@@ -86,7 +87,11 @@ class Policy:
         self.table: dict[Cell, Record] = {}
         self.infeasible: dict[Cell, float] = {}  # cell -> when it violated
         self.load_ref: float | None = None
+        self._load_known = False
         self.incumbent: Cell | None = None  # the best cell met so far: the search's base
+        # The token rate every cell's J/token is told at (measure.PowerFit): the first
+        # epoch's, until the table starts afresh.
+        self.r_ref: float | None = None
         self.state = MEASURING
 
     # -- judging one measurement ----------------------------------------------------
@@ -98,6 +103,13 @@ class Policy:
             if r is not None and m.counts.get(t.name, 0) >= self.p.min_requests:
                 out[t.name] = r
         return out
+
+    def safety(self, t: Target, m: Measurement) -> float:
+        """The share of the limit kept free for target `t`: its measured scatter."""
+        sc = m.scatter.get(t.name)
+        if sc is None:
+            return self.p.safety
+        return min(self.p.max_safety, max(self.p.safety, self.p.safety_z * sc))
 
     def early_violation(self, m: Measurement) -> list[Target]:
         """Targets already clearly over mid-epoch: with at least `min_violation_requests`
@@ -115,11 +127,15 @@ class Policy:
     # -- the rule ---------------------------------------------------------------------
     def on_violation(self, cell: Cell, violated: list[Target], m: Measurement,
                      now: float) -> Decision:
+        """The objective is violated (`violated`), or the queue grows (`violated` empty):
+        toward performance at once."""
         self._check_load(m)
         self.infeasible[cell] = now
         self.table.pop(cell, None)
-        names = ", ".join(f"{t.name} {m.observed.get(t.name, 0):.3g}s > {t.limit_s:.3g}s"
-                          for t in violated)
+        names = ", ".join(f"{t.name} {m.observed.get(t.name, 0):.3g}s over "
+                          f"{(1.0 - self.safety(t, m)) * t.limit_s:.3g}s" for t in violated
+                          ) or (f"the queue grows ({m.backlog_start} -> {m.backlog_end} "
+                                "waiting): this setting cannot keep up")
         inc = self.incumbent
         if inc is not None and inc != cell and inc in self.table:
             # An exploratory move went too far: back to the setting that met it.
@@ -130,6 +146,7 @@ class Policy:
         # what was measured under the old ones is stale. Step toward performance.
         self.table.clear()
         self.incumbent = None
+        self.r_ref = None
         target = dict(cell)
         # Performance first from the power cap: it raises both throughput and latency.
         if "power_cap" in target and not self.grid.is_max("power_cap", target["power_cap"]):
@@ -154,8 +171,8 @@ class Policy:
     def _batch_direction(self, violated: list[Target], m: Measurement) -> int:
         if any(t.metric == "tpot" for t in violated):
             return -1
-        if m.queue_share is not None and m.queue_share > 0.5:
-            return +1
+        if (m.queue_share is not None and m.queue_share > 0.5) or not violated:
+            return +1  # requests wait for admission (or the queue grows)
         return 0
 
     def on_epoch(self, cell: Cell, m: Measurement, now: float, epoch_len: float) -> Decision:
@@ -163,8 +180,8 @@ class Policy:
         self._age(now)
         judged = self.judged(m)
         violated = [t for t in self.objective.targets
-                    if judged.get(t.name, 0.0) > 1.0]
-        if violated:
+                    if judged.get(t.name, 0.0) > 1.0 - self.safety(t, m)]
+        if violated or m.queue_grows(self.p.backlog_growth):
             return self.on_violation(cell, violated, m, now)
         if len(judged) < len(self.objective.targets) or m.j_per_token is None:
             if epoch_len < self.p.max_epoch_s:
@@ -174,12 +191,12 @@ class Policy:
             self.state = HOLDING
             return Decision(HOLDING, f"too few requests to decide ({m.finished} finished in "
                             f"{epoch_len:.0f} s): holding still")
-        noise = m.noise if m.noise is not None else 0.0
-        if noise > self.p.max_noise:
-            if epoch_len < self.p.max_epoch_s:
-                self.state = HOLDING
-                return Decision(HOLDING, f"J/token too noisy to decide (±{noise:.0%}):"
-                                " measuring longer", extend=True)
+        jpt, noise = self._j_ref(m)
+        if noise > self.p.max_noise and epoch_len < self.p.max_epoch_s:
+            self.state = HOLDING
+            return Decision(HOLDING, f"J/token too noisy to decide (±{noise:.0%}):"
+                            " measuring longer", extend=True)
+        if noise > self.p.noise_limit:
             self.state = HOLDING
             return Decision(HOLDING, f"J/token too noisy to decide (±{noise:.0%}): "
                             "holding still")
@@ -188,21 +205,29 @@ class Policy:
         tpot = max((r for name, r in judged.items()
                     if any(t.name == name and t.metric == "tpot" for t in self.objective.targets)),
                    default=None)
-        self.table[cell] = Record(m.j_per_token, worst, now, noise)
+        if self.r_ref is None and m.fit is not None:
+            self.r_ref = m.fit.r_mean
+        self.table[cell] = Record(jpt, worst, now, noise)
         self.infeasible.pop(cell, None)
         rec = self.table[cell]
         inc = self.incumbent if self.incumbent in self.table else None
         if inc is None or inc == cell:
             self.incumbent = cell
-        elif rec.j_per_token < self.table[inc].j_per_token * (1.0 - self._gain(rec)):
-            self.incumbent = cell  # the move paid: the search goes on from here
+        elif rec.j_per_token < self.table[inc].j_per_token * (
+                1.0 - self._gain(rec, self.table[inc])) or (
+                self._cap_down(inc, cell) and rec.j_per_token <= self.table[inc].j_per_token * (
+                1.0 + self._gain(rec, self.table[inc]))):
+            # The move paid, or it lowered a cap that does not bind yet (the same energy:
+            # the study's lower caps save once they bind): the search goes on from here.
+            self.incumbent = cell
         else:
             self.state = EXPLORING
             return Decision(EXPLORING, f"J/token {rec.j_per_token:.4g} here, no better than "
                             f"{self.table[inc].j_per_token:.4g}: back to that setting",
                             self._moves(cell, inc))
         inc_worst = self.table[self.incumbent].worst_ratio
-        nxt = self._next_candidate(self.incumbent, inc_worst, tpot)
+        binds = m.queue_share is not None and m.queue_share > self.p.batch_binds
+        nxt = self._next_candidate(self.incumbent, inc_worst, tpot, binds)
         if nxt is not None:
             knob, value, why = nxt
             self.state = EXPLORING
@@ -221,14 +246,30 @@ class Policy:
             return None
         least = min(r.j_per_token for r in self.table.values())
         near = [c for c, r in self.table.items()
-                if r.j_per_token <= least * (1.0 + self._gain(r))]
+                if r.j_per_token <= least * (1.0 + self._gain(r, r))]
         return min(near, key=lambda c: (self.table[c].worst_ratio, self.table[c].j_per_token))
 
-    def _gain(self, r: Record) -> float:
-        return max(self.p.min_gain, r.noise)
+    @staticmethod
+    def _cap_down(a: Cell, b: Cell) -> bool:
+        """Whether `b` is `a` with a lower power cap and nothing else changed."""
+        da, db = dict(a), dict(b)
+        return ("power_cap" in da and db.get("power_cap", da["power_cap"]) < da["power_cap"]
+                and all(db.get(k) == v for k, v in da.items() if k != "power_cap"))
 
-    def _next_candidate(self, cell: Cell, worst: float,
-                        tpot: float | None) -> tuple[str, float, str] | None:
+    def _j_ref(self, m: Measurement) -> tuple[float, float]:
+        """The epoch's J/token at the reference rate, and its relative uncertainty."""
+        assert m.j_per_token is not None
+        if m.fit is None or m.fit.r_mean <= 0:
+            return m.j_per_token, m.noise if m.noise is not None else 0.0
+        return m.fit.j_at(self.r_ref if self.r_ref is not None else m.fit.r_mean)
+
+    def _gain(self, a: Record, b: Record) -> float:
+        """How much less J/token must be to count as less: the larger of `min_gain` and
+        one standard error of the difference (each noise is a 95% half-width, ~2 SE)."""
+        return max(self.p.min_gain, 0.5 * (a.noise ** 2 + b.noise ** 2) ** 0.5)
+
+    def _next_candidate(self, cell: Cell, worst: float, tpot: float | None,
+                        binds: bool) -> tuple[str, float, str] | None:
         """The next neighbour to try, in the order the study expects to save energy;
         only moves that cost performance need headroom under the objective."""
         target = dict(cell)
@@ -236,12 +277,13 @@ class Policy:
         options: list[tuple[str, int, str]] = []
         if headroom:
             options.append(("power_cap", -1, "a lower power cap"))
-        # A larger batch raises time per token: only with headroom on it.
-        if tpot is None or tpot < 1.0 - self.p.margin:
+        # A larger batch saves energy only where the limit binds (requests wait for
+        # admission), and raises time per token: only with headroom on it. A smaller
+        # batch never saves energy (the study's J/token falls with batch size): it is a
+        # latency move, made only when backing off.
+        if (tpot is None or tpot < 1.0 - self.p.margin) and binds:
             options += [("batch_limit", +1, "a larger batch limit"),
                         ("max_num_seqs", +1, "a larger max_num_seqs")]
-        options += [("batch_limit", -1, "a smaller batch limit"),
-                    ("max_num_seqs", -1, "a smaller max_num_seqs")]
         for knob, direction, why in options:
             if knob not in target:
                 continue
@@ -263,20 +305,26 @@ class Policy:
         keep = now - self.p.reexplore_s
         for c in [c for c, r in self.table.items() if r.t_s < keep]:
             del self.table[c]
-        for c in [c for c, t in self.infeasible.items() if t < keep]:
+        for c in [c for c, t in self.infeasible.items() if t < now - self.p.infeasible_s]:
             del self.infeasible[c]
+        if not self.table:
+            self.r_ref = None
 
     def _check_load(self, m: Measurement) -> None:
+        """A new offered load (the rate knob; None is a closed loop) makes what was
+        measured stale: the search starts again from where it is."""
         load = m.load_per_s
-        if load is None:
-            return
-        if self.load_ref is None:
-            self.load_ref = load
+        if not self._load_known:
+            self.load_ref, self._load_known = load, True
             return
         ref = self.load_ref
-        if ref > 0 and abs(load - ref) / ref > self.p.load_change:
-            # Old measurements were of another load: the search starts again from here.
-            self.table.clear()
-            self.infeasible.clear()
-            self.incumbent = None
-            self.load_ref = load
+        if load is None and ref is None:
+            return
+        if load is not None and ref is not None and (
+                ref <= 0 or abs(load - ref) / ref <= self.p.load_change):
+            return
+        self.table.clear()
+        self.infeasible.clear()
+        self.incumbent = None
+        self.r_ref = None
+        self.load_ref = load

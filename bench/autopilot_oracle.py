@@ -1,0 +1,260 @@
+"""The autopilot against the oracle, on the twin, through the CLI (issue 13).
+
+    python bench/autopilot_oracle.py                  # all four workloads + rate changes
+    python bench/autopilot_oracle.py --only interactive --quick
+
+For each workload at a steady rate:
+1. `wattflow sweep --fast` over the static grid (power cap 250-700 W by 50 W x batch
+   limit 16, 64, 256), one session per point;
+2. the objective: p90 TTFT and p90 TPOT each at what the 400 W / batch 64 point achieves,
+   plus 10% (so that it binds mid-grid; stated, not tuned to the autopilot);
+3. the oracle: the static point with the least J/token that meets the objective in at
+   least 95% of the 30 s windows after the first minute;
+4. `wattflow run --fast --autopilot OBJECTIVE` for an hour from the defaults (700 W,
+   batch 64): its J/token after its first 5 minutes against the oracle's (goal: within
+   5%), and the share of 30 s windows after the first 5 minutes that meet the objective
+   (goal: at least 95%).
+Then rate changes (interactive: a step up 4x and back; a slow ramp to 3x and back): the
+same sweep with the same `--at` schedule, and the autopilot's energy against every
+static point that meets the objective throughout.
+
+A window meets the objective when the p90 TTFT and p90 TPOT of the requests that
+finished in it are within the limits (windows with fewer than 5 requests are skipped).
+Writes bench/out/autopilot/*.jsonl and prints a markdown report (for bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.core.events import AutopilotEvent, KnobEvent, RequestEvent, Sample  # noqa: E402
+from app.core.session_reader import read_session  # noqa: E402
+
+OUT = ROOT / "bench" / "out" / "autopilot"
+CAPS = [250, 300, 350, 400, 450, 500, 550, 600, 650, 700]
+BATCHES = [16, 64, 256]
+WINDOW_S = 30.0
+
+# Steady rates that keep the twin busy without a queue growing (workflows/s).
+STEADY: dict[str, float] = {"sequential": 0.5, "interactive": 1.0, "agentic": 0.05,
+                            "composite": 1.2}
+
+
+@dataclass
+class Measured:
+    path: Path
+    j_per_token: float  # GPU energy / output tokens, after `since_s`
+    energy_j: float
+    windows: int
+    windows_met: int
+    knobs: str = ""
+
+    @property
+    def met_share(self) -> float:
+        return self.windows_met / self.windows if self.windows else 0.0
+
+
+def wattflow(*args: str) -> None:
+    cmd = [sys.executable, "-m", "app", *args]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
+
+
+def _p90(v: list[float]) -> float:
+    v = sorted(v)
+    pos = 0.9 * (len(v) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def measure(path: Path, limits: tuple[float, float] | None, since_s: float) -> Measured:
+    s = read_session(path)
+    energy: dict[str, list[tuple[float, float]]] = {}
+    tokens = 0
+    done: list[tuple[float, float, float]] = []
+    for e in s.events:
+        if isinstance(e, Sample) and e.component == "gpu" and e.energy_mj is not None:
+            energy.setdefault(e.device, []).append((e.t_s, e.energy_mj / 1000.0))
+        elif isinstance(e, RequestEvent) and e.phase == "finished":
+            if e.t_s >= since_s:
+                tokens += e.output_tokens
+            if e.ttft_s is not None and e.tpot_s is not None:
+                done.append((e.t_s, e.ttft_s, e.tpot_s))
+    end = s.end.summary.get("window_end_s") if s.end is not None else None
+    t_end = float(end) if end else max(t for t, _, _ in done)
+    joules = 0.0
+    for series in energy.values():
+        after = [(t, j) for t, j in series if since_s <= t <= t_end]
+        if len(after) >= 2:
+            joules += after[-1][1] - after[0][1]
+    windows = met = 0
+    if limits is not None:
+        t = since_s
+        while t + WINDOW_S <= t_end:
+            w = [(a, b) for when, a, b in done if t <= when < t + WINDOW_S]
+            if len(w) >= 5:
+                windows += 1
+                if _p90([a for a, _ in w]) <= limits[0] and _p90([b for _, b in w]) <= limits[1]:
+                    met += 1
+            t += WINDOW_S
+    return Measured(path, joules / tokens if tokens else float("inf"), joules, windows, met)
+
+
+def p90s(path: Path) -> tuple[float, float]:
+    s = read_session(path)
+    ttft = [e.ttft_s for e in s.events if isinstance(e, RequestEvent) and e.phase == "finished"
+            and e.ttft_s is not None and e.t_s >= 60]
+    tpot = [e.tpot_s for e in s.events if isinstance(e, RequestEvent) and e.phase == "finished"
+            and e.tpot_s is not None and e.t_s >= 60]
+    return _p90(ttft), _p90(tpot)
+
+
+REUSE = False  # --reuse: keep sweeps already in bench/out/autopilot (the twin unchanged)
+
+
+def sweep(tag: str, workload: str, rate: float, duration: int, at: list[str]) -> dict[
+        tuple[int, int], Path]:
+    folder = OUT / tag
+    points = {(c, b): folder / f"power_cap={c}-batch_limit={b}.jsonl"
+              for c in CAPS for b in BATCHES}
+    if REUSE and all(p.exists() for p in points.values()):
+        return points
+    if folder.exists():
+        for f in folder.glob("*.jsonl"):
+            f.unlink()
+    at_args = [x for a in at for x in ("--at", a)]
+    wattflow("sweep", "--fast", "--workload", workload, "--rate", str(rate), "--duration",
+             str(duration), "--grid", "power_cap=" + ",".join(map(str, CAPS)), "--grid",
+             "batch_limit=" + ",".join(map(str, BATCHES)), "--dir", str(folder), *at_args)
+    return points
+
+
+def autopilot(tag: str, workload: str, rate: float, duration: int, objective: str,
+              at: list[str]) -> Path:
+    path = OUT / f"{tag}-autopilot.jsonl"
+    path.unlink(missing_ok=True)
+    at_args = [x for a in at for x in ("--at", a)]
+    wattflow("run", "--headless", "--fast", "--workload", workload, "--rate", str(rate),
+             "--duration", str(duration), "--autopilot", objective, "--session", str(path),
+             *at_args)
+    return path
+
+
+def pilot_summary(path: Path) -> str:
+    s = read_session(path)
+    changes = [e for e in s.events if isinstance(e, KnobEvent) and e.source == "autopilot"]
+    states = [e for e in s.events if isinstance(e, AutopilotEvent)]
+    last = {e.knob: e.value for e in changes}
+    final = ", ".join(f"{k}={v:g}" for k, v in last.items() if v is not None)
+    return f"{len(changes)} knob changes, {len(states)} decisions, ends at {final or 'the start'}"
+
+
+def fmt_limits(limits: tuple[float, float]) -> str:
+    return f"ttft_p90={limits[0] * 1000:.0f}ms,tpot_p90={limits[1] * 1000:.1f}ms"
+
+
+def steady(workload: str, rate: float, duration: int, hour: int) -> list[str]:
+    points = sweep(workload, workload, rate, hour, [])
+    ref = p90s(points[(400, 64)])
+    limits = (ref[0] * 1.1, ref[1] * 1.1)
+    objective = fmt_limits(limits)
+    statics = {k: measure(p, limits, 60.0) for k, p in points.items()}
+    feasible = {k: m for k, m in statics.items() if m.met_share >= 0.95}
+    path = autopilot(workload, workload, rate, hour, objective, [])
+    ap = measure(path, limits, 300.0)
+    lines = [f"### {workload} at {rate:g} workflows/s, objective `{objective}`", ""]
+    if not feasible:
+        lines.append("no static point meets the objective: no oracle")
+        return lines
+    okey, oracle = min(feasible.items(), key=lambda kv: kv[1].j_per_token)
+    gap = ap.j_per_token / oracle.j_per_token - 1.0
+    lines += [
+        "| | J/token | windows met |",
+        "|---|---|---|",
+        f"| oracle (power_cap={okey[0]}, batch_limit={okey[1]}, {hour} s) | "
+        f"{oracle.j_per_token:.4f} | {oracle.met_share:.0%} of {oracle.windows} |",
+        f"| autopilot (after 5 min of {hour} s) | {ap.j_per_token:.4f} ({gap:+.1%}) | "
+        f"{ap.met_share:.0%} of {ap.windows} |",
+        f"| default (700 W, batch 64) | {statics[(700, 64)].j_per_token:.4f} | "
+        f"{statics[(700, 64)].met_share:.0%} |",
+        "",
+        f"autopilot: {pilot_summary(path)}; within 5%: {'yes' if gap <= 0.05 else 'NO'}; "
+        f"objective in >= 95% of windows: {'yes' if ap.met_share >= 0.95 else 'NO'}",
+        "",
+    ]
+    return lines
+
+
+def changing(name: str, rate: float, at: list[str], duration: int) -> list[str]:
+    points = sweep(f"change-{name}", "interactive", rate, duration, at)
+    # The objective from the steady interactive sweep's 400 W / batch 64 point at the
+    # peak rate (so that it can be met at the peak).
+    peak = sweep(f"peak-{name}", "interactive", rate * 4 if name == "step" else rate * 3, 600, [])
+    ref = p90s(peak[(550, 64)])
+    limits = (ref[0] * 1.1, ref[1] * 1.1)
+    objective = fmt_limits(limits)
+    statics = {k: measure(p, limits, 60.0) for k, p in points.items()}
+    ok = {k: m for k, m in statics.items() if m.met_share >= 0.95}
+    path = autopilot(f"change-{name}", "interactive", rate, duration, objective, at)
+    ap = measure(path, limits, 60.0)
+    lines = [f"### interactive, rate {name}: `{' '.join(at)}`, objective `{objective}`", ""]
+    if not ok:
+        lines.append("no static point meets the objective throughout")
+        return lines
+    best_key, best = min(ok.items(), key=lambda kv: kv[1].energy_j)
+    saving = 1.0 - ap.energy_j / best.energy_j
+    lines += [
+        "| | GPU energy J | J/token | windows met |",
+        "|---|---|---|---|",
+        f"| best static that meets it throughout (power_cap={best_key[0]}, "
+        f"batch_limit={best_key[1]}) | {best.energy_j:.0f} | {best.j_per_token:.4f} | "
+        f"{best.met_share:.0%} |",
+        f"| autopilot | {ap.energy_j:.0f} | {ap.j_per_token:.4f} | {ap.met_share:.0%} |",
+        "",
+        f"autopilot uses {saving:.1%} {'less' if saving >= 0 else 'MORE'} energy than the best "
+        f"of {len(ok)} static settings that meet the objective throughout; {pilot_summary(path)}",
+        "",
+    ]
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--only", default=None, help="one workload, or 'change'")
+    ap.add_argument("--quick", action="store_true", help="shorter runs (a smoke test)")
+    ap.add_argument("--reuse", action="store_true", help="reuse the sweeps already run")
+    args = ap.parse_args()
+    global REUSE
+    REUSE = args.reuse
+    OUT.mkdir(parents=True, exist_ok=True)
+    duration, hour = (300, 1200) if args.quick else (600, 3600)
+    t0 = time.perf_counter()
+    lines = ["## Autopilot against the oracle (bench/autopilot_oracle.py)", ""]
+    for w, rate in STEADY.items():
+        if args.only in (None, w):
+            lines += steady(w, rate, duration, hour)
+            print("\n".join(lines[-12:]), flush=True)
+    if args.only in (None, "change"):
+        step = ["900:rate=4", "1800:rate=1"]
+        ramp = [f"{600 + 150 * i}:rate={1 + 0.2 * (i + 1):g}" for i in range(10)] + \
+               [f"{2100 + 150 * i}:rate={3 - 0.2 * (i + 1):g}" for i in range(10)]
+        lines += changing("step", 1.0, step, 2700)
+        lines += changing("ramp", 1.0, ramp, 3600)
+    lines.append(f"wall time {time.perf_counter() - t0:.0f} s")
+    print("\n".join(lines))
+    (OUT / "report.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
