@@ -8,6 +8,9 @@ optionally writes the stage rows as CSV and GPU power over time as a PNG.
 `--json` prints one document whose schema (`"schema": 1`) is docs/report-json.md.
 Figures come in two spans: the whole run (the drain after the measured window
 included) and the measured window alone; see that file for what each number counts.
+A run whose knobs were changed is also cut into segments between consecutive changes
+(J/token, tokens/s, p90 latency of each). Quantiles come from the same sketches as the
+live view (within 1%); `--exact` recomputes them exactly from the file.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import argparse
 import csv
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from app.core.events import EndEvent, Event, KnobEvent, Sample, SessionHeader
 from app.core.knobs import format_value
 from app.core.session_reader import SessionError, format_duration, open_session
 from app.core.stats import LiveStats, StageStats, StatsSnapshot
+from app.core.stats_window import KnobSegment
 
 CUT_NOTE = "session was cut short: last line incomplete (crash?)"
 OPEN_NOTE = "no end record: the run did not close cleanly"
@@ -111,10 +115,11 @@ class SessionReport:
         return notes
 
 
-def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
-    """Stream one session through LiveStats. Raises SessionError for bad input."""
+def analyse(path: str | Path, *, keep_series: bool = False, exact: bool = False) -> SessionReport:
+    """Stream one session through LiveStats (with exact quantiles if `exact`). Raises
+    SessionError for bad input."""
     stream = open_session(path)
-    stats = LiveStats()
+    stats = LiveStats(exact=exact)
     gpu_power: dict[str, PowerSeries] = {}
     knob_changes: list[KnobEvent] = []
 
@@ -379,6 +384,35 @@ def comparison_table(reports: list[SessionReport]) -> Table:
     return t
 
 
+def _segment_changes(seg: KnobSegment) -> str:
+    return "; ".join(seg.changes) if seg.changes else "(start)"
+
+
+def segments_table(r: SessionReport) -> Table:
+    """The run between consecutive knob changes: what each setting gave."""
+    s = r.stats
+    measured = bool(s.energy_j)
+    t = Table(title=f"{r.path.name}: per knob segment (tokens streamed by any request;"
+                    " latency of requests finished in the segment)", title_justify="left")
+    for col in ("from s", "to s", "knob change", "tok/s", "J/token", "power W", "p90 s",
+                "TTFT p90 s", "finished"):
+        t.add_column(col, justify="left" if col == "knob change" else "right",
+                     no_wrap=col != "knob change")
+    for seg in s.knob_segments:
+        t.add_row(
+            _f(seg.start_s, 1),
+            _f(seg.end_s, 1),
+            _segment_changes(seg),
+            _f(seg.tokens_per_s, 1),
+            _f(seg.j_per_token, 4) if measured else "-",
+            _f(seg.avg_power_w, 1) if measured else "-",
+            _f(seg.latency_p90_s, 3),
+            _f(seg.ttft_p90_s, 3),
+            _i(seg.requests_finished),
+        )
+    return t
+
+
 def make_console() -> Console:
     # markup=False: every string in these tables comes from a session (stage labels,
     # failure reasons, model names) and must print as written, `[/bold]` included.
@@ -388,6 +422,13 @@ def make_console() -> Console:
     return console
 
 
+def _quantile_note(s: StatsSnapshot) -> str:
+    if s.quantile_relative_error == 0:
+        return "quantiles: exact (--exact)"
+    return (f"quantiles: DDSketch, within {s.quantile_relative_error:.0%} of the exact value"
+            " (--exact for exact ones)")
+
+
 def print_reports(reports: list[SessionReport], console: Console) -> None:
     for r in reports:
         console.print(_stage_table(r))
@@ -395,6 +436,9 @@ def print_reports(reports: list[SessionReport], console: Console) -> None:
         for k in r.knob_changes:
             console.print(f"knob at t={k.t_s:,.1f} s: {k.knob} {format_value(k.knob, k.previous)}"
                           f" -> {format_value(k.knob, k.value)} ({k.source})")
+        if r.knob_changes:
+            console.print(segments_table(r))
+        console.print(_quantile_note(r.stats), style="dim")
         for note in r.notes:
             style = "bold red" if "arrivals shed" in note else "yellow"
             console.print(note, style=style)
@@ -414,7 +458,7 @@ _SUM_KEYS = (
     "requests_cancelled", "requests_in_flight", "workflows_finished", "workflows_failed",
     "workflows_shed", "prompt_tokens", "output_tokens", "failed_output_tokens",
     "cancelled_output_tokens", "generated_output_tokens", "energy_total_j", "finished_energy_j",
-    "failed_energy_j", "cancelled_energy_j",
+    "failed_energy_j", "cancelled_energy_j", "streamed_output_tokens", "first_tokens",
 )
 _WINDOW_SUM_KEYS = ("duration_s", "requests_finished", "output_tokens",
                     "generated_output_tokens", "energy_total_j")
@@ -493,6 +537,13 @@ def totals_dict(s: StatsSnapshot) -> dict[str, Any]:
         "ttft_p90_s": s.ttft_p90_s,
         "ttft_p99_s": s.ttft_p99_s,
         "tpot_p50_s": s.tpot_p50_s,
+        "tpot_p90_s": s.tpot_p90_s,
+        "tpot_p99_s": s.tpot_p99_s,
+        "first_tokens": s.first_tokens,
+        "streamed_output_tokens": s.streamed_output_tokens,
+        "streamed_tokens_per_s": s.streamed_tokens_per_s,
+        "j_per_streamed_token": s.j_per_streamed_token,
+        "quantile_relative_error": s.quantile_relative_error,
         "workflow_latency_p50_s": s.workflow_latency_p50_s,
         "workflow_latency_p90_s": s.workflow_latency_p90_s,
         "energy_j": dict(s.energy_j),
@@ -550,6 +601,9 @@ def aggregate_totals(totals: list[dict[str, Any]]) -> dict[str, Any]:
     out["j_per_output_token"] = _div(out["energy_total_j"], out["output_tokens"])
     out["gpu_j_per_output_token"] = _div(out["energy_j"].get("gpu"), out["output_tokens"])
     out["j_per_generated_token"] = _div(out["energy_total_j"], out["generated_output_tokens"])
+    out["streamed_tokens_per_s"] = _div(out["streamed_output_tokens"], out["duration_s"])
+    out["j_per_streamed_token"] = _div(out["energy_total_j"], out["streamed_output_tokens"])
+    out["quantile_relative_error"] = max(t["quantile_relative_error"] for t in totals)
     windows = [t["window"] for t in totals]
     win: dict[str, Any] = {k: None for k in windows[0]}
     for k in _WINDOW_SUM_KEYS:
@@ -615,9 +669,17 @@ def report_dict(r: SessionReport) -> dict[str, Any]:
              "source": k.source}
             for k in r.knob_changes
         ],
+        "knob_segments": [segment_dict(seg) for seg in r.stats.knob_segments],
         "totals": totals_dict(r.stats),
         "stages": [_stage_dict(r.stats, st) for st in r.stats.stages],
     }
+
+
+def segment_dict(seg: KnobSegment) -> dict[str, Any]:
+    """One entry of `sessions[].knob_segments` (docs/report-json.md)."""
+    d = asdict(seg)
+    d["knobs"] = dict(seg.knobs)
+    return d
 
 
 def json_document(reports: list[SessionReport]) -> dict[str, Any]:
@@ -724,6 +786,7 @@ def run(args: argparse.Namespace) -> int:
     sessions: list[str] = list(args.sessions or [])
     csv_path: str | None = getattr(args, "csv", None)
     as_json: bool = bool(getattr(args, "json", False))
+    exact: bool = bool(getattr(args, "exact", False))
     plot_path: str | None = getattr(args, "plot", None)
     if not sessions:
         return _error("report needs at least one session file")
@@ -736,7 +799,7 @@ def run(args: argparse.Namespace) -> int:
     reports: list[SessionReport] = []
     for s in sessions:
         try:
-            reports.append(analyse(s, keep_series=plot_path is not None))
+            reports.append(analyse(s, keep_series=plot_path is not None, exact=exact))
         except SessionError as e:
             return _error(str(e))
 
