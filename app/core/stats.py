@@ -284,29 +284,34 @@ class _Counter:
 
 
 class _Split:
-    """An amount added at times (tokens of finished requests) and its part after the
-    window end, which may be learned only after the fact."""
+    """Amounts added at times (tokens of finished requests), how many, and their part
+    after the window end, which may be learned only after the fact."""
 
-    __slots__ = ("after", "lost", "recent", "total", "trimmed_t")
+    __slots__ = ("after", "lost", "n", "n_after", "recent", "total", "trimmed_t")
 
     def __init__(self) -> None:
         self.total = 0
         self.after = 0
+        self.n = 0
+        self.n_after = 0
         self.recent: deque[tuple[float, int]] = deque()
         self.trimmed_t: float | None = None
         self.lost = False
 
     def add(self, t: float, x: int, cut: float | None) -> None:
         self.total += x
+        self.n += 1
         if cut is not None and t > cut:
             self.after += x
+            self.n_after += 1
         rec = self.recent
         rec.append((t, x))
         while len(rec) > 1 and rec[0][0] < t - SPLIT_HORIZON_S:
             self.trimmed_t = rec.popleft()[0]
 
     def set_cut(self, cut: float) -> None:
-        self.after = sum(x for t, x in self.recent if t > cut)
+        after = [x for t, x in self.recent if t > cut]
+        self.after, self.n_after = sum(after), len(after)
         self.lost = self.trimmed_t is not None and self.trimmed_t > cut
 
 
@@ -350,8 +355,7 @@ class LiveStats:
         self._end_idle: dict[str, float] | None = None
         # the measured window's end: from the runner's drain event, or the end record
         self._cut: float | None = None
-        self._fin_tokens = _Split()
-        self._fin_count = _Split()
+        self._finished = _Split()  # finished requests' output tokens, and how many
         # -- live figures: tokens streamed, windows, knob segments (stats_window.py) --
         self._progress = Progress()
         self._slots = SlotRing(exact)
@@ -421,16 +425,20 @@ class LiveStats:
                 w = ev.t_s - d
             if w is not None and w != self._cut:
                 self._set_cut(w)
-            # Every request has ended: the tokens they report are the run's last count.
-            self._add_point(ev.t_s, max(self._streamed_now(), float(self._ended_tokens())))
 
     def _ended_tokens(self) -> int:
         a = self._all
         return a.out_tok + a.failed_tok + a.cut_tok
 
-    def _streamed_now(self) -> float:
-        g = self._generated
-        return g.last[1] if g is not None else float(self._ended_tokens())
+    def _now_point(self) -> Point | None:
+        """The run's progress as of the latest event: the latest reading of the token
+        counter, unless the requests that ended report more tokens than it had counted
+        then (they ended since; at the end of a run, every token is theirs)."""
+        last = self._progress.last
+        ended = float(self._ended_tokens())
+        if last is None or ended <= last.tokens or self._t <= last.t_s:
+            return last
+        return Point(self._t, ended, self._energy_j)
 
     def _add_point(self, t: float, tokens: float) -> None:
         self._progress.add(Point(t, tokens, self._energy_j))
@@ -453,8 +461,7 @@ class LiveStats:
             d.set_cut(t)
         if self._generated is not None:
             self._generated.set_cut(t)
-        self._fin_tokens.set_cut(t)
-        self._fin_count.set_cut(t)
+        self._finished.set_cut(t)
 
     def _on_sample(self, s: Sample) -> None:
         if s.power_w is not None:
@@ -492,9 +499,9 @@ class LiveStats:
         slot = self._slots.at(t)
         if slot is not None:
             out.append(slot)
-        seg = self._segments.current
-        if seg is not None and t >= seg.start_s:
-            out.append(seg.figs)
+        seg = self._segments.figures_at(t)
+        if seg is not None:
+            out.append(seg)
         return out
 
     def _first_token(self, r: RequestEvent, ttft: float, t_first: float) -> tuple[str | None, ...]:
@@ -557,8 +564,7 @@ class LiveStats:
         if r.phase == "finished":
             for f in self._span_figs(r.t_s):
                 f.finish(r.latency_s, r.tpot_s)
-            self._fin_tokens.add(r.t_s, r.output_tokens, self._cut)
-            self._fin_count.add(r.t_s, 1, self._cut)
+            self._finished.add(r.t_s, r.output_tokens, self._cut)
         elif not cut_off:
             self._reasons[r.reason or "unknown"] += 1
         if self._generated is None:
@@ -656,7 +662,7 @@ class LiveStats:
             first_tokens=fig.first_tokens,
             running_tpot_s=self._running_tpot if self._running else None,
             views=views,
-            knob_segments=self._segments.all(self._progress, bool(self._dev)),
+            knob_segments=self._segments.all(self._progress, self._now_point(), bool(self._dev)),
             groups=groups,
             quantile_relative_error=0.0 if self.exact else RELATIVE_ACCURACY,
         )
@@ -666,7 +672,7 @@ class LiveStats:
     def _views(self, t0: float) -> dict[str, WindowStats]:
         """The last 10 s and 60 s, since the last knob change, the whole run."""
         prog = self._progress
-        last = prog.last
+        last = self._now_point()
         measured = bool(self._dev)
         views: dict[str, WindowStats] = {}
         for name, span_s in VIEW_SPANS.items():
@@ -721,14 +727,14 @@ class LiveStats:
         s.drain_energy_total_j = sum(s.drain_energy_j.values())
         s.window_avg_power_w = {c: s.window_energy_j[c] / w_span[c]
                                 for c in s.window_energy_j if w_span[c] > 0}
-        ft, fc = self._fin_tokens, self._fin_count
-        if ft.lost or fc.lost:
+        ft = self._finished
+        if ft.lost:
             s.window_output_tokens = s.window_requests_finished = None
             s.drain_output_tokens = s.drain_requests_finished = None
         else:
-            s.drain_output_tokens, s.drain_requests_finished = ft.after, fc.after
+            s.drain_output_tokens, s.drain_requests_finished = ft.after, ft.n_after
             s.window_output_tokens = ft.total - ft.after
-            s.window_requests_finished = fc.total - fc.after
+            s.window_requests_finished = ft.n - ft.n_after
             w_tok = s.window_output_tokens
             s.window_tokens_per_s = w_tok / w_dur if w_dur > 0 else None
             s.window_j_per_output_token = (w_total / w_tok if w_tok and w_total and not unknown

@@ -36,6 +36,10 @@ VIEW_SPANS: dict[str, float] = {"10s": 10.0, "60s": 60.0}
 #: Slots kept: enough for the longest view.
 VIEW_SLOTS = math.ceil(max(VIEW_SPANS.values()) / SLOT_S)
 
+#: A finished request's event is published once its energy is known: up to one meter
+#: interval after its time. An ended segment stays open to such late events this long.
+LATE_S = 1.0
+
 #: Progress points kept (one per slot at most): the longest view and some slack for a
 #: knob change whose end point is still to come.
 POINTS_KEPT = VIEW_SLOTS + 8
@@ -281,6 +285,18 @@ class KnobSegments:
         if self._open is None:
             self._open = _Segment(first.t_s, dict(knobs), [], first, self._exact)
 
+    def figures_at(self, t: float) -> Figures | None:
+        """The request figures of the segment time `t` falls in (a segment holds
+        [start, end)); None when that segment is already frozen: a request event
+        published after its segment's end was read is counted in the whole run only."""
+        seg = self._open
+        if seg is not None and t >= seg.start_s:
+            return seg.figs
+        for seg in reversed(self._pending):
+            if seg.start_s <= t:
+                return seg.figs
+        return None
+
     def set_knobs(self, knobs: dict[str, float | None]) -> None:
         """Knobs recorded without a change (starting values found in force)."""
         if self._open is not None:
@@ -306,9 +322,12 @@ class KnobSegments:
         for seg in self._pending:
             if seg.start is None:
                 seg.start = progress.at(seg.start_s)
-        while self._pending:
+        last = progress.last
+        while self._pending and last is not None:
             seg = self._pending[0]
             assert seg.end_s is not None
+            if last.t_s < seg.end_s + LATE_S:
+                break
             seg.end = progress.at(seg.end_s)
             if seg.end is None:
                 break
@@ -324,12 +343,16 @@ class KnobSegments:
         out.end_s = seg.end_s if seg.end_s is not None else (end.t_s if end else None)
         return out
 
-    def all(self, progress: Progress, measured: bool) -> list[KnobSegment]:
-        """Every segment so far, the open one last (up to the latest progress point);
-        an end not read yet is taken at the latest point."""
-        last = progress.last
+    def all(self, progress: Progress, last: Point | None,
+            measured: bool) -> list[KnobSegment]:
+        """Every segment so far, the open one last (up to `last`, the latest progress);
+        an end not read yet is taken at `last`."""
         out = list(self._done)
-        out += [self._frozen(seg, last, measured) for seg in self._pending]
+        for seg in self._pending:
+            assert seg.end_s is not None
+            if seg.start is None:
+                seg.start = progress.at(seg.start_s)
+            out.append(self._frozen(seg, progress.at(seg.end_s) or last, measured))
         if self._open is not None:
             out.append(self._frozen(self._open, last, measured))
         return out
