@@ -11,7 +11,14 @@ Words used below (docs/report-json.md is the reference):
   requests had generated before they ended are counted apart, like their energy;
 - the *measured window* runs from the first event to `window_end_s`, when the duration
   was reached or a stop was requested; the *drain* follows it, until the end record.
-  A session without a window end (older runs) is all window.
+  A session without a window end (older runs) is all window;
+- *streamed* tokens are those generated so far by any request, read from the client's
+  token counter: the live tokens/s and J/token move with them, not with finished
+  requests; TTFT counts every first token when it comes;
+- the windowed views (last 10 s, 60 s, since the last knob change, whole run) and the
+  knob segments live in stats_window.py; quantiles are DDSketches (quantiles.py), within
+  1% of exact, or exact with `exact=True` (`report --exact`). docs/statistics.md says
+  what each figure counts.
 """
 
 from __future__ import annotations

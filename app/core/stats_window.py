@@ -152,7 +152,7 @@ class SlotRing:
     def __init__(self, exact: bool) -> None:
         self._exact = exact
         self._ids = [-1] * VIEW_SLOTS
-        self._figs = [Figures(exact) for _ in range(VIEW_SLOTS)]
+        self._figs: list[Figures | None] = [None] * VIEW_SLOTS  # made when first used
         self._newest = -1
         # per view span: (newest slot, the merge of the slots before it)
         self._cache: dict[int, tuple[int, Figures]] = {}
@@ -163,14 +163,15 @@ class SlotRing:
         if slot <= self._newest - VIEW_SLOTS:
             return None
         i = slot % VIEW_SLOTS
-        if self._ids[i] != slot:
+        figs = self._figs[i]
+        if self._ids[i] != slot or figs is None:
             self._ids[i] = slot
-            self._figs[i] = Figures(self._exact)
+            figs = self._figs[i] = Figures(self._exact)
         if slot > self._newest:
             self._newest = slot
         elif slot < self._newest:
             self._cache.clear()  # a late event in a slot already merged
-        return self._figs[i]
+        return figs
 
     def merged(self, now_s: float, span_s: float) -> Figures:
         """The slots that end within the `span_s` seconds before `now_s`."""
@@ -181,13 +182,15 @@ class SlotRing:
             past = Figures(self._exact)
             for slot in range(newest - n + 1, newest):
                 i = slot % VIEW_SLOTS
-                if self._ids[i] == slot:
-                    past.merge(self._figs[i])
+                figs = self._figs[i]
+                if self._ids[i] == slot and figs is not None:
+                    past.merge(figs)
             self._cache[n] = cached = (newest, past)
         out = cached[1].copy(self._exact)
         i = newest % VIEW_SLOTS
-        if self._ids[i] == newest:
-            out.merge(self._figs[i])
+        figs = self._figs[i]
+        if self._ids[i] == newest and figs is not None:
+            out.merge(figs)
         return out
 
 
