@@ -40,9 +40,9 @@ VIEW_SLOTS = math.ceil(max(VIEW_SPANS.values()) / SLOT_S)
 #: interval after its time. An ended segment stays open to such late events this long.
 LATE_S = 1.0
 
-#: Progress points kept (one per slot at most): the longest view and some slack for a
-#: knob change whose end point is still to come.
-POINTS_KEPT = VIEW_SLOTS + 8
+#: Progress points kept (two per slot at most; one with a token counter read once a
+#: second): the longest view and some slack for a knob change whose end is still to come.
+POINTS_KEPT = 2 * (VIEW_SLOTS + 8)
 
 
 @dataclass(slots=True, frozen=True)
@@ -63,7 +63,7 @@ def _lerp(a: Point, b: Point, t: float) -> Point:
 
 
 class Progress:
-    """The first point, and the last POINTS_KEPT points (one per slot)."""
+    """The first point, and the last POINTS_KEPT points (at most two per slot)."""
 
     __slots__ = ("first", "points")
 
@@ -83,8 +83,9 @@ class Progress:
             last = pts[-1]
             if p.t_s < last.t_s:
                 return  # progress read out of order: the newer reading stands
-            if math.floor(p.t_s / SLOT_S) == math.floor(last.t_s / SLOT_S) and len(pts) > 1:
-                pts[-1] = p  # one point per slot: the slot's newest
+            slot = math.floor(p.t_s / SLOT_S)
+            if len(pts) > 1 and math.floor(pts[-2].t_s / SLOT_S) == slot:
+                pts[-1] = p  # two points per slot at most: its first and its newest
                 return
         pts.append(p)
 

@@ -344,3 +344,12 @@ def test_a_finish_published_after_the_change_counts_in_the_segment_it_happened_i
     before, after = feed(LiveStats(), evs).knob_segments
     assert (before.requests_finished, after.requests_finished) == (20, 21)
     assert before.latency_p99_s is not None and before.latency_p99_s > 2.0
+
+
+def test_the_headless_progress_line_shows_the_live_figures() -> None:
+    from app.headless import progress_line
+
+    stats = LiveStats()
+    s = feed(stats, long_requests(), until=30.0)
+    line = progress_line(s)
+    assert "80 tok/s" in line and "2.534 J/tok" in line and "req      0 done" in line
