@@ -353,3 +353,27 @@ def test_the_headless_progress_line_shows_the_live_figures() -> None:
     s = feed(stats, long_requests(), until=30.0)
     line = progress_line(s)
     assert "80 tok/s" in line and "2.534 J/tok" in line and "req      0 done" in line
+
+
+def test_a_recorded_real_gpu_session_shows_live_figures_before_any_request_finishes() -> None:
+    # 64 requests on an H100 (transformers engine), each taking over 80 s: the case where
+    # figures of finished requests say nothing for the first minute and more.
+    from pathlib import Path
+
+    from app.core.session_reader import open_session
+
+    path = Path(__file__).resolve().parents[2] / "sessions" / (
+        "sample-interactive-transformers-h100-b64.jsonl")
+    stream = open_session(path)
+    stats = LiveStats()
+    stats.on_event(stream.header)
+    for ev in stream:
+        if ev.t_s > 30.0:
+            break
+        stats.on_event(ev)
+    s = stats.snapshot()
+    assert s.requests_finished == 0 and s.tokens_per_s == 0.0 and s.j_per_output_token is None
+    assert s.streamed_output_tokens > 1000 and s.streamed_tokens_per_s
+    assert s.j_per_streamed_token and s.views["10s"].tokens_per_s
+    assert s.views["10s"].j_per_token and s.first_tokens > 20
+    assert s.ttft_p50_s and s.running_tpot_s
