@@ -53,6 +53,9 @@ from app.core.stats_window import (
     window_stats,
 )
 
+#: The source of the knob event that puts a power limit back as a run closes.
+RESTORE_SOURCE = "restore"
+
 #: The note of the client `engine_state` event the runner publishes when the measured
 #: window ends and the drain begins starts with this.
 DRAIN_NOTE = "drain:"
@@ -398,7 +401,12 @@ class LiveStats:
                 self._shed_reasons[str(ev.reason or "unknown")] += 1
         elif isinstance(ev, KnobEvent):
             self._knobs[ev.knob] = ev.value
-            if ev.is_change:
+            if ev.source == RESTORE_SOURCE:
+                # The power limit put back as the run closes is its cleanup, not a
+                # setting whose effect anyone measures: no segment, and the last one
+                # keeps the limit that was in force during it.
+                pass
+            elif ev.is_change:
                 what = (f"{ev.knob} {format_value(ev.knob, ev.previous)}"
                         f" -> {format_value(ev.knob, ev.value)}")
                 self._segments.change(ev.t_s, self._knobs, what, self._progress,

@@ -377,3 +377,13 @@ def test_a_recorded_real_gpu_session_shows_live_figures_before_any_request_finis
     assert s.j_per_streamed_token and s.views["10s"].tokens_per_s
     assert s.views["10s"].j_per_token and s.first_tokens > 20
     assert s.ttft_p50_s and s.running_tpot_s
+
+
+def test_the_power_limit_put_back_at_the_end_is_not_a_segment() -> None:
+    evs = knob_run()
+    evs.append(KnobEvent(t_s=40.0, knob="power_cap", value=700.0, previous=300.0,
+                         source="restore"))
+    stats = LiveStats()
+    segs = feed(stats, evs).knob_segments
+    assert len(segs) == 2 and segs[-1].knobs["power_cap"] == 300.0  # in force during it
+    assert stats.snapshot().knobs["power_cap"] == 700.0  # in force at the end
