@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--csv", default=None)
     rep.add_argument("--json", action="store_true")
     rep.add_argument("--plot", default=None, metavar="PNG")
+    rep.add_argument("--exact", action="store_true",
+                     help="exact quantiles recomputed from the file (default: within 1%%)")
 
     from app.commands.replay import parse_speed
 

@@ -26,7 +26,7 @@ def progress_line(s: StatsSnapshot) -> str:
         f"  {_f(s.recent_tokens_per_s, '8.0f')} tok/s"
         f"  p50 {_f(s.latency_p50_s, '6.2f', 's')}"
         f"  GPU {_f(gpu_w, '5.0f', 'W')}"
-        f"  {_f(s.j_per_output_token, '6.3f')} J/tok"
+        f"  {_f(s.j_per_streamed_token, '6.3f')} J/tok"  # live: per token streamed so far
     )
 
 

@@ -276,7 +276,7 @@ class Runner:
             try:
                 summary = self.stats.snapshot().to_dict()
                 break
-            except RuntimeError:
+            except (RuntimeError, LookupError):  # a container changed size as it was read
                 continue
         t = self.clock.now() if self._clock is not None else 0.0
         summary.update(message=message, closed_by="stop watchdog: the run did not stop in time",

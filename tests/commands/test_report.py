@@ -105,6 +105,7 @@ def ns(*sessions: Path | str, **kw: object) -> argparse.Namespace:
         csv=kw.get("csv"),
         json=kw.get("json", False),
         plot=kw.get("plot"),
+        exact=kw.get("exact", False),
     )
 
 
@@ -128,8 +129,27 @@ def test_analyse_numbers(session: Path) -> None:
     assert r.end is not None and not r.truncated and r.notes == [report.NO_WINDOW_NOTE]
 
 
-def test_table_has_stage_rows_and_totals(session: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sketched_quantiles_are_within_one_percent_and_exact_ones_exact(
+        session: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exact = {"p50": 2.5, "p90": 3.7, "p99": 3.97}  # map's latencies 1, 2, 3, 4 s
+    sketched = report.analyse(session).stats
+    by_stage = {x.stage: x for x in sketched.stages}
+    got = (by_stage["map"].latency_p50_s, by_stage["map"].latency_p90_s,
+           by_stage["map"].latency_p99_s)
+    assert got == pytest.approx(tuple(exact.values()), rel=0.01)
+    assert got != pytest.approx(tuple(exact.values()), rel=1e-6)  # a sketch, not a list
+    assert sketched.quantile_relative_error == 0.01
     assert report.run(ns(session)) == 0
+    assert "quantiles: DDSketch, within 1% of the exact value" in capsys.readouterr().out
+    exact_stats = report.analyse(session, exact=True).stats
+    assert exact_stats.quantile_relative_error == 0.0
+    assert {x.stage: x for x in exact_stats.stages}["map"].latency_p50_s == 2.5
+    assert report.run(ns(session, exact=True)) == 0
+    assert "quantiles: exact (--exact)" in capsys.readouterr().out
+
+
+def test_table_has_stage_rows_and_totals(session: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report.run(ns(session, exact=True)) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     map_row = next(x for x in lines if "│ map " in x)

@@ -59,6 +59,7 @@ OBJECT_SECTION = {
     "": "Top level",
     "sessions[]": "sessions[]",
     "sessions[].knob_changes[]": "sessions[].knob_changes[]",
+    "sessions[].knob_segments[]": "sessions[].knob_segments[]",
     "totals": "totals",
     "totals.window": "totals.window",
     "totals.drain": "totals.drain",
@@ -108,7 +109,8 @@ def check(obj: dict[str, Any], path: str = "") -> None:
         if base == "object":
             check(value, where)
         elif base == "list" and where in ("sessions", "stages", "sessions[].stages",
-                                          "sessions[].knob_changes"):
+                                          "sessions[].knob_changes",
+                                          "sessions[].knob_segments"):
             for item in value:
                 check(item, f"{where}[]")
         elif base == "list":

@@ -6,6 +6,7 @@ from __future__ import annotations
 from app.core.events import EngineStateEvent, SessionHeader
 from app.core.knobs import KnobError, step_value
 from app.core.stats import StageStats, StatsSnapshot
+from app.core.stats_window import WindowStats
 from app.ui.backends import Sink
 from app.ui.feed import DeviceLimits, Frame, GpuTrace, LogLine
 
@@ -41,6 +42,13 @@ def fake_frame(now_s: float = 300.0) -> Frame:
         ],
         knobs={"power_cap": 500.0, "batch_limit": 32, "rate": 0.25, "max_tokens": None},
         failure_reasons={"HTTP 500": 3},
+        streamed_output_tokens=322_000, streamed_tokens_per_s=1073.3,
+        j_per_streamed_token=0.5245, gpu_j_per_streamed_token=0.4385, tpot_p90_s=0.034,
+        tpot_p99_s=0.051, running_tpot_s=0.0238,
+        views={"knob": WindowStats(start_s=240.0, end_s=300.0, duration_s=60.0,
+                                   streamed_tokens=66_000, tokens_per_s=1100.0,
+                                   j_per_token=0.4912, latency_p50_s=3.61,
+                                   latency_p90_s=7.2, latency_p99_s=12.6)},
     )
     header = SessionHeader(
         t_s=0.0, name="composite-sim-20250101-120000", clock="wall",

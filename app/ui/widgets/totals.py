@@ -1,4 +1,9 @@
-"""Run totals: energy per component, J/token, throughput, requests, latency quantiles."""
+"""Run totals: energy per component, J/token, throughput, requests, latency quantiles.
+
+"live"/"streamed": tokens as they stream (any request), J/token of all energy so far per
+streamed token; "done": finished requests' figures; "knob Δ": since the last knob change.
+Latency quantiles are of finished requests, TTFT of every first token; TPOT is the median
+of finished requests ("done") and the mean of the requests still running ("running")."""
 
 from __future__ import annotations
 
@@ -36,14 +41,19 @@ def totals_table(frame: Frame) -> Table | Group:
         t.add_row("  total", units.joules(s.energy_total_j),
                   units.watts(sum(s.avg_power_w.values()) or None),
                   units.watts(sum(now_w.values()) or None))
-    t.add_row(Text("per token", style="bold"), Text("all", style="dim"),
-              Text("GPU", style="dim"), "")
-    t.add_row("  J/token", units.per_token(s.j_per_output_token),
+    knob = s.views.get("knob")
+    t.add_row(Text("J/token", style="bold"), Text("live", style="dim"),
+              Text("done", style="dim"), Text("knob Δ", style="dim"))
+    t.add_row("  all", units.per_token(s.j_per_streamed_token),
+              units.per_token(s.j_per_output_token),
+              units.per_token(knob.j_per_token if knob else None))
+    t.add_row("  GPU", units.per_token(s.gpu_j_per_streamed_token),
               units.per_token(s.gpu_j_per_output_token), "")
-    t.add_row(Text("tokens/s", style="bold"), Text("recent", style="dim"),
-              Text("run", style="dim"), "")
-    t.add_row("  output", units.rate(s.recent_tokens_per_s, ""), units.rate(s.tokens_per_s, ""),
-              "")
+    t.add_row(Text("tokens/s", style="bold"), Text("10 s", style="dim"),
+              Text("run", style="dim"), Text("knob Δ", style="dim"))
+    t.add_row("  streamed", units.rate(s.recent_tokens_per_s, ""),
+              units.rate(s.streamed_tokens_per_s, ""),
+              units.rate(knob.tokens_per_s if knob else None, ""))
     t.add_row(Text("requests", style="bold"), Text("done", style="dim"),
               Text("running", style="dim"), Text("failed", style="dim"))
     failed = Text(units.count(s.requests_failed), style="bold red" if s.requests_failed else "")
@@ -52,15 +62,19 @@ def totals_table(frame: Frame) -> Table | Group:
     wf_failed = Text(units.count(s.workflows_failed), style="bold red" if s.workflows_failed
                      else "")
     t.add_row("  workflows", units.count(s.workflows_finished), "", wf_failed)
+    t.add_row("  TPOT", units.seconds(s.tpot_p50_s), units.seconds(s.running_tpot_s), "")
     if s.requests_cancelled:
         t.add_row("  cut off by the end", units.count(s.requests_cancelled), "", "")
     t.add_row(Text("latency", style="bold"), Text("p50", style="dim"), Text("p90", style="dim"),
               Text("p99", style="dim"))
-    t.add_row("  request", units.seconds(s.latency_p50_s), units.seconds(s.latency_p90_s),
-              units.seconds(s.latency_p99_s))
+    t.add_row("  request done", units.seconds(s.latency_p50_s),
+              units.seconds(s.latency_p90_s), units.seconds(s.latency_p99_s))
+    if knob is not None:
+        t.add_row("  ...knob Δ", units.seconds(knob.latency_p50_s),
+                  units.seconds(knob.latency_p90_s), units.seconds(knob.latency_p99_s))
     t.add_row("  TTFT", units.seconds(s.ttft_p50_s), units.seconds(s.ttft_p90_s),
               units.seconds(s.ttft_p99_s))
-    t.add_row("  TPOT", units.seconds(s.tpot_p50_s), units.DASH, units.DASH)
+
     t.add_row("  workflow", units.seconds(s.workflow_latency_p50_s),
               units.seconds(s.workflow_latency_p90_s), "")
     e = frame.engine_state
