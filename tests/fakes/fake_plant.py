@@ -88,6 +88,8 @@ class FakePlant:
         for _ in range(self.requests_per_s):
             self._n += 1
             f = 1.0 + self.spread * (2 * self.rng.random() - 1)
+            out.append(RequestEvent(t_s=t, request_id=f"r{self._n}", phase="first_token",
+                                    stage="chat", ttft_s=ttft * f))
             out.append(RequestEvent(t_s=t, request_id=f"r{self._n}", phase="finished",
                                     stage="chat", output_tokens=int(tps / self.requests_per_s),
                                     ttft_s=ttft * f, tpot_s=tpot * f, latency_s=ttft * f + 1.0,

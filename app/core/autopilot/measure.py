@@ -144,6 +144,7 @@ class EpochMeter:
         self._energy: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self._engine_tokens: list[tuple[float, float]] = []
         self._done: list[_Done] = []
+        self._first: list[tuple[float, str, float | None]] = []  # (t, stage, TTFT)
         self._workflows: list[tuple[float, float]] = []  # (t, latency)
         self._arrivals = 0
         self.rate: float | None = None  # the rate knob in force (None: closed loop)
@@ -157,7 +158,11 @@ class EpochMeter:
             if ev.component == "gpu" and ev.energy_mj is not None:
                 self._energy[ev.device].append((ev.t_s, ev.energy_mj / 1000.0))
         elif isinstance(ev, RequestEvent):
-            if ev.phase == "finished":
+            if ev.phase == "first_token":
+                # TTFT is known at the first token: on long generations waiting for the
+                # finish would leave an epoch with no TTFT at all.
+                self._first.append((ev.t_s, ev.stage, ev.ttft_s))
+            elif ev.phase == "finished":
                 self._done.append(_Done(ev.t_s, ev.stage, ev.ttft_s, ev.tpot_s, ev.latency_s,
                                         ev.queue_s, ev.output_tokens))
             elif ev.phase == "submitted":
@@ -191,6 +196,7 @@ class EpochMeter:
         self._client_tokens = self._client_tokens[-1:]
         self._backlog_start = self.backlog
         self._done.clear()
+        self._first.clear()
         self._workflows.clear()
         self._arrivals = 0
 
@@ -276,6 +282,9 @@ class EpochMeter:
     def _values_between(self, t: Target, a: float, b: float) -> list[float]:
         if t.metric == "workflow":
             return [lat for when, lat in self._workflows if a < when <= b]
+        if t.metric == "ttft":
+            return [v for when, stage, v in self._first if a < when <= b and v is not None
+                    and (t.stage is None or stage == t.stage)]
         return [v for v, when in self._timed_values(t) if a < when <= b]
 
     def _timed_values(self, t: Target) -> list[tuple[float, float]]:
@@ -307,6 +316,9 @@ class EpochMeter:
     def _values(self, t: Target, since: float = -1e300) -> list[float]:
         if t.metric == "workflow":
             return [lat for when, lat in self._workflows if when > since]
+        if t.metric == "ttft":
+            return [v for when, stage, v in self._first if when > since and v is not None
+                    and (t.stage is None or stage == t.stage)]
         out: list[float] = []
         for d in self._done:
             if d.t <= since:

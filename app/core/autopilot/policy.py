@@ -179,10 +179,22 @@ class Policy:
         """The epoch in `cell` has run its course: decide what to do next."""
         self._age(now)
         judged = self.judged(m)
-        violated = [t for t in self.objective.targets
-                    if judged.get(t.name, 0.0) > 1.0 - self.safety(t, m)]
+        violated = [t for t in self.objective.targets if judged.get(t.name, 0.0) > 1.0]
         if violated or m.queue_grows(self.p.backlog_growth):
             return self.on_violation(cell, violated, m, now)
+        # Met, but within the scatter of one window of the limit: too close to stay in
+        # when an exploratory move brought it here; where it is the best known, it holds
+        # (no further step down) rather than calling it a violation.
+        tight = [t for t in self.objective.targets
+                 if judged.get(t.name, 0.0) > 1.0 - self.safety(t, m)]
+        inc = self.incumbent
+        if tight and inc is not None and inc != cell and inc in self.table:
+            self.infeasible[cell] = now
+            self.table.pop(cell, None)
+            self.state = EXPLORING
+            names = ", ".join(f"{t.name} {m.observed.get(t.name, 0):.3g}s" for t in tight)
+            return Decision(EXPLORING, f"{names}: within a window's scatter of the limit here;"
+                            " back to the best setting known", self._moves(cell, inc))
         if len(judged) < len(self.objective.targets) or m.j_per_token is None:
             if epoch_len < self.p.max_epoch_s:
                 self.state = HOLDING
@@ -201,8 +213,12 @@ class Policy:
             return Decision(HOLDING, f"J/token too noisy to decide (±{noise:.0%}): "
                             "holding still")
         self._check_load(m)
-        worst = max(judged.values())
-        tpot = max((r for name, r in judged.items()
+        # Each target's share of its usable limit (the limit less its window scatter):
+        # headroom is judged on these.
+        usable = {t.name: judged[t.name] / (1.0 - self.safety(t, m))
+                  for t in self.objective.targets if t.name in judged}
+        worst = max(usable.values())
+        tpot = max((r for name, r in usable.items()
                     if any(t.name == name and t.metric == "tpot" for t in self.objective.targets)),
                    default=None)
         if self.r_ref is None and m.fit is not None:
@@ -231,12 +247,12 @@ class Policy:
         if nxt is not None:
             knob, value, why = nxt
             self.state = EXPLORING
-            return Decision(EXPLORING, f"objective met (worst {worst:.0%} of its limit), "
+            return Decision(EXPLORING, f"objective met (worst {worst:.0%} of its usable limit), "
                             f"J/token {rec.j_per_token:.4g}: try {why}",
                             self._moves(cell, cell_of({**dict(self.incumbent), knob: value})))
         self.state = HOLDING
         return Decision(HOLDING, f"holding at the best setting found: J/token "
-                        f"{rec.j_per_token:.4g}, objective met (worst {worst:.0%} of its limit)")
+                        f"{rec.j_per_token:.4g}, objective met (worst {worst:.0%} of its usable limit)")
 
     # -- helpers ------------------------------------------------------------------------
     def best_feasible(self) -> Cell | None:
