@@ -89,7 +89,8 @@ class Measurement:
     backlog_end: int = 0
 
     def queue_grows(self, min_growth: int) -> bool:
-        return self.backlog_end - self.backlog_start > max(min_growth, self.backlog_start)
+        return self.backlog_end - self.backlog_start > max(min_growth,
+                                                           self.backlog_start // 4)
 
     def ratio(self, t: Target) -> float | None:
         v = self.observed.get(t.name)
@@ -145,6 +146,10 @@ class EpochMeter:
         self._engine_tokens: list[tuple[float, float]] = []
         self._done: list[_Done] = []
         self._first: list[tuple[float, str, float | None]] = []  # (t, stage, TTFT)
+        # Requests with no first token yet: (submitted at, stage). Their TTFT is at least
+        # their age, so a queue that starves them shows before any of them is served.
+        self._pending: dict[str, tuple[float, str]] = {}
+        self._now = 0.0
         self._workflows: list[tuple[float, float]] = []  # (t, latency)
         self._arrivals = 0
         self.rate: float | None = None  # the rate knob in force (None: closed loop)
@@ -158,14 +163,20 @@ class EpochMeter:
             if ev.component == "gpu" and ev.energy_mj is not None:
                 self._energy[ev.device].append((ev.t_s, ev.energy_mj / 1000.0))
         elif isinstance(ev, RequestEvent):
-            if ev.phase == "first_token":
+            if ev.phase == "submitted":
+                self._pending[ev.request_id] = (ev.t_s, ev.stage)
+            elif ev.phase == "first_token":
                 # TTFT is known at the first token: on long generations waiting for the
                 # finish would leave an epoch with no TTFT at all.
+                self._pending.pop(ev.request_id, None)
                 self._first.append((ev.t_s, ev.stage, ev.ttft_s))
             elif ev.phase == "finished":
+                self._pending.pop(ev.request_id, None)
                 self._done.append(_Done(ev.t_s, ev.stage, ev.ttft_s, ev.tpot_s, ev.latency_s,
                                         ev.queue_s, ev.output_tokens))
-            elif ev.phase == "submitted":
+            else:
+                self._pending.pop(ev.request_id, None)
+            if ev.phase == "submitted":
                 self._arrivals += 1
         elif isinstance(ev, WorkflowEvent):
             if ev.phase == "finished" and ev.latency_s is not None:
@@ -224,6 +235,7 @@ class EpochMeter:
         return float(sum(d.tokens for d in self._done if a < d.t <= b))
 
     def measure(self, now: float, parts: int = 10, window_s: float = 30.0) -> Measurement:
+        self._now = now
         m = Measurement(self.t0, now, finished=len(self._done),
                         backlog_start=self._backlog_start, backlog_end=self.backlog)
         span = now - self.t0
@@ -279,12 +291,19 @@ class EpochMeter:
         sd = (sum((q - mean) ** 2 for q in qs) / 2) ** 0.5
         return sd / mean * (part / window_s) ** 0.5
 
+    def _waited(self, t: Target) -> list[float]:
+        """Lower bounds of the TTFT of requests still waiting for their first token."""
+        now = self._now
+        return [now - sub for sub, stage in self._pending.values()
+                if t.stage is None or stage == t.stage]
+
     def _values_between(self, t: Target, a: float, b: float) -> list[float]:
         if t.metric == "workflow":
             return [lat for when, lat in self._workflows if a < when <= b]
         if t.metric == "ttft":
             return [v for when, stage, v in self._first if a < when <= b and v is not None
-                    and (t.stage is None or stage == t.stage)]
+                    and (t.stage is None or stage == t.stage)] + (
+                        self._waited(t) if b >= self._now else [])
         return [v for v, when in self._timed_values(t) if a < when <= b]
 
     def _timed_values(self, t: Target) -> list[tuple[float, float]]:
@@ -300,6 +319,7 @@ class EpochMeter:
     def recent(self, now: float, window_s: float) -> Measurement:
         """Latency quantiles of the last `window_s` only (no energy): what an early
         violation is judged on, so that it shows within seconds of starting."""
+        self._now = now
         since = now - window_s
         m = Measurement(max(self.t0, since), now, backlog_start=self._backlog_start,
                         backlog_end=self.backlog)
@@ -318,7 +338,7 @@ class EpochMeter:
             return [lat for when, lat in self._workflows if when > since]
         if t.metric == "ttft":
             return [v for when, stage, v in self._first if when > since and v is not None
-                    and (t.stage is None or stage == t.stage)]
+                    and (t.stage is None or stage == t.stage)] + self._waited(t)
         out: list[float] = []
         for d in self._done:
             if d.t <= since:
