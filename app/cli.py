@@ -195,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="what this machine can measure and control, and why not")
     sub.add_parser("restore", help="put back a GPU power limit a killed run left behind")
+
+    from app.commands.serve import add_arguments as serve_arguments
+
+    serve_arguments(sub.add_parser("serve", help="the simulated twin as an OpenAI-compatible"
+                                   " server with vLLM and dcgm-exporter /metrics"),
+                    _number, _param)
     return p
 
 
@@ -436,6 +442,7 @@ _COMMANDS = {
     "sessions": "app.commands.sessions",
     "doctor": "app.commands.doctor",
     "restore": "app.commands.restore",
+    "serve": "app.commands.serve",
 }
 
 
