@@ -114,7 +114,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="KEY=VALUE",
                    help="engine option, e.g. -E api=chat -E timeout_s=30 -E max_num_seqs=256")
     p.add_argument("--model", default=None, help="model name or folder (engine-specific)")
-    p.add_argument("--url", default=None, help="server URL for openai/parrot engines")
+    p.add_argument("--url", action="append", default=None,
+                   help="server URL for openai/parrot engines; repeat for several endpoints"
+                        " (openai: docs/fleet.md)")
     p.add_argument("--gpu", dest="gpu_spec", default=None,
                    help="simulated GPU for the sim engine: h100 (default) or a100")
     p.add_argument("--meter", action="append", default=None,
@@ -237,7 +239,7 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
     if args.model:
         engine_options["model"] = args.model
     if args.url:
-        engine_options["url"] = args.url
+        engine_options["url"] = args.url[0] if len(args.url) == 1 else list(args.url)
     if args.gpu_spec:
         engine_options["gpu"] = args.gpu_spec
     if not getattr(args, "session_default", False) and session.exists():

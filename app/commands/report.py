@@ -24,6 +24,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from app.commands.report_fleet import FleetCollector
 from app.core.events import EndEvent, Event, KnobEvent, Sample, SessionHeader
 from app.core.knobs import format_value
 from app.core.session_reader import SessionError, format_duration, open_session
@@ -79,6 +80,8 @@ class SessionReport:
     warnings: list[str]
     gpu_power: dict[str, PowerSeries] = field(default_factory=dict)  # device -> series
     knob_changes: list[KnobEvent] = field(default_factory=list)
+    endpoints: list[dict[str, Any]] = field(default_factory=list)  # report_fleet's rows
+    nodes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def notes(self) -> list[str]:
@@ -128,8 +131,10 @@ def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
             ) from None
 
     feed(stream.header)
+    fleet = FleetCollector(stream.header)
     for ev in stream:
         feed(ev)
+        fleet.feed(ev)
         if isinstance(ev, KnobEvent) and ev.is_change:
             knob_changes.append(ev)
         if not keep_series:
@@ -157,6 +162,8 @@ def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
         warnings=list(stream.warnings),
         gpu_power=gpu_power,
         knob_changes=knob_changes,
+        endpoints=fleet.endpoint_rows(),
+        nodes=fleet.node_rows(),
     )
 
 
@@ -355,6 +362,31 @@ def _totals_table(r: SessionReport) -> Table:
     return t
 
 
+def _fleet_tables(r: SessionReport) -> list[Table]:
+    """Per endpoint and per node, when the session has several of either."""
+    out: list[Table] = []
+    if r.endpoints:
+        t = Table(title=f"{r.path.name}: per endpoint", title_justify="left")
+        for col in ("endpoint", "done", "failed", "out tokens", "TTFT p50 s", "latency p50 s",
+                    "energy J", "J/token"):
+            t.add_column(col, justify="left" if col == "endpoint" else "right")
+        for e in r.endpoints:
+            t.add_row(e["endpoint"], _i(e["requests_finished"]), _i(e["requests_failed"]),
+                      _i(e["output_tokens"]), _f(e["ttft_p50_s"], 3),
+                      _f(e["latency_p50_s"], 3), _j(e["energy_j"]),
+                      _f(e["j_per_output_token"], 4))
+        out.append(t)
+    if r.nodes:
+        t = Table(title=f"{r.path.name}: per node (GPU energy counters)", title_justify="left")
+        for col in ("node", "GPUs", "GPU energy J", "mean power W"):
+            t.add_column(col, justify="left" if col == "node" else "right")
+        for n in r.nodes:
+            t.add_row(n["node"], _i(n["gpus"]), _j(n["gpu_energy_j"]),
+                      _f(n["gpu_power_avg_w"], 1))
+        out.append(t)
+    return out
+
+
 def comparison_table(reports: list[SessionReport]) -> Table:
     t = Table(title="comparison (window: the measured window only)", title_justify="left")
     # the session names are the point of the table (a sweep's knob values): never cut them
@@ -392,6 +424,8 @@ def print_reports(reports: list[SessionReport], console: Console) -> None:
     for r in reports:
         console.print(_stage_table(r))
         console.print(_totals_table(r))
+        for table in _fleet_tables(r):
+            console.print(table)
         for k in r.knob_changes:
             console.print(f"knob at t={k.t_s:,.1f} s: {k.knob} {format_value(k.knob, k.previous)}"
                           f" -> {format_value(k.knob, k.value)} ({k.source})")
@@ -617,6 +651,8 @@ def report_dict(r: SessionReport) -> dict[str, Any]:
         ],
         "totals": totals_dict(r.stats),
         "stages": [_stage_dict(r.stats, st) for st in r.stats.stages],
+        "endpoints": r.endpoints,
+        "nodes": r.nodes,
     }
 
 
