@@ -120,7 +120,11 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", dest="gpu_spec", default=None,
                    help="simulated GPU for the sim engine: h100 (default) or a100")
     p.add_argument("--meter", action="append", default=None,
-                   help="auto (default), sim, nvml, rapl or none; repeatable")
+                   help="auto (default), sim, nvml, rapl, dcgm, prometheus or none; repeatable")
+    p.add_argument("-M", "--meter-opt", action="append", type=_param, default=[],
+                   metavar="KEY=VALUE",
+                   help="meter option, e.g. -M dcgm_url=http://node-a:9400/metrics (a key"
+                        " given twice makes a list; docs/fleet.md)")
     p.add_argument("--gpus", default=None, help="GPU indices to measure, e.g. 0,1")
     p.add_argument("--poll-interval", default=None, metavar="SECONDS",
                    type=_number(float, MIN_POLL_INTERVAL_S, MAX_POLL_INTERVAL_S, unit=" s",
@@ -261,8 +265,21 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
         session_path=session, fast=args.fast, schedule=schedule,
         request_timeout_s=args.request_timeout, poll_interval_s=args.poll_interval,
         max_backlog=args.max_backlog, session_unique=bool(getattr(args, "session_default", False)),
+        meter_options=_meter_options(args.meter_opt),
     )
     return config, workload
+
+
+def _meter_options(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """-M KEY=VALUE pairs; a key given again makes a list (several exporters)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            prev = out[key]
+            out[key] = [*prev, str(value)] if isinstance(prev, list) else [str(prev), str(value)]
+        else:
+            out[key] = value
+    return out
 
 
 def _execute(runner: Any, *, headless: bool, fast: bool) -> tuple[Any, bool]:
@@ -455,7 +472,8 @@ def _join_dash_values(argv: list[str]) -> list[str]:
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a in ("--at", "-p", "--param", "-E", "--engine-opt") and i + 1 < len(argv) \
+        if a in ("--at", "-p", "--param", "-E", "--engine-opt", "-M", "--meter-opt") \
+                and i + 1 < len(argv) \
                 and argv[i + 1].startswith("-") and ("=" in argv[i + 1] or ":" in argv[i + 1]):
             out.append(f"{a}={argv[i + 1]}" if a.startswith("--") else f"{a}{argv[i + 1]}")
             i += 2
