@@ -34,6 +34,10 @@ class ServersInThread:
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine on the servers' loop (another fake to start there)."""
+        return self._run(coro)
+
     def call(self, fn: Callable[[], T]) -> T:
         async def go() -> T:
             return fn()
