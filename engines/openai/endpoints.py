@@ -68,13 +68,19 @@ class Endpoint:
     failovers: int = 0  # requests moved away from here when it was lost
     times_lost: int = 0
     hash_key: bytes = field(default=b"", repr=False)
+    devices: list[str] = field(default_factory=list)  # the GPUs (or nodes) serving it
 
     def record(self) -> dict[str, Any]:
-        return {"name": self.name, "url": self.shown_url}
+        out: dict[str, Any] = {"name": self.name, "url": self.shown_url}
+        if self.devices:
+            out["devices"] = list(self.devices)
+        return out
 
 
 def read_urls_file(path: str) -> list[tuple[str, str | None]]:
-    """(url, name or None) per line of an endpoints file."""
+    """(url, name or None) per line of an endpoints file: `URL [NAME [DEVICES]]`, where
+    DEVICES (comma-separated meter devices or node names) are the GPUs serving it, for
+    the energy attribution; the name then carries them as `NAME|DEVICES`."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -86,10 +92,13 @@ def read_urls_file(path: str) -> list[tuple[str, str | None]]:
         words = line.split("#", 1)[0].split()
         if not words:
             continue
-        if len(words) > 2:
-            raise EndpointError(f"urls_file {path} line {n}: expected 'URL [NAME]', got "
-                                f"{line.strip()!r}")
-        out.append((words[0], words[1] if len(words) == 2 else None))
+        if len(words) > 3:
+            raise EndpointError(f"urls_file {path} line {n}: expected 'URL [NAME [DEVICES]]',"
+                                f" got {line.strip()!r}")
+        name = words[1] if len(words) >= 2 else None
+        if len(words) == 3:
+            name = f"{name}|{words[2]}"
+        out.append((words[0], name))
     if not out:
         raise EndpointError(f"urls_file {path}: no endpoints in it")
     return out
@@ -107,12 +116,16 @@ def make_endpoints(given: list[tuple[str, str | None]]) -> list[Endpoint]:
         if url in urls:
             raise EndpointError(f"endpoint {shown} is given twice")
         urls.add(url)
+        devices: list[str] = []
+        if name and "|" in name:
+            name, listed = name.split("|", 1)
+            devices = [d.strip() for d in listed.split(",") if d.strip()]
         name = name or urlsplit(shown).netloc
         if name in names:
             name = f"{name}#{i}"
         names.add(name)
         out.append(Endpoint(name=name, url=url, shown_url=shown, index=i,
-                            hash_key=name.encode()))
+                            hash_key=name.encode(), devices=devices))
     return out
 
 

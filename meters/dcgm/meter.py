@@ -17,6 +17,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -76,6 +77,7 @@ class _Target:
     node_by_label: bool = True  # name nodes by the Hostname label (unique to this target)
     down: str | None = None  # why the last scrape failed
     period_noted: bool = False
+    instance: dict[str, str] = field(default_factory=dict)  # {"instance": HOST:PORT}
 
 
 class DcgmMeter:
@@ -90,6 +92,8 @@ class DcgmMeter:
                          (parse_target(t, "dcgm meter") for t in targets)]
         self._targets += [_Target(n, u, redacted(u), node_by_label=False) for n, u in
                           (parse_target(t, "dcgm meter") for t in node_targets or [])]
+        for tgt in self._targets:
+            tgt.instance = {"instance": urlsplit(tgt.shown).netloc}
         if not self._targets:
             raise TargetError("dcgm meter: no exporter to scrape (give -M dcgm_url=URL)")
         self.exporter_interval_s = exporter_interval_s
@@ -146,7 +150,7 @@ class DcgmMeter:
         for tgt, page in zip(self._targets, pages, strict=True):
             if isinstance(page, str):
                 continue
-            got = readings(page, self._node_namer(tgt))
+            got = readings(page, self._node_namer(tgt), tgt.instance)
             if not got:
                 reasons.append(f"{tgt.shown}: no DCGM_FI_DEV_* or node_rapl_* series")
             for r in got.values():
@@ -247,7 +251,7 @@ class DcgmMeter:
             if tgt.down is not None:
                 self._notes.append(f"dcgm: {self._label(tgt)} answers again")
                 tgt.down = None
-            for r in readings(page, self._node_namer(tgt)).values():
+            for r in readings(page, self._node_namer(tgt), tgt.instance).values():
                 self._add_device(r)
                 track = self._tracks[r.device]
                 s = track.update(r, self.name, scrape_t, self.exporter_interval_s)

@@ -72,9 +72,10 @@ class Reading:
     values: dict[str, float] = field(default_factory=dict)
 
 
-def readings(series: Iterable[Series], node_of: Callable[[dict[str, str]], str]
-             ) -> dict[str, Reading]:
-    """Device -> its reading, from one scrape's series."""
+def readings(series: Iterable[Series], node_of: Callable[[dict[str, str]], str],
+             extra: dict[str, str] | None = None) -> dict[str, Reading]:
+    """Device -> its reading, from one scrape's series; `extra` labels are added to each
+    device's (the scrape target's `instance`, as Prometheus adds it)."""
     out: dict[str, Reading] = {}
     for name, labels, value in series:
         key = metric_key(name)
@@ -88,7 +89,7 @@ def readings(series: Iterable[Series], node_of: Callable[[dict[str, str]], str]
             r = out.get(device)
             if r is None:
                 r = out[device] = Reading(device, "gpu", node, {
-                    k: labels[k] for k in KEPT_LABELS if k in labels})
+                    **(extra or {}), **{k: labels[k] for k in KEPT_LABELS if k in labels}})
             r.values[fieldname] = value
             continue
         zone = rapl_zone(name)
@@ -97,7 +98,8 @@ def readings(series: Iterable[Series], node_of: Callable[[dict[str, str]], str]
             node = node_of(labels)
             device = f"{node}/{component}{labels.get('index', '0')}"
             r = out.setdefault(device, Reading(device, component, node, {
-                k: labels[k] for k in ("index", "path", "instance", "job") if k in labels}))
+                **(extra or {}),
+                **{k: labels[k] for k in ("index", "path", "instance", "job") if k in labels}}))
             r.values["energy_mj"] = 1000.0 * value
     return out
 

@@ -78,7 +78,12 @@ def test_endpoint_names_urls_and_files(tmp_path: Path) -> None:
     f.write_text("# the fleet\nhttp://10.0.0.1:8000/v1  node-a\n\nhttp://10.0.0.2:8000 # b\n")
     assert read_urls_file(str(f)) == [("http://10.0.0.1:8000/v1", "node-a"),
                                       ("http://10.0.0.2:8000", None)]
-    bad = [("x y z\n", "line 1: expected 'URL"), ("# nothing\n", "no endpoints")]
+    f.write_text("http://10.0.0.1:8000 node-a node-a/gpu0,node-a/gpu1\n")
+    (e,) = make_endpoints(read_urls_file(str(f)))
+    assert (e.name, e.devices) == ("node-a", ["node-a/gpu0", "node-a/gpu1"])
+    assert e.record() == {"name": "node-a", "url": "http://10.0.0.1:8000",
+                          "devices": ["node-a/gpu0", "node-a/gpu1"]}
+    bad = [("w x y z\n", "line 1: expected 'URL"), ("# nothing\n", "no endpoints")]
     for text, words in bad:
         f.write_text(text)
         with pytest.raises(EndpointError, match=words):

@@ -107,7 +107,7 @@ def _node_energy(events: list[Event]) -> dict[str, dict[str, list[Sample]]]:
 
 
 def test_each_nodes_energy_in_the_session_is_its_gpus_own_counter() -> None:
-    out, events, _, counters = _fleet(kill_after_s=None)
+    out, events, urls, counters = _fleet(kill_after_s=None)
     assert out.reason == "completed", out.message
     header = next(e for e in events if isinstance(e, SessionHeader))
     devices = [d for m in header.meters for d in m["devices"]]
@@ -121,10 +121,21 @@ def test_each_nodes_energy_in_the_session_is_its_gpus_own_counter() -> None:
         session_j = sum((s[-1].energy_mj - s[0].energy_mj) / 1000 for s in devs.values())
         assert session_j > 5 * 50  # at least idle power over the run
         assert session_j == pytest.approx(counters[node], rel=0.01), node
-    # Every node served and its GPUs were busy: above idle power on average.
     done = [e for e in events if isinstance(e, RequestEvent) and e.phase == "finished"]
     assert len({e.endpoint for e in done}) == 4
     assert all(e.energy_j and e.energy_j.get("gpu", 0) > 0 for e in done)
+    # Each node's energy went to the requests its endpoint served, or to its idle line.
+    endpoint_of = {u.removeprefix("http://"): node for u, (node, _, _) in zip(urls, FLEET,
+                                                                             strict=True)}
+    charged: dict[str, float] = collections.defaultdict(float)
+    for e in events:
+        if isinstance(e, RequestEvent) and e.energy_j and e.endpoint:
+            charged[endpoint_of[e.endpoint]] += e.energy_j.get("gpu", 0.0)
+    idle = out.summary["idle_energy_by_node_j"]
+    for node, devs in by_node.items():
+        session_j = sum((s[-1].energy_mj - s[0].energy_mj) / 1000 for s in devs.values())
+        assert charged[node] + idle[node] == pytest.approx(session_j, rel=1e-6), node
+        assert charged[node] > 0.2 * session_j
 
 
 def test_a_server_killed_mid_run_is_lost_and_the_others_finish_the_run() -> None:
