@@ -11,6 +11,7 @@ submitted has its end in the session."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -97,3 +98,6 @@ def test_a_fleet_of_four_servers_measured_and_one_killed(tmp_path: Path) -> None
         s.url.removeprefix("http://") for s in servers}
     assert all(e["requests_finished"] > 0 for e in doc["endpoints"])
     assert "session:" in out
+    # The progress lines add the remote GPUs' power (devices NODE/gpuN).
+    watts = [int(m.group(1)) for m in re.finditer(r"GPU\s+(\d+)W", out)]
+    assert watts and max(watts) > 4 * 55
