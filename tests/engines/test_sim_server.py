@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.core.clock import run_async
 from app.core.events import EngineStateEvent, Event, RequestEvent
 from app.core.runner import RunConfig, Runner
+from engines.sim_server.prefix_index import PrefixIndex
 from engines.sim_server.server import ServeConfig, SimServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -260,3 +261,37 @@ def test_a_run_of_the_openai_engine_against_the_server() -> None:
     states = [e for e in events if isinstance(e, EngineStateEvent) and e.source == "engine"
               and e.kv_cache_pct is not None]
     assert states  # scraped from the server's /metrics
+
+
+def test_prefix_index_finds_the_leading_blocks_seen_before() -> None:
+    idx = PrefixIndex()
+    shared = " ".join(f"s{i}" for i in range(120))  # 10 blocks of 12 words
+    assert idx.lookup(shared + " tail one", None) == (None, 0)
+    key, tokens = idx.lookup(shared + " tail two", None)
+    assert key is not None and tokens == round(10 * 12 * 1.33)
+    assert idx.lookup(shared + " tail three x y", None) == (key, tokens)
+    assert idx.lookup("other words entirely " * 20, None) == (None, 0)
+    ids = list(range(100))
+    assert idx.lookup("", ids) == (None, 0)
+    assert idx.lookup("", [*ids[:64], 7, 7, 7])[1] == 64  # 4 blocks of 16 ids
+    small = PrefixIndex(max_blocks=5)
+    small.lookup(shared, None)
+    assert len(small._seen) == 5  # bounded
+
+
+def test_a_long_shared_prompt_is_prefilled_once_then_reused() -> None:
+    """The twin's prefix cache over HTTP: the third prompt with the same 6,000-word system
+    prompt starts far sooner than the first (its prefill is mostly cached)."""
+    async def t(srv: SimServer, http: aiohttp.ClientSession) -> None:
+        system = " ".join(f"rule{i}" for i in range(6000))
+        ttft = []
+        for q in ("first question", "second question", "third question"):
+            t0 = time.perf_counter()
+            async with http.post(srv.url + "/v1/completions", json={
+                    "prompt": system + " " + q, "max_tokens": 2, "stream": True}) as resp:
+                await resp.content.readline()
+                ttft.append(time.perf_counter() - t0)
+                await resp.read()
+        assert ttft[2] < ttft[0] / 3, ttft
+
+    _serve(t)
