@@ -147,6 +147,7 @@ def analyse(path: str | Path, *, keep_series: bool = False) -> SessionReport:
                 series.power_w.append(w)
     if stream.end is not None:
         feed(stream.end)
+        fleet.feed(stream.end)
     try:
         snapshot = stats.snapshot()
     except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as e:
@@ -378,11 +379,11 @@ def _fleet_tables(r: SessionReport) -> list[Table]:
         out.append(t)
     if r.nodes:
         t = Table(title=f"{r.path.name}: per node (GPU energy counters)", title_justify="left")
-        for col in ("node", "GPUs", "GPU energy J", "mean power W"):
+        for col in ("node", "GPUs", "GPU energy J", "mean power W", "idle J"):
             t.add_column(col, justify="left" if col == "node" else "right")
         for n in r.nodes:
             t.add_row(n["node"], _i(n["gpus"]), _j(n["gpu_energy_j"]),
-                      _f(n["gpu_power_avg_w"], 1))
+                      _f(n["gpu_power_avg_w"], 1), _j(n["idle_energy_j"]))
         out.append(t)
     return out
 

@@ -4,7 +4,8 @@ GPUs, dcgm and prometheus, name each device's node).
 
 Per endpoint: requests finished and failed, output tokens, median TTFT and latency,
 the energy attributed to its requests and J per output token. Per node: its GPUs, the
-energy their counters measured over the session and the mean power.
+energy their counters measured over the session, the mean power, and the part of it
+that was idle (no request of the node's endpoints working; with several endpoints).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.core.events import Event, RequestEvent, Sample, SessionHeader
+from app.core.events import EndEvent, Event, RequestEvent, Sample, SessionHeader
 
 
 def _median(xs: list[float]) -> float | None:
@@ -49,6 +50,7 @@ class FleetCollector:
         self._endpoints: dict[str, _Endpoint] = {}
         self._devices: dict[str, _Device] = {}
         self._node_of: dict[str, str] = {}
+        self._idle_by_node: dict[str, float] = {}
         for m in header.meters:
             for d in m.get("devices") or []:
                 if isinstance(d, dict) and d.get("node"):
@@ -59,6 +61,12 @@ class FleetCollector:
                 self._endpoints.setdefault(str(e["name"]), _Endpoint())
 
     def feed(self, ev: Event) -> None:
+        if isinstance(ev, EndEvent):
+            idle = ev.summary.get("idle_energy_by_node_j")
+            if isinstance(idle, dict):
+                self._idle_by_node = {str(k): float(v) for k, v in idle.items()
+                                      if isinstance(v, int | float)}
+            return
         if isinstance(ev, RequestEvent):
             if ev.endpoint is None or ev.phase not in ("finished", "failed"):
                 return
@@ -112,5 +120,6 @@ class FleetCollector:
             energy = sum(max(0.0, d.last_mj - d.first_mj) for d in devs) / 1000.0
             span = max(d.last_t for d in devs) - min(d.first_t for d in devs)
             out.append({"node": node, "gpus": len(devs), "gpu_energy_j": energy,
-                        "gpu_power_avg_w": energy / span if span > 0 else None})
+                        "gpu_power_avg_w": energy / span if span > 0 else None,
+                        "idle_energy_j": self._idle_by_node.get(node)})
         return out

@@ -83,6 +83,7 @@ def test_a_fleet_of_four_servers_measured_and_one_killed(tmp_path: Path) -> None
     nodes = {n["node"]: n for n in doc["nodes"]}
     assert set(nodes) == {"node-a", "node-b", "node-c", "node-d"}
     assert nodes["node-c"]["gpus"] == 2 and nodes["node-b"]["gpu_energy_j"] > 0
+    assert all(0 <= n["idle_energy_j"] < n["gpu_energy_j"] for n in nodes.values())
     samples = [e for e in lines if e["kind"] == "sample" and e["meter"] == "dcgm"]
     for node, _, idle_w in NODES:
         if node not in after:
