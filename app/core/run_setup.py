@@ -50,6 +50,10 @@ def open_meters(cfg: RunConfig, engine: Engine) -> tuple[list[Meter], list[str]]
             m = meters.create(name, opts)
         except KeyError as exc:
             raise ConfigError(str(exc.args[0])) from None
+        except (MeterUnavailable, ValueError) as exc:  # a bad -M option or target
+            text = str(exc).splitlines()[0]
+            raise ConfigError(text if text.startswith(name) else f"meter {name}: {text}"
+                              ) from None
         try:
             m.open()
         except MeterUnavailable as exc:
