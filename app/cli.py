@@ -114,11 +114,17 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="KEY=VALUE",
                    help="engine option, e.g. -E api=chat -E timeout_s=30 -E max_num_seqs=256")
     p.add_argument("--model", default=None, help="model name or folder (engine-specific)")
-    p.add_argument("--url", default=None, help="server URL for openai/parrot engines")
+    p.add_argument("--url", action="append", default=None,
+                   help="server URL for openai/parrot engines; repeat for several endpoints"
+                        " (openai: docs/fleet.md)")
     p.add_argument("--gpu", dest="gpu_spec", default=None,
                    help="simulated GPU for the sim engine: h100 (default) or a100")
     p.add_argument("--meter", action="append", default=None,
-                   help="auto (default), sim, nvml, rapl or none; repeatable")
+                   help="auto (default), sim, nvml, rapl, dcgm, prometheus or none; repeatable")
+    p.add_argument("-M", "--meter-opt", action="append", type=_param, default=[],
+                   metavar="KEY=VALUE",
+                   help="meter option, e.g. -M dcgm_url=http://node-a:9400/metrics (a key"
+                        " given twice makes a list; docs/fleet.md)")
     p.add_argument("--gpus", default=None, help="GPU indices to measure, e.g. 0,1")
     p.add_argument("--poll-interval", default=None, metavar="SECONDS",
                    type=_number(float, MIN_POLL_INTERVAL_S, MAX_POLL_INTERVAL_S, unit=" s",
@@ -203,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="what this machine can measure and control, and why not")
     sub.add_parser("restore", help="put back a GPU power limit a killed run left behind")
+
+    from app.commands.serve import add_arguments as serve_arguments
+
+    serve_arguments(sub.add_parser("serve", help="the simulated twin as an OpenAI-compatible"
+                                   " server with vLLM and dcgm-exporter /metrics"),
+                    _number, _param)
     return p
 
 
@@ -250,7 +262,7 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
     if args.model:
         engine_options["model"] = args.model
     if args.url:
-        engine_options["url"] = args.url
+        engine_options["url"] = args.url[0] if len(args.url) == 1 else list(args.url)
     if args.gpu_spec:
         engine_options["gpu"] = args.gpu_spec
     if not getattr(args, "session_default", False) and session.exists():
@@ -273,8 +285,21 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
         request_timeout_s=args.request_timeout, poll_interval_s=args.poll_interval,
         max_backlog=args.max_backlog, session_unique=bool(getattr(args, "session_default", False)),
         autopilot=args.autopilot, autopilot_bounds=list(args.autopilot_bound),
+        meter_options=_meter_options(args.meter_opt),
     )
     return config, workload
+
+
+def _meter_options(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """-M KEY=VALUE pairs; a key given again makes a list (several exporters)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            prev = out[key]
+            out[key] = [*prev, str(value)] if isinstance(prev, list) else [str(prev), str(value)]
+        else:
+            out[key] = value
+    return out
 
 
 def _execute(runner: Any, *, headless: bool, fast: bool) -> tuple[Any, bool]:
@@ -456,6 +481,7 @@ _COMMANDS = {
     "sessions": "app.commands.sessions",
     "doctor": "app.commands.doctor",
     "restore": "app.commands.restore",
+    "serve": "app.commands.serve",
 }
 
 
@@ -466,7 +492,8 @@ def _join_dash_values(argv: list[str]) -> list[str]:
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a in ("--at", "-p", "--param", "-E", "--engine-opt") and i + 1 < len(argv) \
+        if a in ("--at", "-p", "--param", "-E", "--engine-opt", "-M", "--meter-opt") \
+                and i + 1 < len(argv) \
                 and argv[i + 1].startswith("-") and ("=" in argv[i + 1] or ":" in argv[i + 1]):
             out.append(f"{a}={argv[i + 1]}" if a.startswith("--") else f"{a}{argv[i + 1]}")
             i += 2

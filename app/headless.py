@@ -19,7 +19,9 @@ def _f(v: float | None, fmt: str, unit: str = "") -> str:
 
 
 def progress_line(s: StatsSnapshot) -> str:
-    gpu_w = sum(w for dev, w in s.power_w.items() if dev.startswith("gpu")) if s.power_w else None
+    # Local GPUs are gpuN; remote ones (dcgm, prometheus meters) NODE/gpuN.
+    gpu_w = sum(w for dev, w in s.power_w.items() if dev.rsplit("/", 1)[-1].startswith("gpu")
+                ) if s.power_w else None
     return (
         f"t={s.t_s:7.1f}s  req {s.requests_finished:>6} done {s.requests_in_flight:>4} in flight"
         f" {s.requests_failed:>3} failed  wf {s.workflows_finished:>5}"

@@ -62,6 +62,9 @@ class TokenEvent:
     finish_reason: str | None = None
     prompt_tokens: int | None = None  # as the engine counted them, when known
     output_tokens: int | None = None  # cumulative, when known
+    # The endpoint the request went to (an engine with several sends an event carrying
+    # only this when it picks one, again on a failover).
+    endpoint: str | None = None
 
 
 @dataclass(slots=True)

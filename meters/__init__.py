@@ -38,3 +38,7 @@ register("nvml", lazy("meters.nvml.meter", "NvmlMeter.from_options"),
          options=lazy("meters.nvml.meter", "OPTIONS"))
 register("rapl", lazy("meters.rapl.meter", "RaplMeter.from_options"),
          options=lazy("meters.rapl.meter", "OPTIONS"))
+register("dcgm", lazy("meters.dcgm.meter", "DcgmMeter.from_options"),
+         options=lazy("meters.dcgm.meter", "OPTIONS"))
+register("prometheus", lazy("meters.prometheus.meter", "PrometheusMeter.from_options"),
+         options=lazy("meters.prometheus.meter", "OPTIONS"))

@@ -34,6 +34,10 @@ class DeviceInfo:
     channels: list[str] = field(default_factory=list)  # fields of Sample it fills
     power_limit_range_w: tuple[float, float] | None = None  # None: cannot be capped
     power_limit_w: float | None = None
+    # A remote device's node (dcgm, prometheus meters) and the labels it was read with
+    # (dcgm-exporter's gpu, UUID, modelName, Hostname...); empty for local devices.
+    node: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -27,6 +27,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from app.commands.report_fleet import FleetCollector
 from app.core.events import AutopilotEvent, EndEvent, Event, KnobEvent, Sample, SessionHeader
 from app.core.knobs import format_value
 from app.core.session_reader import SessionError, format_duration, open_session
@@ -84,6 +85,8 @@ class SessionReport:
     gpu_power: dict[str, PowerSeries] = field(default_factory=dict)  # device -> series
     knob_changes: list[KnobEvent] = field(default_factory=list)
     autopilot: list[AutopilotEvent] = field(default_factory=list)  # its decisions
+    endpoints: list[dict[str, Any]] = field(default_factory=list)  # report_fleet's rows
+    nodes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def notes(self) -> list[str]:
@@ -135,8 +138,10 @@ def analyse(path: str | Path, *, keep_series: bool = False, exact: bool = False)
             ) from None
 
     feed(stream.header)
+    fleet = FleetCollector(stream.header)
     for ev in stream:
         feed(ev)
+        fleet.feed(ev)
         if isinstance(ev, KnobEvent) and ev.is_change:
             knob_changes.append(ev)
         elif isinstance(ev, AutopilotEvent):
@@ -151,6 +156,7 @@ def analyse(path: str | Path, *, keep_series: bool = False, exact: bool = False)
                 series.power_w.append(w)
     if stream.end is not None:
         feed(stream.end)
+        fleet.feed(stream.end)
     try:
         snapshot = stats.snapshot()
     except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as e:
@@ -167,6 +173,8 @@ def analyse(path: str | Path, *, keep_series: bool = False, exact: bool = False)
         gpu_power=gpu_power,
         knob_changes=knob_changes,
         autopilot=pilot,
+        endpoints=fleet.endpoint_rows(),
+        nodes=fleet.node_rows(),
     )
 
 
@@ -369,6 +377,31 @@ def _totals_table(r: SessionReport) -> Table:
     return t
 
 
+def _fleet_tables(r: SessionReport) -> list[Table]:
+    """Per endpoint and per node, when the session has several of either."""
+    out: list[Table] = []
+    if r.endpoints:
+        t = Table(title=f"{r.path.name}: per endpoint", title_justify="left")
+        for col in ("endpoint", "done", "failed", "out tokens", "TTFT p50 s", "latency p50 s",
+                    "energy J", "J/token"):
+            t.add_column(col, justify="left" if col == "endpoint" else "right")
+        for e in r.endpoints:
+            t.add_row(e["endpoint"], _i(e["requests_finished"]), _i(e["requests_failed"]),
+                      _i(e["output_tokens"]), _f(e["ttft_p50_s"], 3),
+                      _f(e["latency_p50_s"], 3), _j(e["energy_j"]),
+                      _f(e["j_per_output_token"], 4))
+        out.append(t)
+    if r.nodes:
+        t = Table(title=f"{r.path.name}: per node (GPU energy counters)", title_justify="left")
+        for col in ("node", "GPUs", "GPU energy J", "mean power W", "idle J"):
+            t.add_column(col, justify="left" if col == "node" else "right")
+        for n in r.nodes:
+            t.add_row(n["node"], _i(n["gpus"]), _j(n["gpu_energy_j"]),
+                      _f(n["gpu_power_avg_w"], 1), _j(n["idle_energy_j"]))
+        out.append(t)
+    return out
+
+
 def comparison_table(reports: list[SessionReport]) -> Table:
     t = Table(title="comparison (window: the measured window only)", title_justify="left")
     # the session names are the point of the table (a sweep's knob values): never cut them
@@ -442,6 +475,8 @@ def print_reports(reports: list[SessionReport], console: Console) -> None:
     for r in reports:
         console.print(_stage_table(r))
         console.print(_totals_table(r))
+        for table in _fleet_tables(r):
+            console.print(table)
         for k in r.knob_changes:
             why = f": {k.reason}" if k.reason else ""
             console.print(f"knob at t={k.t_s:,.1f} s: {k.knob} {format_value(k.knob, k.previous)}"
@@ -693,6 +728,8 @@ def report_dict(r: SessionReport) -> dict[str, Any]:
         "knob_segments": [segment_dict(seg) for seg in r.stats.knob_segments],
         "totals": totals_dict(r.stats),
         "stages": [_stage_dict(r.stats, st) for st in r.stats.stages],
+        "endpoints": r.endpoints,
+        "nodes": r.nodes,
     }
 
 

@@ -45,6 +45,7 @@ class RunConfig:
     max_consecutive_failures: int = 20
     prefill_weight: float = DEFAULT_PREFILL_WEIGHT
     poll_interval_s: float | None = None  # None: each meter's own (matched to the hardware)
+    meter_options: dict[str, Any] = field(default_factory=dict)  # -M KEY=VALUE (dcgm...)
     # Workflows waiting for admission beyond which new arrivals are shed (open loop
     # only), as a real load generator does under overload: memory stays bounded.
     max_backlog: int = 1000

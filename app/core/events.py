@@ -111,6 +111,7 @@ class RequestEvent(Event):
     tpot_s: float | None = None  # mean time per output token after the first
     energy_j: dict[str, float] | None = None  # attributed energy per component
     reason: str | None = None  # finish reason, or why it failed
+    endpoint: str | None = None  # which of several endpoints served it (openai engine)
 
 
 @register

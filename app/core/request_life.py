@@ -154,6 +154,9 @@ class Requests:
                 else engine.generate(req)  # type: ignore[type-var]
             ) as stream:
                 async for tev in stream:
+                    if tev.endpoint is not None:  # where it went: on its later records
+                        base["endpoint"] = tev.endpoint
+                        self._attr.on_endpoint(req.request_id, tev.endpoint)
                     self._attr.on_work(req.request_id, tev.prefill_tokens, tev.decode_tokens)
                     if tev.decode_tokens:
                         if t_first is None:

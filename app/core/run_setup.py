@@ -26,7 +26,7 @@ def open_meters(cfg: RunConfig, engine: Engine) -> tuple[list[Meter], list[str]]
     named explicitly that cannot read is a ConfigError."""
     notes: list[str] = []
     out: list[Meter] = []
-    opts: dict[str, Any] = {"engine": engine, "gpus": cfg.gpus}
+    opts: dict[str, Any] = {**cfg.meter_options, "engine": engine, "gpus": cfg.gpus}
     if cfg.poll_interval_s is not None:
         opts["poll_interval_s"] = cfg.poll_interval_s
     for name in list(cfg.meters):
@@ -50,6 +50,10 @@ def open_meters(cfg: RunConfig, engine: Engine) -> tuple[list[Meter], list[str]]
             m = meters.create(name, opts)
         except KeyError as exc:
             raise ConfigError(str(exc.args[0])) from None
+        except (MeterUnavailable, ValueError) as exc:  # a bad -M option or target
+            text = str(exc).splitlines()[0]
+            raise ConfigError(text if text.startswith(name) else f"meter {name}: {text}"
+                              ) from None
         try:
             m.open()
         except MeterUnavailable as exc:

@@ -21,6 +21,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -449,6 +450,10 @@ class Runner:
             timeout_s=cfg.request_timeout_s,
             max_consecutive_failures=cfg.max_consecutive_failures)
         self._meters, meter_notes = open_meters(cfg, engine)
+        # Remote GPUs share their energy among the requests of the endpoints they serve.
+        infos = [asdict(m.info()) for m in self._meters]
+        if any(d.get("node") for i in infos for d in i["devices"]):
+            self._attr.map_endpoints(engine.info().details, infos)
         self._power = PowerCapController(self._meters, allow_persistent=cfg.allow_power_cap)
         start = starting_knobs(cfg)
         # What is in force before anything is set (the header's knobs); the values asked
@@ -659,6 +664,8 @@ class Runner:
         summary = snap.to_dict()
         summary.update(
             idle_energy_j=dict(self._attr.idle_j),
+            **({"idle_energy_by_node_j": dict(self._attr.idle_by_node_j)}
+               if self._attr.idle_by_node_j else {}),
             attributed_energy_j=dict(self._attr.attributed_j),
             measured_energy_j=measured,
             wall_s=time.perf_counter() - self._wall_t0,

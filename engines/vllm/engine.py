@@ -71,6 +71,8 @@ class VLLMOptions:
     max_num_batched_tokens: int = option(8192, "tokens in one engine step", lo=16,
                                          hi=1_000_000)
     tensor_parallel_size: int = option(1, "GPUs one model is split over", lo=1)
+    pipeline_parallel_size: int = option(1, "pipeline stages (GPUs or nodes) one model is "
+                                         "split into; with ray across nodes", lo=1)
     seed: int = option(0, "vLLM's seed", lo=0)
     # None: skip the tokenizer only when the model folder has none (prompts then become
     # synthetic token ids of the requested length and no text is produced).
@@ -341,6 +343,8 @@ class VLLMEngine:
             kw["enforce_eager"] = o.enforce_eager
         if o.distributed_executor_backend is not None:
             kw["distributed_executor_backend"] = o.distributed_executor_backend
+        if o.pipeline_parallel_size != 1:
+            kw["pipeline_parallel_size"] = o.pipeline_parallel_size
         if o.max_model_len is not None:
             kw["max_model_len"] = o.max_model_len
         if o.gpu_memory_utilization is not None:

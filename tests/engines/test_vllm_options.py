@@ -122,3 +122,27 @@ def test_restart_refuses_a_bad_size_and_an_undrained_engine() -> None:
     with pytest.raises(EngineError, match="drained"):
         asyncio.run(eng.restart(max_num_seqs=8))
     assert eng.opts.max_num_seqs == 256  # unchanged
+
+
+def test_distributed_options_reach_vllms_engine_arguments() -> None:
+    """-E tensor_parallel_size, pipeline_parallel_size, distributed_executor_backend=ray
+    (docs/fleet.md) go to AsyncEngineArgs as given; a stand-in records them."""
+    seen: dict[str, object] = {}
+
+    class Args:
+        def __init__(self, **kw: object) -> None:
+            seen.update(kw)
+
+    eng = _engine({"model": str(TINY), "tensor_parallel_size": 4, "pipeline_parallel_size": 2,
+                   "distributed_executor_backend": "ray"})
+    eng._vllm = type("FakeVllm", (), {"AsyncEngineArgs": Args})
+    eng._engine_args()
+    assert (seen["tensor_parallel_size"], seen["pipeline_parallel_size"],
+            seen["distributed_executor_backend"]) == (4, 2, "ray")
+    seen.clear()
+    plain = _engine({"model": str(TINY)})
+    plain._vllm = type("FakeVllm", (), {"AsyncEngineArgs": Args})
+    plain._engine_args()
+    assert "pipeline_parallel_size" not in seen and seen["tensor_parallel_size"] == 1
+    with pytest.raises(VLLMOptionError, match="pipeline_parallel_size = 0 is out of range"):
+        parse_options({"model": "m", "pipeline_parallel_size": 0})

@@ -1,0 +1,128 @@
+"""The `prometheus` meter against a Prometheus stand-in (tests/fakes/fake_prometheus.py)
+that scrapes real `wattflow serve` servers: the same devices as the dcgm meter, readings
+timed when Prometheus scraped them, a selector, the server going away, a whole run."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import time
+from typing import Any
+
+import pytest
+
+import meters
+from app.core.clock import run_async
+from app.core.events import Event, RequestEvent, Sample
+from app.core.runner import RunConfig, Runner
+from engines.sim_server.server import ServeConfig
+from meters.base import MeterUnavailable, PowerCapError
+from meters.prometheus.meter import PrometheusMeter
+from tests.fakes.fake_prometheus import FakePrometheus
+from tests.meters.server_thread import ServersInThread
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _servers() -> ServersInThread:
+    return ServersInThread([ServeConfig(port=0, hostname=h, collect_interval_s=0)
+                            for h in ("node-a", "node-b")])
+
+
+def test_reads_the_fleets_gpus_through_prometheus_timed_when_scraped() -> None:
+    with _servers() as fleet:
+        prom: FakePrometheus = fleet.run(FakePrometheus(
+            [s.url + "/metrics" for s in fleet.servers], scrape_interval_s=0.5).start())
+        try:
+            m = meters.create("prometheus", {"prometheus_url": prom.url, "poll_interval_s": 0.1})
+            m.open()
+            devs = {d.device: d for d in m.info().devices}
+            assert set(devs) == {"node-a/gpu0", "node-b/gpu0"}
+            d = devs["node-a/gpu0"]
+            assert d.node == "node-a" and d.labels["job"] == "dcgm"
+            assert d.labels["instance"] == fleet.servers[0].url.removeprefix("http://")
+            assert d.power_limit_range_w is None
+            with pytest.raises(PowerCapError, match="local-only"):
+                m.set_power_limit("node-a/gpu0", 300)
+            t0 = time.monotonic()
+            samples: list[Sample] = []
+            while time.monotonic() - t0 < 2.6:
+                samples += m.sample(time.monotonic() - t0)
+                time.sleep(0.1)
+            by_dev = collections.defaultdict(list)
+            for s in samples:
+                by_dev[s.device].append(s)
+            for dev, ss in by_dev.items():
+                # One sample per Prometheus scrape (every 0.5 s), not per query.
+                assert 4 <= len(ss) <= 7, (dev, len(ss))
+                assert all(b.energy_mj > a.energy_mj for a, b in itertools.pairwise(ss))  # type: ignore[operator]
+                assert all(s.power_w and s.power_w >= 75 for s in ss)
+            # Timed when scraped: 0.5 s apart, as Prometheus scraped them (the first was
+            # scraped before the meter's clock began: it is timed at its start).
+            ts = [s.t_s for s in by_dev["node-a/gpu0"]]
+            gaps = [b - a for a, b in itertools.pairwise(ts)][1:]
+            assert all(0.45 < g < 0.8 for g in gaps), gaps
+            assert all("timestamp(" in q or "__name__" in q for q in prom.queries)
+        finally:
+            fleet.run(prom.close())
+
+
+def test_a_selector_narrows_the_series_and_bad_servers_are_one_line() -> None:
+    with _servers() as fleet:
+        prom: FakePrometheus = fleet.run(FakePrometheus(
+            [s.url + "/metrics" for s in fleet.servers]).start())
+        try:
+            m = PrometheusMeter(prom.url, selector='Hostname="node-b"')
+            m.open()
+            assert [d.device for d in m.info().devices] == ["node-b/gpu0"]
+            none = PrometheusMeter(prom.url, selector='job="node"')
+            with pytest.raises(MeterUnavailable, match="no DCGM_FI_DEV_"):
+                none.open()
+            prom.down = True
+            assert m.sample(1.0) == [] and m.sample(9.0) == []
+            errors = m.drain_errors()
+            assert len(errors) == 1 and "HTTP 503" in errors[0] and "\n" not in errors[0]
+            prom.down = False
+            time.sleep(0.3)
+            m.sample(20.0)
+            assert any("answers again" in n for n in m.drain_notes())
+        finally:
+            fleet.run(prom.close())
+    for opts, words in [({}, "give the server"), ({"prometheus_url": "prom:9090"}, "must be http")]:
+        with pytest.raises(MeterUnavailable, match=words):
+            meters.create("prometheus", opts)
+    with pytest.raises(MeterUnavailable, match="unreachable"):
+        PrometheusMeter("http://127.0.0.1:9", scrape_timeout_s=1).open()
+
+
+def test_a_run_measured_through_prometheus() -> None:
+    events: list[Event] = []
+    with _servers() as fleet:
+        prom: FakePrometheus = fleet.run(FakePrometheus(
+            [s.url + "/metrics" for s in fleet.servers], scrape_interval_s=0.25).start())
+        try:
+            config = RunConfig(
+                workload="sequential", engine="openai", meters=["prometheus"],
+                batch_limit=8, duration_s=3.0,
+                meter_options={"prometheus_url": prom.url, "poll_interval_s": 0.25},
+                workload_params={"variant": "chain", "chunks": 2, "chunk_tokens": 64,
+                                 "output_tokens": 24, "concurrency": 4},
+                engine_options={"url": [s.url for s in fleet.servers],
+                                 "metrics_interval_s": 0})
+
+            async def main() -> Any:
+                runner = Runner(config)
+                runner.bus.subscribe(events.append)
+                return await asyncio.wait_for(runner.run(), 60)
+
+            out = run_async(main(), virtual=False)
+        finally:
+            fleet.run(prom.close())
+    assert out.reason == "completed", out.message
+    gpu_samples = [e for e in events if isinstance(e, Sample) and e.meter == "prometheus"]
+    assert {s.device for s in gpu_samples} == {"node-a/gpu0", "node-b/gpu0"}
+    measured = out.summary["measured_energy_j"]["gpu"]
+    assert measured > 2 * 3 * 75 * 0.7  # two GPUs, at least about idle power
+    done = [e for e in events if isinstance(e, RequestEvent) and e.phase == "finished"]
+    assert done and sum(e.energy_j.get("gpu", 0) for e in done if e.energy_j) > 0
