@@ -180,7 +180,9 @@ class Policy:
     def _batch_direction(self, violated: list[Target], m: Measurement) -> int:
         if any(t.metric == "tpot" for t in violated):
             return -1
-        if (m.queue_share is not None and m.queue_share > 0.5) or not violated:
+        if (m.queue_share is not None and m.queue_share > 0.5) or not violated or (
+                m.backlog_end > 0 and any(t.metric in ("ttft", "latency", "workflow")
+                                          for t in violated)):
             return +1  # requests wait for admission (or the queue grows)
         return 0
 
