@@ -9,6 +9,12 @@ interpolates linearly. Steps may be recorded ahead of time (the scheduler sleeps
 through several decode steps at once) and `truncate` withdraws planned steps when
 something changes (a new arrival, a new cap).
 
+With tensor parallelism over N GPUs the twin simulates one GPU of the group: every GPU
+runs the same step on 1/N of the weights and KV heads, so the timeline, the power and
+the energy counter are per GPU and the same for each (`n_gpus` says how many there
+are). Each GPU has its own power limit; the group runs in lock step, so the lowest
+limit sets the clock of all of them.
+
 Temperature follows power through one thermal time constant:
     T_ss = T_ambient + R_th * P,   dT/dt = (T_ss - T) / tau.
 
@@ -29,7 +35,7 @@ from engines.sim.specs import GpuSpec, ModelSpec
 
 MIB = 1024**2
 
-# Fitted to the ML.ENERGY Llama-3.1-8B / H100 series by bench/twin_calibration.py.
+# Fitted to the ML.ENERGY H100 series by bench/twin_fit.py.
 H100_CALIBRATION = Calibration()
 H100_POWER = PowerCoefficients()
 
@@ -57,17 +63,23 @@ class GpuTwin:
         *,
         calibration: Calibration | None = None,
         power: PowerCoefficients | None = None,
+        tensor_parallel_size: int = 1,
     ) -> None:
         self.gpu = gpu
         self.model = model
+        if tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be at least 1, not "
+                             f"{tensor_parallel_size}")
+        self.n_gpus = int(tensor_parallel_size)
         if power is None:
             # The H100 fit, scaled by each GPU's dynamic range (TDP above idle).
             ref = 700.0 - 75.0
             power = H100_POWER.scaled((gpu.tdp_w - gpu.idle_w) / ref)
-        self.roofline = Roofline(gpu, model, calibration or H100_CALIBRATION)
+        self.calibration = calibration or H100_CALIBRATION
+        self.roofline = Roofline(gpu, model, self.calibration, self.n_gpus)
         self.power = PowerModel(self.roofline, power, gpu.idle_w)
         self.idle_w = gpu.idle_w
-        self.power_limit_w = gpu.tdp_w
+        self.power_limits_w = [gpu.tdp_w] * self.n_gpus
         self.power_limit_range_w = (gpu.min_power_limit_w, gpu.tdp_w)
         self.mem_used_mib = _CUDA_CONTEXT_MIB
         self._segs: deque[Segment] = deque()
@@ -84,11 +96,22 @@ class GpuTwin:
         """Called when the cap changes so that planned steps are re-planned."""
         self._listeners.append(fn)
 
-    def set_power_limit(self, watts: float) -> None:
+    @property
+    def power_limit_w(self) -> float:
+        """The limit that binds: the group runs in lock step at its lowest GPU's pace."""
+        return min(self.power_limits_w)
+
+    def set_power_limit(self, watts: float, gpu: int | None = None) -> None:
+        """Set one GPU's limit (`gpu`, 0-based), or every GPU's (None)."""
         lo, hi = self.power_limit_range_w
         if not lo <= watts <= hi:
             raise ValueError(f"power limit {watts:g} W is outside {lo:g}-{hi:g} W")
-        self.power_limit_w = float(watts)
+        if gpu is None:
+            self.power_limits_w = [float(watts)] * self.n_gpus
+        elif 0 <= gpu < self.n_gpus:
+            self.power_limits_w[gpu] = float(watts)
+        else:
+            raise ValueError(f"no simulated GPU {gpu} (there are {self.n_gpus})")
         for fn in self._listeners:
             fn()
 
