@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="what this machine can measure and control, and why not")
     sub.add_parser("restore", help="put back a GPU power limit a killed run left behind")
+    cal = sub.add_parser("calibrate", help="fit the simulated twin to sessions recorded on a"
+                                           " real GPU; writes a profile for -E profile=")
+    importlib.import_module("app.commands.calibrate").add_arguments(cal)
     return p
 
 
@@ -436,6 +439,7 @@ _COMMANDS = {
     "sessions": "app.commands.sessions",
     "doctor": "app.commands.doctor",
     "restore": "app.commands.restore",
+    "calibrate": "app.commands.calibrate",
 }
 
 

@@ -42,9 +42,11 @@ def start_values(params: Sequence[Param], cal: Calibration,
 
 
 def minimize(f: Callable[[list[float]], float], params: Sequence[Param], x0: Sequence[float],
-             *, max_evals: int = 2000, restarts: int = 2) -> tuple[list[float], float]:
+             *, max_evals: int = 2000, restarts: int = 2,
+             step: float = 0.15) -> tuple[list[float], float]:
     """Nelder-Mead over log(value) clipped to each parameter's bounds (a parameter whose
-    bound is 0 is searched linearly). Returns (best values, best cost)."""
+    bound is 0 is searched linearly); `step` is the first simplex's size (in log units,
+    or as a fraction of the range). Returns (best values, best cost)."""
     logs = [p.lo > 0 for p in params]
 
     def to_x(v: Sequence[float]) -> list[float]:
@@ -70,7 +72,7 @@ def minimize(f: Callable[[list[float]], float], params: Sequence[Param], x0: Seq
         for i in range(n):
             x = list(best_x)
             p = params[i]
-            x[i] += 0.15 if logs[i] else 0.15 * (p.hi - p.lo)
+            x[i] += step if logs[i] else 0.15 * step * (p.hi - p.lo)
             simplex.append(x)
         vals = [cost(x) for x in simplex]
         evals += n
