@@ -25,6 +25,7 @@ engines/sim/README.md.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,10 @@ _AMBIENT_C = 30.0
 _THERMAL_TAU_S = 20.0
 _CUDA_CONTEXT_MIB = 500.0
 _HISTORY_S = 5.0  # timeline kept behind the newest query (for 1 s averages)
+
+
+def _segment_end(s: Segment) -> float:
+    return s.t1
 
 
 @dataclass(slots=True)
@@ -86,6 +91,7 @@ class GpuTwin:
         self._base_t = 0.0  # energy counter known exactly here...
         self._base_j = 0.0  # ...with this value
         self._listeners: list[Callable[[], None]] = []
+        self._decode_prices: dict[int, tuple[float, float, float, float, float, float]] = {}
         self._temp_c = _AMBIENT_C + 0.02 * gpu.idle_w
         self._temp_t = 0.0
         self._temp_e = 0.0
@@ -123,6 +129,26 @@ class GpuTwin:
         if clock is not None:
             return self.power.at_clock(work, clock)
         return self.power.solve(work, self.power_limit_w)
+
+    def decode_price(self, n_seqs: int) -> tuple[float, float, float, float, float, float]:
+        """A pure-decode step of `n_seqs` sequences at the maximum clock, as affine
+        functions of its context sum c: (t0, dt, e0, de, b0, db) with time t0 + dt c,
+        energy e0 + de c and busy time (kernels and their gaps) b0 + db c. Cached per
+        batch size: the engine prices most steps with it."""
+        price = self._decode_prices.get(n_seqs)
+        if price is None:
+            rf, pm = self.roofline, self.power
+            unit = 1 << 20  # a context sum big enough that the slope is not rounding
+            a = pm.at_clock(rf.decode_work(n_seqs, 0), 1.0)
+            b = pm.at_clock(rf.decode_work(n_seqs, unit), 1.0)
+            ta, tb = a.times, b.times
+            price = (ta.total_s, (tb.total_s - ta.total_s) / unit,
+                     a.energy_j, (b.energy_j - a.energy_j) / unit,
+                     ta.gpu_s + ta.gaps_s, (tb.gpu_s + tb.gaps_s - ta.gpu_s - ta.gaps_s) / unit)
+            if len(self._decode_prices) > 4096:
+                self._decode_prices.clear()
+            self._decode_prices[n_seqs] = price
+        return price
 
     def record(self, t0: float, sp: StepPower) -> float:
         """Put a planned step on the timeline from `t0`; returns its end time."""
@@ -175,15 +201,18 @@ class GpuTwin:
         if t <= self._base_t:
             # Older than the kept history: only reachable with a non-monotonic clock.
             return self._base_j - self.idle_w * (self._base_t - t) if t > 0 else 0.0
-        prev_t, prev_j = self._base_t, self._base_j
-        # Walk back from the newest segment: queries are near the present.
-        for s in reversed(self._segs):
-            if s.t1 <= t:
-                prev_t, prev_j = s.t1, s.energy_end_j
-                break
+        segs = self._segs
+        # The first segment ending after t (the timeline is ordered): a bisection, as a
+        # one-second average reaches back over dozens of decode steps.
+        i = bisect_right(segs, t, key=_segment_end)
+        if i < len(segs):
+            s = segs[i]
             if s.t0 < t:
                 return s.energy_end_j - s.power_w * (s.t1 - t)
-        return prev_j + self.idle_w * (t - prev_t)
+        if i == 0:
+            return self._base_j + self.idle_w * (t - self._base_t)
+        s = segs[i - 1]
+        return s.energy_end_j + self.idle_w * (t - s.t1)
 
     def energy_mj(self, t: float) -> float:
         return 1000.0 * self.energy_j(t)
