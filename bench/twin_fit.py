@@ -122,7 +122,7 @@ def predict(p: Point, cal: Calibration, power: PowerCoefficients) -> dict[str, f
 
 
 METRICS = ("power_w", "tokens_per_s", "itl_ms", "j_per_token")
-WEIGHTS = {"power_w": 1.0, "tokens_per_s": 1.0, "itl_ms": 0.5, "j_per_token": 1.0}
+WEIGHTS = {"power_w": 1.0, "tokens_per_s": 1.0, "itl_ms": 1.0, "j_per_token": 1.0}
 
 
 def biases(path: Path | None) -> dict[str, dict[str, float]]:

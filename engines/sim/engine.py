@@ -447,10 +447,13 @@ class SimEngine:
         # Step time and energy are affine in the context sum, which grows by n_seqs a
         # step: at the maximum clock the twin's cached slopes price the whole run; when
         # the cap binds, two evaluations at the clock it allows.
-        p_t0, p_dt, p_e0, p_de, p_b0, p_db = twin.decode_price(n_seqs)
-        t_step = p_t0 + p_dt * ctx_sum
-        e_step = p_e0 + p_de * ctx_sum
-        if e_step <= t_step * twin.power_limit_w * twin.power.coef.limiter_margin:
+        price = twin.decode_price(n_seqs)
+        if price is not None:
+            p_t0, p_dt, p_e0, p_de, p_b0, p_db = price
+            t_step = p_t0 + p_dt * ctx_sum
+            e_step = p_e0 + p_de * ctx_sum
+        if price is not None and \
+                e_step <= t_step * twin.power_limit_w * twin.power.coef.limiter_margin:
             clock = 1.0
             util = min(1.0, (p_b0 + p_db * ctx_sum) / t_step)
             dt = p_dt * n_seqs

@@ -43,11 +43,11 @@ class PowerCoefficients:
     gap_w: float = 0.0  # GPU waiting on the host or between kernels
     busy_w: float = 400.0  # kernels resident, at f = 1
     busy_static_frac: float = 0.4  # not fitted
-    flop_pj: float = 0.82  # pJ per FLOP (bf16 tensor core, operands through the SM)
-    hbm_pj_per_byte: float = 10.5  # DRAM side of one byte
-    sm_pj_per_byte: float = 24.8  # SM/L2 side of one byte loaded, scales with V^2
+    flop_pj: float = 0.81  # pJ per FLOP (bf16 tensor core, operands through the SM)
+    hbm_pj_per_byte: float = 17.3  # DRAM side of one byte
+    sm_pj_per_byte: float = 18.2  # SM/L2 side of one byte loaded, scales with V^2
     link_pj_per_byte: float = 0.0  # NVLink, per byte sent
-    attn_pj_per_byte: float = 71.8  # attention's SM work per KV byte read, scales with V^2
+    attn_pj_per_byte: float = 73.0  # attention's SM work per KV byte read, scales with V^2
     v_floor: float = 0.65  # voltage floor as a fraction of the voltage at max clock
     min_clock: float = 0.1  # ~200 MHz, the lowest H100 graphics clock
     limiter_margin: float = 0.985  # the limiter holds the average this far under the cap

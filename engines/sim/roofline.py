@@ -13,7 +13,8 @@ sampling) growing with the number of sequences:
     t_lin  = smax(F_lin / (N peak e_c f),  W / (N BW e_m g(f)))
     t_attn = F_attn / (N peak e_a f) + (B_kv + n_seqs b L_half) / (N BW e_kv g(f))
     t_comm = 2 layers (lat_ar + 2 (N-1)/N x tokens x hidden x 2 B / (link_bw e_link))
-    t_step = t_lin + t_attn + t_comm + layers x kernels x gap + o_0 + o_1 n_seqs
+    t_step = t_lin + t_attn + t_comm + layers x kernels x gap + host
+    host   = o_0 + o_1 n_seqs - overlap x min(o_0 + o_1 n_seqs, t_lin + t_attn + t_comm)
     smax(a, b) = (a^k + b^k)^(1/k),   g(f) = min(1, f / f_knee)
 
 Decode attention (paged / FlashAttention-style kernels) reads a sequence's KV of L
@@ -45,15 +46,19 @@ class Calibration:
     eff_mem: float = 0.93  # weight streaming bandwidth / peak
     eff_attn: float = 0.45  # attention (flash/paged) tensor throughput / peak (not fitted)
     eff_kv: float = 0.93  # paged KV read bandwidth / peak, long contexts
-    kv_half_tokens: float = 1113.0  # context at which KV reads reach half of eff_kv
+    kv_half_tokens: float = 1071.0  # context at which KV reads reach half of eff_kv
     smooth_k: float = 1.0  # linear layers' smooth-max exponent: 1 = no compute/memory overlap
-    overhead_s: float = 1.53e-3  # per-step host overhead (scheduling, inputs, sampling)
+    overhead_s: float = 1.54e-3  # per-step host overhead (scheduling, inputs, sampling)
     overhead_per_seq_s: float = 1.0e-6  # grows with the batch (sampling, bookkeeping)
-    kernel_gap_s: float = 0.47e-6  # idle between two kernels of a layer (CUDA graphs)
-    qk_norm_s: float = 26.4e-6  # a layer's q and k RMSNorm kernels (Qwen3), small and unfused
-    allreduce_latency_s: float = 18.4e-6  # one small all-reduce over NVLink (custom kernel)
-    eff_link: float = 0.348  # achieved NVLink bandwidth / peak for large all-reduces
+    kernel_gap_s: float = 0.36e-6  # idle between two kernels of a layer (CUDA graphs)
+    qk_norm_s: float = 27.4e-6  # a layer's q and k RMSNorm kernels (Qwen3), small and unfused
+    allreduce_latency_s: float = 18.5e-6  # one small all-reduce over NVLink (custom kernel)
+    eff_link: float = 0.384  # achieved NVLink bandwidth / peak for large all-reduces
     mem_clock_knee: float = 0.55  # SM clock fraction below which HBM stops saturating
+    # Fraction of the host overhead hidden behind the GPU's work (an engine that prepares
+    # step n+1 while step n runs). vLLM 0.11's fit chose none; `wattflow calibrate` fits
+    # it for engines whose Python overhead overlaps their kernels.
+    host_overlap: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return {f.name: float(getattr(self, f.name)) for f in fields(self)}
@@ -172,8 +177,11 @@ class Roofline:
         if self.tp > 1 and w.n_tokens:
             t_comm = self._ar_fixed_s + self._ar_s_per_token * w.n_tokens
             link = self._ar_bytes_per_token * w.n_tokens
-        oh = c.overhead_s + c.overhead_per_seq_s * w.n_seqs + self._gaps_s
+        host = c.overhead_s + c.overhead_per_seq_s * w.n_seqs
         gpu = t_lin + t_att + t_comm
+        if c.host_overlap > 0.0:
+            host -= c.host_overlap * (host if host < gpu else gpu)
+        oh = host + self._gaps_s
         tp = self.tp
         return StepTimes(
             total_s=gpu + oh,

@@ -1,6 +1,7 @@
 """Datasheet specs of the simulated GPUs, the model table, and how options name them.
 
-GPU numbers are public datasheet values (NVIDIA H100-SXM5 80GB and A100-SXM4 80GB).
+GPU numbers are public datasheet values (NVIDIA H100-SXM5 80GB, H200-SXM 141GB and
+A100-SXM4 80GB).
 Model shapes are each model's public config.json (hidden_size, intermediate_size,
 num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim, vocab_size,
 tie_word_embeddings); parameter counts follow from them. The twin's fitted behaviour
@@ -125,6 +126,19 @@ GPUS: dict[str, GpuSpec] = {
         tdp_w=700.0,
         min_power_limit_w=200.0,
         idle_w=75.0,
+        max_clock_mhz=1980.0,
+        idle_clock_mhz=345.0,
+        link_bw_bps=450e9,
+    ),
+    "h200": GpuSpec(
+        key="h200",
+        name="NVIDIA H200 (simulated)",
+        peak_flops=989e12,  # the H100's tensor cores
+        mem_bw_bps=4.8e12,  # HBM3e
+        mem_bytes=141e9,
+        tdp_w=700.0,
+        min_power_limit_w=200.0,
+        idle_w=75.0,  # not measured: the H100's
         max_clock_mhz=1980.0,
         idle_clock_mhz=345.0,
         link_bw_bps=450e9,

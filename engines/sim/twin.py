@@ -130,11 +130,15 @@ class GpuTwin:
             return self.power.at_clock(work, clock)
         return self.power.solve(work, self.power_limit_w)
 
-    def decode_price(self, n_seqs: int) -> tuple[float, float, float, float, float, float]:
+    def decode_price(self, n_seqs: int
+                     ) -> tuple[float, float, float, float, float, float] | None:
         """A pure-decode step of `n_seqs` sequences at the maximum clock, as affine
         functions of its context sum c: (t0, dt, e0, de, b0, db) with time t0 + dt c,
         energy e0 + de c and busy time (kernels and their gaps) b0 + db c. Cached per
-        batch size: the engine prices most steps with it."""
+        batch size: the engine prices most steps with it. None when the step is not
+        affine in c (host overhead hidden behind a GPU time that grows with c)."""
+        if self.calibration.host_overlap > 0.0:
+            return None
         price = self._decode_prices.get(n_seqs)
         if price is None:
             rf, pm = self.roofline, self.power

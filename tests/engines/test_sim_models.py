@@ -199,3 +199,16 @@ def test_profile_json_is_readable(tmp_path: Path) -> None:
     raw = json.loads(path.read_text())
     assert raw["kind"] == "wattflow-twin-profile" and raw["version"] == 1
     assert set(raw["calibration"]) >= {"eff_kv", "kv_half_tokens", "overhead_s"}
+
+
+def test_h200_has_more_bandwidth_and_memory_than_the_h100() -> None:
+    from engines.sim.specs import resolve_gpu
+
+    h200 = resolve_gpu("H200")
+    assert h200.mem_bw_bps > H100.mem_bw_bps and h200.mem_bytes > H100.mem_bytes
+    model = MODELS["llama-3.1-8b"]
+    work = GpuTwin(H100, model).roofline.decode_work(8, 4000)
+    t100 = GpuTwin(H100, model).plan_step(work).times.total_s
+    t200 = GpuTwin(h200, model).plan_step(work).times.total_s
+    assert t200 < t100  # memory-bound decode runs on bandwidth
+    assert plan_memory(h200, model).kv_cache > 1.5 * plan_memory(H100, model).kv_cache
