@@ -116,7 +116,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model name or folder (engine-specific)")
     p.add_argument("--url", default=None, help="server URL for openai/parrot engines")
     p.add_argument("--gpu", dest="gpu_spec", default=None,
-                   help="simulated GPU for the sim engine: h100 (default) or a100")
+                   help="simulated GPU for the sim engine: h100 (default), h200 or a100")
     p.add_argument("--meter", action="append", default=None,
                    help="auto (default), sim, nvml, rapl or none; repeatable")
     p.add_argument("--gpus", default=None, help="GPU indices to measure, e.g. 0,1")

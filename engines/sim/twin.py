@@ -107,6 +107,12 @@ class GpuTwin:
         """The limit that binds: the group runs in lock step at its lowest GPU's pace."""
         return min(self.power_limits_w)
 
+    @power_limit_w.setter
+    def power_limit_w(self, watts: float) -> None:
+        # Kept for callers of the one-GPU twin: every GPU, without range check or
+        # notification (set_power_limit does both).
+        self.power_limits_w = [float(watts)] * self.n_gpus
+
     def set_power_limit(self, watts: float, gpu: int | None = None) -> None:
         """Set one GPU's limit (`gpu`, 0-based), or every GPU's (None)."""
         lo, hi = self.power_limit_range_w
