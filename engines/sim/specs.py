@@ -11,7 +11,10 @@ coefficients (efficiencies, overheads, energy per FLOP and per byte) live in
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 GIB = 1024**3
@@ -110,6 +113,31 @@ class ModelSpec:
         attention, O GEMM, norm, gate/up GEMM, activation, down GEMM; +2 with QK-norm)."""
         return 9 + (2 if self.qk_norm else 0)
 
+    # The same numbers under their config.json names.
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.hidden
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.heads
+
+    @property
+    def num_key_value_heads(self) -> int:
+        return self.kv_heads
+
+    @property
+    def intermediate_size(self) -> int:
+        return self.intermediate
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab
+
     def describe(self) -> str:
         return (f"{self.name}: {self.params / 1e9:.2f}B parameters, {self.layers} layers, "
                 f"hidden {self.hidden}, {self.heads} heads ({self.kv_heads} KV) x "
@@ -197,6 +225,50 @@ _SHAPE_FIELDS: dict[str, type] = {
     "params_b": float,
 }
 _REQUIRED = ("layers", "hidden", "kv_heads", "head_dim")
+# config.json's names for the same fields (a Hugging Face config can be given as is).
+_CONFIG_NAMES = {"num_hidden_layers": "layers", "hidden_size": "hidden",
+                 "num_attention_heads": "heads", "num_key_value_heads": "kv_heads",
+                 "intermediate_size": "intermediate", "vocab_size": "vocab",
+                 "tie_word_embeddings": "tied_embeddings", "_name_or_path": "name"}
+# config.json fields that say nothing about cost (ignored when a config is given).
+_CONFIG_IGNORED = {"architectures", "model_type", "torch_dtype", "dtype", "rope_theta",
+                   "rope_scaling", "max_position_embeddings", "rms_norm_eps", "bos_token_id",
+                   "eos_token_id", "pad_token_id", "hidden_act", "initializer_range",
+                   "attention_bias", "attention_dropout", "mlp_bias", "pretraining_tp",
+                   "use_cache", "transformers_version", "sliding_window", "use_sliding_window",
+                   "max_window_layers", "layer_types"}
+
+
+def _from_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config.json's fields under the table's names (head_dim derived when absent;
+    Qwen3's q/k norms recognised by its model type)."""
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k in _CONFIG_IGNORED:
+            continue
+        out[_CONFIG_NAMES.get(k, k)] = v
+    if "head_dim" not in out and "hidden" in out and "heads" in out:
+        with contextlib.suppress(TypeError, ValueError, ZeroDivisionError):
+            out["head_dim"] = int(out["hidden"]) // int(out["heads"])
+    if str(raw.get("model_type", "")).startswith("qwen3"):
+        out.setdefault("qk_norm", True)
+    return out
+
+
+def _load_config(path: Path) -> dict[str, Any]:
+    f = path / "config.json" if path.is_dir() else path
+    try:
+        raw = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read model config {f}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"model config {f} is not a JSON object")
+    # A real config holds much the twin does not use (quantization, rope scaling, ...):
+    # keep the shape, drop the rest.
+    shape = {k: v for k, v in _from_config(raw).items()
+             if k in _SHAPE_FIELDS or k in ("name", "qk_norm", "tied_embeddings")}
+    shape.setdefault("name", str(path))
+    return shape
 
 
 def resolve_gpu(value: Any) -> GpuSpec:
@@ -213,11 +285,14 @@ def model_key(value: str) -> str:
 
 
 def resolve_model(value: Any) -> ModelSpec:
-    """A name from the model table (`MODELS`; the hub name works too), or a dict of a
-    shape: layers, hidden, kv_heads, head_dim and either params_b or heads,
-    intermediate and vocab (dtype_bytes, name, qk_norm, tied_embeddings optional)."""
+    """A name from the model table (`MODELS`; the hub name works too), a config.json (or
+    a folder holding one), or a dict of a shape: layers, hidden, kv_heads, head_dim and
+    either params_b or heads, intermediate and vocab (dtype_bytes, name, qk_norm,
+    tied_embeddings optional; config.json's own names are accepted too)."""
     if isinstance(value, str):
         key = model_key(value)
+        if key not in MODELS and (value.endswith(".json") or Path(value).is_dir()):
+            return resolve_model(_load_config(Path(value)))
         if key not in MODELS:
             raise ValueError(
                 f"unknown simulated model {value!r} (choose from {', '.join(MODELS)} "
@@ -227,6 +302,8 @@ def resolve_model(value: Any) -> ModelSpec:
         return MODELS[key]
     if not isinstance(value, dict):
         raise ValueError(f"model must be a name or a dict of parameters, not {value!r}")
+    if any(k in value for k in _CONFIG_NAMES):
+        value = _from_config(value)
     flags = {"name", "qk_norm", "tied_embeddings"}
     unknown = set(value) - set(_SHAPE_FIELDS) - flags
     if unknown:

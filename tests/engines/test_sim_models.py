@@ -212,3 +212,33 @@ def test_h200_has_more_bandwidth_and_memory_than_the_h100() -> None:
     t200 = GpuTwin(h200, model).plan_step(work).times.total_s
     assert t200 < t100  # memory-bound decode runs on bandwidth
     assert plan_memory(h200, model).kv_cache > 1.5 * plan_memory(H100, model).kv_cache
+
+
+QWEN3_14B_CONFIG = {  # Qwen/Qwen3-14B config.json, abridged to what matters and a few extras
+    "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 5120,
+    "intermediate_size": 17408, "num_hidden_layers": 40, "num_attention_heads": 40,
+    "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+    "tie_word_embeddings": False, "rope_theta": 1000000, "torch_dtype": "bfloat16",
+    "max_position_embeddings": 40960,
+}
+
+
+def test_a_config_json_gives_the_same_shape_as_the_table(tmp_path: Path) -> None:
+    folder = tmp_path / "qwen3-14b-local"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(QWEN3_14B_CONFIG))
+    table = MODELS["qwen3-14b"]
+    for given in (str(folder), str(folder / "config.json"), QWEN3_14B_CONFIG):
+        m = resolve_model(given)
+        assert m.params == pytest.approx(table.params)
+        assert (m.layers, m.hidden, m.heads, m.kv_heads, m.head_dim, m.intermediate,
+                m.vocab, m.qk_norm) == (table.layers, table.hidden, table.heads,
+                                        table.kv_heads, table.head_dim, table.intermediate,
+                                        table.vocab, True)
+    assert table.num_attention_heads == 40 and table.hidden_size == 5120
+    assert table.intermediate_size == 17408 and table.vocab_size == 151936
+    e = engine({"model": str(folder)})
+    assert "40 layers" in e.info().details["model_shape"]
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="is not a JSON object"):
+        resolve_model(str(tmp_path / "bad.json"))
