@@ -414,12 +414,18 @@ class SimEngine:
         n_dec = ctx_dec = 0
         decode = True
         chunks: list[tuple[int, int]] = []
+        left = _FF_MAX_STEPS  # decode steps until the first request is done
+        last_event = self._next_state_t  # the oldest pending token event
         for s, n in batch:
             if n == 1:
                 n_dec += 1
                 ctx_dec += s.num_computed + 1
                 if s.num_output < 1:
                     decode = False
+                if s.max_tokens - s.num_output < left:
+                    left = s.max_tokens - s.num_output
+                if s.last_event_t < last_event:
+                    last_event = s.last_event_t
             else:
                 chunks.append((s.num_computed, n))
                 decode = False
@@ -434,13 +440,6 @@ class SimEngine:
             twin.record_segment(t0, t1, sp.power_w, sp.times.clock, sp.util)
             return [t1]
         n_seqs = len(batch)
-        left = _FF_MAX_STEPS
-        last_event = self._next_state_t
-        for s, _ in batch:
-            if s.max_tokens - s.num_output < left:
-                left = s.max_tokens - s.num_output
-            if s.last_event_t < last_event:
-                last_event = s.last_event_t
         k_max = left
         deadline = min(self._next_state_t, last_event + self.token_event_interval_s)
         ctx_sum = ctx_dec  # pure decode: the sum of num_computed + 1
