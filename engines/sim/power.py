@@ -7,11 +7,12 @@ kernels are resident. At SM clock fraction f (times and counts from
 
     E = P_idle * t_step                              idle floor, always
       + P_gap * (t_gaps + t_comm)                    host overhead, gaps, all-reduce waits
-      + P_busy * (b0 + (1-b0) phi(f)) * t_kernels    compute kernels resident (clock tree)
+      + occ P_busy * (b0 + (1-b0) phi(f)) * t_kern   compute kernels resident (clock tree)
       + e_flop * v(f)^2 * FLOPs                      tensor-core work
       + (e_hbm + e_sm * v(f)^2) * HBM bytes          DRAM, and the SM/L2 side of a load
-      + e_attn * v(f)^2 * KV bytes                   attention's SM work per KV byte
+      + occ e_attn * v(f)^2 * KV bytes               attention's SM work per KV byte
                                                      (scores, softmax, paging)
+    occ = n_seqs / (n_seqs + n_half)  (1 when n_half = 0)  SMs a small batch leaves idle
       + e_link * NVLink bytes                        all-reduce traffic
 
     v(f) = max(v_floor, f),   phi(f) = f v(f)^2
@@ -48,6 +49,11 @@ class PowerCoefficients:
     sm_pj_per_byte: float = 18.2  # SM/L2 side of one byte loaded, scales with V^2
     link_pj_per_byte: float = 0.0  # NVLink, per byte sent
     attn_pj_per_byte: float = 73.0  # attention's SM work per KV byte read, scales with V^2
+    # Sequences at which a step's kernels fill half the SMs: with fewer, the resident
+    # kernels and attention's SM work draw proportionally less (n / (n + this)). 0: the
+    # batch always fills the GPU (vLLM's fit); `wattflow calibrate` fits it for engines
+    # and models whose small batches leave SMs idle.
+    occupancy_half_seqs: float = 0.0
     v_floor: float = 0.65  # voltage floor as a fraction of the voltage at max clock
     min_clock: float = 0.1  # ~200 MHz, the lowest H100 graphics clock
     limiter_margin: float = 0.985  # the limiter holds the average this far under the cap
@@ -62,6 +68,7 @@ class PowerCoefficients:
             sm_pj_per_byte=self.sm_pj_per_byte * factor,
             link_pj_per_byte=self.link_pj_per_byte * factor,
             attn_pj_per_byte=self.attn_pj_per_byte * factor,
+            occupancy_half_seqs=self.occupancy_half_seqs,
             v_floor=self.v_floor,
             min_clock=self.min_clock,
             limiter_margin=self.limiter_margin,
@@ -104,14 +111,17 @@ class PowerModel:
         v = t.clock if t.clock > c.v_floor else c.v_floor
         v2 = v * v
         fa = t.clock * v2
+        occ = 1.0
+        if c.occupancy_half_seqs > 0.0:
+            occ = t.n_seqs / (t.n_seqs + c.occupancy_half_seqs)
         return (
             self.idle_w * t.total_s
             + c.gap_w * (t.overhead_s + t.comm_s)
-            + c.busy_w * (c.busy_static_frac + (1.0 - c.busy_static_frac) * fa)
+            + occ * c.busy_w * (c.busy_static_frac + (1.0 - c.busy_static_frac) * fa)
             * (t.gpu_s - t.comm_s)
             + self._flop_j * v2 * t.flops
             + (self._hbm_j + self._sm_j * v2) * t.hbm_bytes
-            + self._attn_j * v2 * t.kv_bytes
+            + occ * self._attn_j * v2 * t.kv_bytes
             + self._link_j * t.link_bytes
         )
 

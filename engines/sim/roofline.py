@@ -91,6 +91,7 @@ class StepTimes:
     comm_s: float = 0.0
     gaps_s: float = 0.0  # the part of overhead_s between a layer's kernels
     kv_bytes: float = 0.0  # per GPU, the part of hbm_bytes that attention reads
+    n_seqs: int = 0
 
 
 def smax(a: float, b: float, k: float) -> float:
@@ -197,4 +198,5 @@ class Roofline:
             comm_s=t_comm,
             gaps_s=self._gaps_s,
             kv_bytes=w.kv_bytes / tp,
+            n_seqs=w.n_seqs,
         )

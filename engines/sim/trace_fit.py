@@ -60,6 +60,7 @@ POWER_PARAMS: list[Param] = [
     Param("power", "gap_w", 0.0, 700.0),  # searched linearly: its default is 0 W
     Param("power", "busy_w", 1.0, 700.0),
     Param("power", "attn_pj_per_byte", 1e-3, 1e5),
+    Param("power", "occupancy_half_seqs", 0.0, 256.0),  # linear: its default is 0
 ]
 FIT_PARAMS = TIME_PARAMS + POWER_PARAMS
 _TIME_METRICS = ("tokens_per_s", "tpot_p50_s", "ttft_p50_s")

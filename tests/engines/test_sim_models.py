@@ -242,3 +242,18 @@ def test_a_config_json_gives_the_same_shape_as_the_table(tmp_path: Path) -> None
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="is not a JSON object"):
         resolve_model(str(tmp_path / "bad.json"))
+
+
+def test_occupancy_lowers_small_batch_power_only() -> None:
+    import dataclasses
+
+    model = MODELS["llama-1b"]
+    full = GpuTwin(H100, model)
+    partial = GpuTwin(H100, model, power=dataclasses.replace(PowerCoefficients(),
+                                                             occupancy_half_seqs=16.0))
+    for n in (4, 256):
+        work = full.roofline.decode_work(n, n * 2000)
+        a, b = full.plan_step(work), partial.plan_step(work)
+        assert a.times.total_s == b.times.total_s  # time is the roofline's alone
+        drop = 1 - b.power_w / a.power_w
+        assert (drop > 0.1) if n == 4 else (0 < drop < 0.05)
