@@ -44,11 +44,11 @@ _WEIGHTS = {"tokens_per_s": 1.0, "power_w": 1.0, "j_per_token": 0.0, "tpot_p50_s
 _RIDGE_TIME = 0.002
 _RIDGE_POWER = 2e-5
 
-# What a few minutes of a real engine can pin down, in two stages (power never changes
-# time unless the cap binds, so the stages separate): first time (the step's fixed and
+# What a few minutes of a real engine can pin down. Time: the step's fixed and
 # per-sequence host cost, how much of it hides behind the GPU's work, prefill (GEMM)
-# speed, KV read speed), then power (gaps,
-# resident kernels, attention's work per KV byte). The rest keeps the H100 fit.
+# speed, KV read speed. Power: gaps, resident kernels, attention's work per KV byte, the
+# batch that fills the SMs. `fit` takes time first (power never changes time unless the
+# cap binds), then power, then both together. The rest keeps the H100 fit.
 TIME_PARAMS: list[Param] = [
     Param("calibration", "overhead_s", 1e-5, 2.0),
     Param("calibration", "overhead_per_seq_s", 1e-8, 0.05),
