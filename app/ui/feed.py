@@ -8,6 +8,7 @@ It never touches Textual, so it runs on the runner's thread in virtual-time runs
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -29,6 +30,10 @@ from app.core.stats import LiveStats, StatsSnapshot
 
 HISTORY_S = 120.0
 LOG_LINES = 500
+TICKS_KEPT = 2000
+#: The note the runner publishes when it drains the engine for a restart (runner.py:
+#: "draining to restart with max_num_seqs=128").
+RESTART_NOTE = re.compile(r"^draining to restart with (\w+)=(\d+)")
 # Large enough that the queue never compacts between two drains of the pump (each
 # compaction is a pass over the buffer), small enough to bound memory.
 QUEUE_SOFT_LIMIT = 20_000
@@ -56,6 +61,15 @@ class GpuTrace:
 
 
 @dataclass(slots=True)
+class Tick:
+    """A moment the chart marks with a vertical tick: a mark (`m`) or a knob change."""
+
+    t_s: float
+    kind: str  # "mark" or "knob"
+    label: str
+
+
+@dataclass(slots=True)
 class DeviceLimits:
     device: str
     name: str
@@ -71,10 +85,15 @@ class Frame:
     gpus: list[GpuTrace] = field(default_factory=list)
     devices: list[DeviceLimits] = field(default_factory=list)
     log: list[LogLine] = field(default_factory=list)
-    engine_state: EngineStateEvent | None = None
+    engine_state: EngineStateEvent | None = None  # the engine's own view
+    # wattflow's view: `running` admitted to the engine, `waiting` held at admission
+    client_state: EngineStateEvent | None = None
     ended: EndEvent | None = None
     events: int = 0
     coalesced: int = 0
+    ticks: list[Tick] = field(default_factory=list)  # within the history, oldest first
+    # A knob whose change is still taking effect: "draining 46 -> 2", "restarting -> 128"
+    knob_status: dict[str, str] = field(default_factory=dict)
 
 
 def device_limits(header: SessionHeader) -> list[DeviceLimits]:
@@ -108,6 +127,9 @@ class Feed:
         self._seq = 0
         self._failure_reasons: set[str] = set()
         self.events = 0
+        self.client_state: EngineStateEvent | None = None
+        self._ticks: deque[Tick] = deque(maxlen=TICKS_KEPT)
+        self.drain = DrainWatch()
 
     # -- draining (on the publishing loop) ---------------------------------------
     async def pump(self) -> None:
@@ -139,16 +161,28 @@ class Feed:
                     self.log(ev.t_s, "warning", f"request failed: {reason}")
         elif isinstance(ev, EngineStateEvent):
             if ev.source != "client":
-                self.engine_state = ev
+                if ev.running is not None or ev.waiting is not None or self.engine_state is None:
+                    self.engine_state = ev  # a note alone does not replace the counts
+            elif ev.running is not None or ev.waiting is not None:
+                self.client_state = ev
+            self.drain.on_state(self.engine_state, self.client_state)
             if ev.note:
                 self.log(ev.t_s, "note", f"[{ev.source}] {ev.note}")
-        elif isinstance(ev, KnobEvent) and ev.is_change:
-            before = format_value(ev.knob, ev.previous)
-            self.log(ev.t_s, "knob",
-                     f"{ev.knob} {before} → {format_value(ev.knob, ev.value)} ({ev.source})")
+                if ev.source == "client" and (m := RESTART_NOTE.match(ev.note)):
+                    self.drain.on_restart(m.group(1), int(m.group(2)))
+        elif isinstance(ev, KnobEvent):
+            self.drain.on_knob(ev, self.engine_state, self.client_state)
+            if ev.is_change:
+                before = format_value(ev.knob, ev.previous)
+                after = format_value(ev.knob, ev.value)
+                self.log(ev.t_s, "knob", f"{ev.knob} {before} → {after} ({ev.source})")
+                self._ticks.append(Tick(ev.t_s, "knob", f"{ev.knob}={after}"))
         elif isinstance(ev, MarkEvent):
             self.log(ev.t_s, "mark", f"mark: {ev.label}")
+            self._ticks.append(Tick(ev.t_s, "mark", ev.label))
         elif isinstance(ev, ErrorEvent):
+            if ev.source == "engine":
+                self.drain.on_engine_error(ev.message)
             first = ev.message.splitlines()[0] if ev.message else ""
             if ev.fatal and "Traceback" in first:
                 # The runner records a crash as the whole traceback: show its last line.
@@ -200,8 +234,68 @@ class Feed:
                 sm_clock_mhz=last.sm_clock_mhz if last else None,
                 temp_c=last.temp_c if last else None,
             ))
+        horizon = now_s - self.history_s - 1.0
+        while self._ticks and self._ticks[0].t_s < horizon:
+            self._ticks.popleft()
         return Frame(
             now_s=now_s, snapshot=self._stats.snapshot(), header=self.header, gpus=gpus,
             devices=list(self.devices), log=list(self._log), engine_state=self.engine_state,
-            ended=self.ended, events=self.events, coalesced=self._sub.coalesced,
+            client_state=self.client_state, ended=self.ended, events=self.events,
+            coalesced=self._sub.coalesced, ticks=list(self._ticks),
+            knob_status=self.drain.status(self.engine_state, self.client_state),
         )
+
+
+def running_in_engine(engine: EngineStateEvent | None,
+                      client: EngineStateEvent | None) -> int | None:
+    """Requests the engine runs now: its own count when it reports one, else the
+    requests wattflow has admitted to it."""
+    if engine is not None and engine.running is not None:
+        return engine.running
+    if client is not None and client.running is not None:
+        return client.running
+    return None
+
+
+class DrainWatch:
+    """Knob changes that take effect over time. Lowering the batch limit admits nobody
+    new, but the requests already inside run to their end: the knob reads 2 while the
+    engine still runs 46 ("draining 46 -> 2") until its running count reaches the
+    limit. A max_num_seqs restart drains the engine, restarts it, resumes ("restarting
+    -> 128"), until the knob event that says it is done (or an engine error)."""
+
+    def __init__(self) -> None:
+        self.batch_target: int | None = None
+        self.restarts: dict[str, int] = {}
+
+    def on_knob(self, ev: KnobEvent, engine: EngineStateEvent | None,
+                client: EngineStateEvent | None) -> None:
+        if ev.knob == "batch_limit" and ev.value is not None:
+            self.batch_target = int(ev.value)
+            self.on_state(engine, client)
+        self.restarts.pop(ev.knob, None)  # a restart's knob event: it is done
+
+    def on_restart(self, knob: str, value: int) -> None:
+        self.restarts[knob] = value
+
+    def on_engine_error(self, message: str) -> None:
+        # The runner reports a failed restart as "KNOB=VALUE: why".
+        for knob in list(self.restarts):
+            if message.startswith(f"{knob}="):
+                del self.restarts[knob]
+
+    def on_state(self, engine: EngineStateEvent | None,
+                 client: EngineStateEvent | None) -> None:
+        n = running_in_engine(engine, client)
+        if self.batch_target is not None and (n is None or n <= self.batch_target):
+            self.batch_target = None
+
+    def status(self, engine: EngineStateEvent | None,
+               client: EngineStateEvent | None) -> dict[str, str]:
+        out: dict[str, str] = {}
+        n = running_in_engine(engine, client)
+        if self.batch_target is not None and n is not None and n > self.batch_target:
+            out["batch_limit"] = f"draining {n} -> {self.batch_target}"
+        for knob, value in self.restarts.items():
+            out[knob] = f"restarting -> {value}"
+        return out

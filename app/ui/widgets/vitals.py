@@ -1,0 +1,118 @@
+"""The essentials, in as few lines as they fit: power now and cap per GPU with its
+utilization, energy so far, J/token, tokens/s, and where the requests are (waiting at
+admission, running or waiting in the engine as the engine reports it, done, failed,
+shed). Shown at every terminal size, so every line fits in 36 columns."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from app.ui import units
+from app.ui.feed import Frame, GpuTrace
+
+LABEL = "dim"
+VALUE = "bold"
+#: Width of one GPU's cell when several share a line ("gpu3 412/500 W 97%").
+CELL_W = 21
+
+
+def _gpu_line(g: GpuTrace) -> Text:
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append(f"{g.device:<6}", style=LABEL)
+    line.append(units.watts(g.points[-1][1] if g.points else None).rjust(5), style=VALUE)
+    line.append(" / cap ", style=LABEL)
+    line.append(units.watts(g.limit_w), style="#ff5252")
+    if g.util_pct is not None:
+        line.append("  util ", style=LABEL)
+        line.append(f"{g.util_pct:.0f}%")
+    return line
+
+
+def _gpu_cell(g: GpuTrace) -> Text:
+    now = f"{g.points[-1][1]:.0f}" if g.points else units.DASH
+    cap = f"{g.limit_w:.0f}" if g.limit_w is not None else units.DASH
+    cell = Text(no_wrap=True, overflow="ellipsis")
+    cell.append(f"{g.device[-6:]:<6}", style=LABEL)
+    cell.append(now.rjust(4), style=VALUE)
+    cell.append("/", style=LABEL)
+    cell.append(cap, style="#ff5252")
+    cell.append(" W", style=LABEL)
+    if g.util_pct is not None:
+        cell.append(f" {g.util_pct:3.0f}%")
+    cell.truncate(CELL_W - 1, pad=True)
+    return cell
+
+
+def gpu_lines(frame: Frame, width: int) -> list[Text]:
+    """One line per GPU while they are few; with more, as many cells per line as fit."""
+    if not frame.gpus:
+        return [Text("GPU   no power readings", style=LABEL)]
+    if len(frame.gpus) <= 2:
+        return [_gpu_line(g) for g in frame.gpus]
+    per_line = max(1, (width + 1) // CELL_W)
+    lines: list[Text] = []
+    for i in range(0, len(frame.gpus), per_line):
+        line = Text(no_wrap=True, overflow="ellipsis")
+        for g in frame.gpus[i:i + per_line]:
+            line.append_text(_gpu_cell(g))
+            line.append(" ")
+        lines.append(line)
+    return lines
+
+
+def request_lines(frame: Frame) -> list[Text]:
+    """Where the calls are. `admission`: made by a workflow, held back by the batch
+    limit; `engine`: as the engine reports it (else what wattflow admitted to it)."""
+    s = frame.snapshot
+    client, engine = frame.client_state, frame.engine_state
+    a = Text(no_wrap=True, overflow="ellipsis")
+    a.append("admission ", style=LABEL)
+    a.append(units.count(client.waiting if client else None), style=VALUE)
+    a.append(" waiting", style=LABEL)
+    e = Text(no_wrap=True, overflow="ellipsis")
+    e.append("engine    ", style=LABEL)
+    if engine is not None and (engine.running is not None or engine.waiting is not None):
+        e.append(units.count(engine.running), style=VALUE)
+        e.append(" running ", style=LABEL)
+        e.append(units.count(engine.waiting), style=VALUE)
+        e.append(" waiting", style=LABEL)
+    else:
+        e.append(units.count(client.running if client else None), style=VALUE)
+        e.append(" in it (no engine report)", style=LABEL)
+    d = Text(no_wrap=True, overflow="ellipsis")
+    d.append("done ", style=LABEL)
+    d.append(units.count(s.requests_finished), style=VALUE)
+    d.append("  failed ", style=LABEL)
+    d.append(units.count(s.requests_failed), style="bold red" if s.requests_failed else VALUE)
+    if s.requests_cancelled:
+        d.append("  cut ", style=LABEL)
+        d.append(units.count(s.requests_cancelled))
+    d.append("  shed ", style=LABEL)
+    d.append(units.count(s.workflows_shed), style="bold yellow" if s.workflows_shed else VALUE)
+    return [a, e, d]
+
+
+def vitals_text(frame: Frame, width: int) -> Text:
+    s = frame.snapshot
+    lines = gpu_lines(frame, width)
+    energy = Text(no_wrap=True, overflow="ellipsis")
+    energy.append("energy ", style=LABEL)
+    energy.append(units.joules(s.energy_total_j if s.energy_j else None).rjust(8), style=VALUE)
+    energy.append("  J/tok ", style=LABEL)
+    energy.append(units.per_token(s.j_per_output_token), style="bold #81c784")
+    lines.append(energy)
+    tps = Text(no_wrap=True, overflow="ellipsis")
+    tps.append("tok/s  ", style=LABEL)
+    tps.append(units.rate(s.recent_tokens_per_s, "").strip().rjust(8), style="bold #4fc3f7")
+    tps.append(" now  ", style=LABEL)
+    tps.append(units.rate(s.tokens_per_s, "").strip())
+    tps.append(" run", style=LABEL)
+    lines.append(tps)
+    lines.extend(request_lines(frame))
+    return Text("\n", no_wrap=True).join(lines)
+
+
+class Vitals(Static):
+    def show(self, frame: Frame) -> None:
+        self.update(vitals_text(frame, self.content_region.width or 36))

@@ -1,0 +1,115 @@
+"""The truth about a knob change that takes time: "draining 46 -> 2" after the batch
+limit falls, until the engine runs no more than the limit; "restarting -> 128" while a
+max_num_seqs restart is under way. Fed events directly, then on a real run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from app.core.bus import EventBus
+from app.core.events import EngineStateEvent, ErrorEvent, KnobEvent, MarkEvent
+from app.core.stats import LiveStats
+from app.ui.app import DashboardApp
+from app.ui.backends import LiveBackend
+from app.ui.feed import Feed
+from tests.ui.screen_text import screen_text
+from tests.ui.test_dashboard_live import drive, until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _feed() -> Feed:
+    bus = EventBus()
+    return Feed(bus, LiveStats())
+
+
+def test_draining_shows_until_the_engine_runs_no_more_than_the_limit() -> None:
+    feed = _feed()
+    feed.digest(EngineStateEvent(t_s=1.0, source="client", running=46, waiting=30))
+    feed.digest(EngineStateEvent(t_s=1.0, running=46, waiting=0))
+    feed.digest(KnobEvent(t_s=2.0, knob="batch_limit", value=2, previous=64, source="ui"))
+    assert feed.frame(2.0).knob_status == {"batch_limit": "draining 46 -> 2"}
+    feed.digest(EngineStateEvent(t_s=3.0, running=10, waiting=0))
+    assert feed.frame(3.0).knob_status == {"batch_limit": "draining 10 -> 2"}
+    feed.digest(EngineStateEvent(t_s=4.0, running=2, waiting=0))
+    assert feed.frame(4.0).knob_status == {}
+    # The engine then running more again is not a drain: only a lower limit starts one.
+    feed.digest(EngineStateEvent(t_s=5.0, running=3, waiting=0))
+    assert feed.frame(5.0).knob_status == {}
+
+
+def test_a_limit_above_what_runs_is_no_drain_and_a_client_count_serves_without_engine() -> None:
+    feed = _feed()
+    feed.digest(EngineStateEvent(t_s=1.0, source="client", running=5, waiting=0))
+    feed.digest(KnobEvent(t_s=2.0, knob="batch_limit", value=8, previous=16, source="ui"))
+    assert feed.frame(2.0).knob_status == {}
+    # An engine that reports no counts: wattflow's own count of requests inside it.
+    feed.digest(KnobEvent(t_s=3.0, knob="batch_limit", value=4, previous=8, source="ui"))
+    assert feed.frame(3.0).knob_status == {"batch_limit": "draining 5 -> 4"}
+    feed.digest(EngineStateEvent(t_s=4.0, source="client", running=4, waiting=3))
+    assert feed.frame(4.0).knob_status == {}
+
+
+def test_restart_shows_restarting_then_the_new_value_or_clears_on_its_error() -> None:
+    feed = _feed()
+    feed.digest(EngineStateEvent(t_s=1.0, source="client",
+                                 note="draining to restart with max_num_seqs=128"))
+    assert feed.frame(1.0).knob_status == {"max_num_seqs": "restarting -> 128"}
+    feed.digest(KnobEvent(t_s=5.0, knob="max_num_seqs", value=128, previous=256, source="ui"))
+    frame = feed.frame(5.0)
+    assert frame.knob_status == {}
+    feed.digest(EngineStateEvent(t_s=6.0, source="client",
+                                 note="draining to restart with max_num_seqs=64"))
+    feed.digest(ErrorEvent(t_s=9.0, source="engine",
+                           message="max_num_seqs=64: 3 requests did not finish within 30 s"))
+    frame = feed.frame(9.0)
+    assert frame.knob_status == {}
+    assert any("did not finish" in line.text for line in frame.log)
+
+
+def test_marks_and_knob_changes_become_chart_ticks_within_the_window() -> None:
+    feed = _feed()
+    feed.digest(MarkEvent(t_s=10.0, label="m1"))
+    feed.digest(KnobEvent(t_s=200.0, knob="power_cap", value=500.0, previous=700.0,
+                          source="ui"))
+    feed.digest(KnobEvent(t_s=201.0, knob="rate", value=2.0, previous=2.0, source="ui"))
+    ticks = feed.frame(220.0).ticks
+    assert [(t.kind, t.label) for t in ticks] == [("knob", "power_cap=500 W")]
+    assert [(t.kind, t.label) for t in feed.frame(100.0).ticks] == [("knob",
+                                                                      "power_cap=500 W")]
+
+
+def test_draining_appears_after_comma_on_a_real_run_and_clears_at_the_limit(
+        tmp_path: Path) -> None:
+    seen: dict[str, object] = {}
+
+    async def script(pilot: Pilot[None], app: DashboardApp, backend: LiveBackend) -> None:
+        def busy() -> bool:
+            f = app.frame
+            return f is not None and f.engine_state is not None and \
+                (f.engine_state.running or 0) >= 12
+
+        await until(pilot, busy, timeout_s=20)
+        await pilot.press("comma", "comma")  # 16 -> 8 -> 4
+        await until(pilot, lambda: "draining" in screen_text(app), timeout_s=10)
+        seen["status"] = app.frame.knob_status.get("batch_limit") if app.frame else None
+        seen["screen"] = [line for line in screen_text(app).splitlines() if "draining" in line]
+        await until(pilot, lambda: app.frame is not None and not app.frame.knob_status,
+                    timeout_s=40)
+        assert app.frame is not None and app.frame.engine_state is not None
+        seen["running_at_clear"] = app.frame.engine_state.running
+        await pilot.pause(0.3)
+        seen["after"] = "draining" in screen_text(app)
+
+    drive(tmp_path, script, batch_limit=16,
+          workload_params={"variant": "mapreduce", "chunks": 16, "output_tokens": 400,
+                           "reduce_tokens": 30})
+    status = seen["status"]
+    assert isinstance(status, str) and status.startswith("draining ") and status.endswith("-> 4")
+    assert int(status.split()[1]) > 4
+    assert "batch_limit" in seen["screen"][0]  # type: ignore[index]
+    assert isinstance(seen["running_at_clear"], int) and seen["running_at_clear"] <= 4
+    assert seen["after"] is False
