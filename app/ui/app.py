@@ -172,12 +172,14 @@ class DashboardApp(App[None]):
                 frame, mode=self.backend.mode, state=self._state(frame),
                 wall_s=time.monotonic() - self._wall_t0, speed=self.backend.speed,
                 paused=self.backend.paused)
-            self.query_one(PowerChart).show(frame)
+            chart = self.query_one(PowerChart)
+            chart.show(frame)
+            chart.border_title = chart.title()
             self.query_one(Totals).show(frame)
             self.query_one(StageTable).show(frame)
             self.query_one(KnobsPanel).show(frame)
             self.query_one(EventLog).show(frame)
-            marks = [t for t in frame.ticks if t.kind == "mark"]
+            marks = [t for t in frame.ticks if t.kind == "mark"]  # all of them
             self.query_one("#log").border_subtitle = (
                 "marks " + ", ".join(f"{m.label} {m.t_s:.1f} s" for m in marks[-4:])
                 if marks else "")

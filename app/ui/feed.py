@@ -8,6 +8,7 @@ It never touches Textual, so it runs on the runner's thread in virtual-time runs
 
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ from app.core.stats import LiveStats, StatsSnapshot
 HISTORY_S = 120.0
 LOG_LINES = 500
 TICKS_KEPT = 2000
+#: The whole run's power is kept too, one mean per this many seconds per GPU, for the
+#: chart once the run (or replay) has ended: 3,600 points per GPU for an hour.
+OVERVIEW_S = 1.0
 #: The note the runner publishes when it drains the engine for a restart (runner.py:
 #: "draining to restart with max_num_seqs=128").
 RESTART_NOTE = re.compile(r"^draining to restart with (\w+)=(\d+)")
@@ -91,9 +95,11 @@ class Frame:
     ended: EndEvent | None = None
     events: int = 0
     coalesced: int = 0
-    ticks: list[Tick] = field(default_factory=list)  # within the history, oldest first
+    ticks: list[Tick] = field(default_factory=list)  # the latest TICKS_KEPT, oldest first
     # A knob whose change is still taking effect: "draining 46 -> 2", "restarting -> 128"
     knob_status: dict[str, str] = field(default_factory=dict)
+    # Set once the run has ended: the GPU traces span the whole run, this long
+    span_s: float | None = None
 
 
 def device_limits(header: SessionHeader) -> list[DeviceLimits]:
@@ -129,6 +135,9 @@ class Feed:
         self.events = 0
         self.client_state: EngineStateEvent | None = None
         self._ticks: deque[Tick] = deque(maxlen=TICKS_KEPT)
+        self._overview: dict[str, Overview] = {}
+        self._all_limits: dict[str, list[tuple[float, float]]] = {}
+        self.first_t: float | None = None
         self.drain = DrainWatch()
 
     # -- draining (on the publishing loop) ---------------------------------------
@@ -206,14 +215,21 @@ class Feed:
             return
         self._last[s.device] = s
         horizon = s.t_s - self.history_s - 1.0
+        if self.first_t is None:
+            self.first_t = s.t_s
         if s.power_limit_w is not None:
             steps = self._limits.setdefault(s.device, deque())
             if not steps or steps[-1][1] != s.power_limit_w:
                 steps.append((s.t_s, s.power_limit_w))
+                self._all_limits.setdefault(s.device, []).append((s.t_s, s.power_limit_w))
             while len(steps) > 1 and steps[1][0] < horizon:
                 steps.popleft()
         if s.power_w is None:
             return
+        overview = self._overview.get(s.device)
+        if overview is None:
+            overview = self._overview[s.device] = Overview()
+        overview.add(s.t_s, s.power_w)
         trace = self._power.get(s.device)
         if trace is None:
             trace = self._power[s.device] = deque()
@@ -223,27 +239,72 @@ class Feed:
 
     # -- reading (on the publishing loop) -------------------------------------------
     def frame(self, now_s: float) -> Frame:
+        """What to paint now. Once the run has ended the GPU traces span the whole run
+        (`span_s`), so the marks and knob changes of all of it can be seen."""
+        whole = self.ended is not None
         gpus = []
-        for dev in sorted(self._power.keys() | self._last.keys()):
+        for dev in sorted(self._power.keys() | self._last.keys(), key=natural_key):
             last = self._last.get(dev)
+            if whole:
+                overview = self._overview.get(dev)
+                points = overview.points() if overview is not None else []
+                steps = list(self._all_limits.get(dev, ()))
+            else:
+                points = list(self._power.get(dev, ()))
+                steps = list(self._limits.get(dev, ()))
             gpus.append(GpuTrace(
-                device=dev, points=list(self._power.get(dev, ())),
+                device=dev, points=points,
                 limit_w=last.power_limit_w if last else None,
-                limit_steps=list(self._limits.get(dev, ())),
+                limit_steps=steps,
                 util_pct=last.util_pct if last else None,
                 sm_clock_mhz=last.sm_clock_mhz if last else None,
                 temp_c=last.temp_c if last else None,
             ))
-        horizon = now_s - self.history_s - 1.0
-        while self._ticks and self._ticks[0].t_s < horizon:
-            self._ticks.popleft()
+        span = max(1.0, now_s - (self.first_t or 0.0)) if whole else None
         return Frame(
             now_s=now_s, snapshot=self._stats.snapshot(), header=self.header, gpus=gpus,
             devices=list(self.devices), log=list(self._log), engine_state=self.engine_state,
             client_state=self.client_state, ended=self.ended, events=self.events,
             coalesced=self._sub.coalesced, ticks=list(self._ticks),
             knob_status=self.drain.status(self.engine_state, self.client_state),
+            span_s=span,
         )
+
+
+def natural_key(name: str) -> tuple[tuple[int, str], ...]:
+    """gpu2 before gpu10; node2/gpu0 before node10/gpu0."""
+    return tuple((int(part), "") if part.isdigit() else (-1, part)
+                 for part in re.split(r"(\d+)", name))
+
+
+class Overview:
+    """One GPU's power over the whole run: the mean of each OVERVIEW_S bucket."""
+
+    __slots__ = ("_bucket", "_n", "_points", "_sum")
+
+    def __init__(self) -> None:
+        self._points: list[tuple[float, float]] = []
+        self._bucket: int | None = None
+        self._sum = 0.0
+        self._n = 0
+
+    def add(self, t: float, w: float) -> None:
+        b = math.floor(t / OVERVIEW_S)
+        if b != self._bucket:
+            self._flush()
+            self._bucket = b
+        self._sum += w
+        self._n += 1
+
+    def _flush(self) -> None:
+        if self._bucket is not None and self._n:
+            self._points.append(((self._bucket + 0.5) * OVERVIEW_S, self._sum / self._n))
+        self._sum, self._n = 0.0, 0
+
+    def points(self) -> list[tuple[float, float]]:
+        current = [] if self._bucket is None or not self._n else [
+            ((self._bucket + 0.5) * OVERVIEW_S, self._sum / self._n)]
+        return self._points + current
 
 
 def running_in_engine(engine: EngineStateEvent | None,

@@ -70,16 +70,33 @@ def test_restart_shows_restarting_then_the_new_value_or_clears_on_its_error() ->
     assert any("did not finish" in line.text for line in frame.log)
 
 
-def test_marks_and_knob_changes_become_chart_ticks_within_the_window() -> None:
+def test_marks_and_knob_changes_become_chart_ticks() -> None:
     feed = _feed()
     feed.digest(MarkEvent(t_s=10.0, label="m1"))
     feed.digest(KnobEvent(t_s=200.0, knob="power_cap", value=500.0, previous=700.0,
                           source="ui"))
+    # Asked for what was there already: a record, not a change, so no tick.
     feed.digest(KnobEvent(t_s=201.0, knob="rate", value=2.0, previous=2.0, source="ui"))
     ticks = feed.frame(220.0).ticks
-    assert [(t.kind, t.label) for t in ticks] == [("knob", "power_cap=500 W")]
-    assert [(t.kind, t.label) for t in feed.frame(100.0).ticks] == [("knob",
-                                                                      "power_cap=500 W")]
+    assert [(t.t_s, t.kind, t.label) for t in ticks] == [(10.0, "mark", "m1"),
+                                                         (200.0, "knob", "power_cap=500 W")]
+
+
+def test_an_ended_run_is_charted_whole() -> None:
+    from app.core.events import EndEvent, Sample
+
+    feed = _feed()
+    for i in range(3000):  # 300 s at 10 readings a second, cap 700 then 400 W
+        feed.digest(Sample(t_s=i / 10, device="gpu0", power_w=300.0 + (i >= 1500) * 100,
+                           power_limit_w=700.0 if i < 2000 else 400.0))
+    live = feed.frame(300.0)
+    assert live.span_s is None and live.gpus[0].points[0][0] >= 178.0  # the last 2 min
+    feed.digest(EndEvent(t_s=300.0))
+    ended = feed.frame(300.0)
+    assert ended.span_s == pytest.approx(300.0)
+    points = ended.gpus[0].points
+    assert len(points) == 300 and points[0] == (0.5, 300.0) and points[-1] == (299.5, 400.0)
+    assert ended.gpus[0].limit_steps == [(0.0, 700.0), (200.0, 400.0)]
 
 
 def test_draining_appears_after_comma_on_a_real_run_and_clears_at_the_limit(

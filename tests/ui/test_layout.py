@@ -113,3 +113,22 @@ def test_details_fit_their_columns_at_the_end_of_a_replay() -> None:
                 assert needle in text, needle
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+def test_a_drain_in_progress_is_shown_whole_at_every_size(size: tuple[int, int]) -> None:
+    frame = fake_frame()
+    frame.knob_status = {"batch_limit": "draining 46 -> 2", "max_num_seqs": "restarting -> 128"}
+    app: DashboardApp = fake_app("live", frame)
+    seen: list[str] = []
+
+    async def main() -> None:
+        async with app.run_test(size=size) as pilot:
+            await settle(app, pilot)
+            seen.append(screen_text(app))
+
+    asyncio.run(main())
+    text = seen[0]
+    assert "draining 46 -> 2" in text and "restarting -> 128" in text
+    row = next(line for line in text.splitlines() if "batch_limit" in line)
+    assert "draining" in row  # on the knob's own row too

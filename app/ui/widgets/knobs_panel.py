@@ -61,7 +61,8 @@ def knobs_table(frame: Frame, *, live: bool, width: int = 60) -> Group:
     wide = width >= RANGE_FROM_W
     for name, spec in SPECS.items():
         value = knobs.get(name)
-        shown = format_value(name, value)
+        shown = format_value(name, value) if wide or spec.unit != "tok" or value is None \
+            else f"{value:g}"
         if value is None and spec.bounds_from == "device":
             limits = [d.limit_w for d in frame.devices if d.limit_w is not None]
             shown = (f"unset ({max(limits):g} W)" if wide else f"{max(limits):g} W") \
@@ -71,7 +72,8 @@ def knobs_table(frame: Frame, *, live: bool, width: int = 60) -> Group:
         status = frame.knob_status.get(name)
         last: Text | str
         if status is not None:
-            last = Text(status, style=STATUS_STYLE)
+            # Narrow: the first word here, the whole of it on the panel's border.
+            last = Text(status if wide else status.split()[0], style=STATUS_STYLE)
         elif wide:
             last = Text(knob_range(frame, name), style="dim")
         else:
@@ -97,4 +99,9 @@ class KnobsPanel(Static):
         self.live = live
 
     def show(self, frame: Frame) -> None:
-        self.update(knobs_table(frame, live=self.live, width=self.content_region.width or 60))
+        width = self.content_region.width or 60
+        self.update(knobs_table(frame, live=self.live, width=width))
+        # Narrow, the row says which knob is "draining"; the bottom border says the
+        # rest, where it fits whole ("draining 46 -> 2 · restarting -> 128").
+        self.border_subtitle = " · ".join(frame.knob_status.values()) \
+            if width < RANGE_FROM_W else ""

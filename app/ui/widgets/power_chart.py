@@ -53,6 +53,7 @@ class ChartData:
     series: list[Series] = field(default_factory=list)
     ticks: list[Tick] = field(default_factory=list)
     top_hint_w: float = 0.0  # the highest the y axis must reach (a GPU's maximum limit)
+    absolute: bool = False  # time labels as run time (the whole run), not "-60 s"
 
 
 def chart_data(frame: Frame, window_s: float) -> ChartData:
@@ -65,7 +66,7 @@ def chart_data(frame: Frame, window_s: float) -> ChartData:
                 s.cap_w = float(cap)
     ranges = [d.range_w[1] for d in frame.devices if d.range_w is not None]
     return ChartData(frame.now_s, window_s, series, list(frame.ticks),
-                     max(ranges, default=0.0))
+                     max(ranges, default=0.0), absolute=frame.span_s is not None)
 
 
 def _nice_top(w: float) -> float:
@@ -162,7 +163,11 @@ def _time_axis(data: ChartData, cols: int, x_of: Callable[[float], int],
         if 0 <= c < cols:
             axis[c] = TICK_LETTERS.get(tick.kind, "?")
             styles[c] = "bold " + TICK_STYLES.get(tick.kind, "")
-    left, mid, right = f"-{w:.0f} s", f"-{w / 2:.0f} s", "now"
+    if data.absolute:
+        t0 = data.now_s - w
+        left, mid, right = (f"{t0:.0f} s", f"{t0 + w / 2:.0f} s", f"{data.now_s:.0f} s")
+    else:
+        left, mid, right = f"-{w:.0f} s", f"-{w / 2:.0f} s", "now"
     for pos, lab in ((0, left), ((cols - len(mid)) // 2, mid), (cols - len(right), right)):
         span = range(max(0, pos - 1), min(cols, pos + len(lab) + 1))
         if not any(c in styles for c in span):  # a tick's letter wins over a label
@@ -322,4 +327,11 @@ class PowerChart(Widget):
         if self._frame is None:
             return Text("waiting for the first reading…", style="dim")
         size = self.content_region.size
-        return render_chart(self._frame, size.width, size.height, self.window_s)
+        # Once the run has ended: all of it, with every mark and knob change.
+        window = self._frame.span_s or self.window_s
+        return render_chart(self._frame, size.width, size.height, window)
+
+    def title(self) -> str:
+        if self._frame is not None and self._frame.span_s is not None:
+            return "GPU power, the whole run"
+        return f"GPU power, last {self.window_s:.0f} s"

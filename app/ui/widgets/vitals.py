@@ -19,9 +19,9 @@ CELL_W = 21
 
 def _gpu_line(g: GpuTrace) -> Text:
     line = Text(no_wrap=True, overflow="ellipsis")
-    line.append(f"{g.device:<6}", style=LABEL)
+    line.append(f"{g.device:<5}", style=LABEL)
     line.append(units.watts(g.points[-1][1] if g.points else None).rjust(5), style=VALUE)
-    line.append(" / cap ", style=LABEL)
+    line.append(" cap ", style=LABEL)
     line.append(units.watts(g.limit_w), style="#ff5252")
     if g.util_pct is not None:
         line.append("  util ", style=LABEL)
@@ -110,7 +110,12 @@ def vitals_text(frame: Frame, width: int) -> Text:
     tps.append(" run", style=LABEL)
     lines.append(tps)
     lines.extend(request_lines(frame))
-    return Text("\n", no_wrap=True).join(lines)
+    out = Text(no_wrap=True, overflow="ellipsis")
+    for i, line in enumerate(lines):
+        if i:
+            out.append("\n")
+        out.append_text(line)
+    return out
 
 
 class Vitals(Static):
