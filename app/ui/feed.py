@@ -241,6 +241,11 @@ class Feed:
     def frame(self, now_s: float) -> Frame:
         """What to paint now. Once the run has ended the GPU traces span the whole run
         (`span_s`), so the marks and knob changes of all of it can be seen."""
+        # The live stats (an inline subscriber) have seen every event published so far:
+        # digest what still waits in the queue, so the knob panel's drain and the
+        # knob values come from the same moment.
+        for ev in self._sub.get_nowait():
+            self.digest(ev)
         whole = self.ended is not None
         gpus = []
         for dev in sorted(self._power.keys() | self._last.keys(), key=natural_key):

@@ -102,3 +102,23 @@ def test_many_gpus_become_one_strip_each() -> None:
     # Fewer rows than GPUs: the rest are counted, not silently dropped.
     short = render_chart(frame, 90, 8, 120.0).plain
     assert "7 more" in short
+
+
+def test_a_mark_at_the_time_of_a_knob_change_keeps_its_letter() -> None:
+    frame = fake_frame()
+    frame.ticks = [Tick(210.0, "mark", "m1"), Tick(210.0, "knob", "power_cap=500 W")]
+    axis = render_chart(frame, 88, 14, 120.0).plain.splitlines()[-1][7:]
+    assert axis[20] == "m" and "k" not in axis
+
+
+def test_the_cap_stays_visible_where_the_power_runs_at_it() -> None:
+    frame = fake_frame()
+    frame.ticks = []
+    frame.gpus = [GpuTrace("gpu0", [(180 + i / 2, 500.0) for i in range(241)], limit_w=500.0,
+                           limit_steps=[(0.0, 500.0)])]
+    text = render_chart(frame, 88, 14, 120.0)
+    row = text.plain.splitlines()[4]  # 500 W: text row 3 of the plot
+    start = text.plain.index(row)
+    styles = {str(span.style) for span in text.spans
+              if span.start >= start + 10 and span.end <= start + len(row) - 10}
+    assert styles == {"bold #ff5252"}  # the cap's colour, not the GPU's

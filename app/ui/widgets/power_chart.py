@@ -158,7 +158,7 @@ def _time_axis(data: ChartData, cols: int, x_of: Callable[[float], int],
     axis = [" "] * cols
     out = Text(no_wrap=True)
     styles: dict[int, str] = {}
-    for tick in data.ticks:
+    for tick in _marks_last(data.ticks):  # a mark's letter wins over a knob's
         c = x_of(tick.t_s) // dots_per_col
         if 0 <= c < cols:
             axis[c] = TICK_LETTERS.get(tick.kind, "?")
@@ -177,6 +177,10 @@ def _time_axis(data: ChartData, cols: int, x_of: Callable[[float], int],
     return out
 
 
+def _marks_last(ticks: Sequence[Tick]) -> list[Tick]:
+    return sorted(ticks, key=lambda t: t.kind == "mark")
+
+
 def render_lines(data: ChartData, width: int, height: int) -> Text:
     plot_rows = height - 2
     cols = width - LABEL_W - 1
@@ -193,20 +197,10 @@ def render_lines(data: ChartData, width: int, height: int) -> Text:
     def x_of(t: float) -> int:
         return math.floor((t - t0) / data.window_s * canvas.width)
 
-    for tick in data.ticks:  # under everything else
+    for tick in _marks_last(data.ticks):  # under everything else
         x = x_of(tick.t_s)
         for y in range(0, canvas.height, 2):
             canvas.dot(x, y, TICK_STYLES.get(tick.kind, AXIS_STYLE))
-    drawn: set[tuple[tuple[float, float], ...]] = set()
-    for s in data.series:
-        steps: tuple[tuple[float, float], ...] = ()
-        if s.cap_steps:
-            steps = tuple(s.cap_steps)
-        elif s.cap_w is not None:
-            steps = ((t0 - 1.0, s.cap_w),)
-        if steps and steps not in drawn:  # GPUs capped alike share one line
-            drawn.add(steps)
-            _draw_cap_steps(canvas, steps, t0, data.window_s, y_of)
     for i, s in enumerate(data.series):
         style = GPU_STYLES[i % len(GPU_STYLES)]
         values = smoothed(s.points, t0, data.window_s, canvas.width)
@@ -221,6 +215,18 @@ def render_lines(data: ChartData, width: int, height: int) -> Text:
             else:
                 canvas.line(*prev, *pt, style)
             prev = pt
+    # The cap over the power: a GPU held at its cap shares the cap's cells, and the
+    # cap is the line that must not vanish there.
+    drawn: set[tuple[tuple[float, float], ...]] = set()
+    for s in data.series:
+        steps: tuple[tuple[float, float], ...] = ()
+        if s.cap_steps:
+            steps = tuple(s.cap_steps)
+        elif s.cap_w is not None:
+            steps = ((t0 - 1.0, s.cap_w),)
+        if steps and steps not in drawn:  # GPUs capped alike share one line
+            drawn.add(steps)
+            _draw_cap_steps(canvas, steps, t0, data.window_s, y_of)
 
     out = Text(no_wrap=True)
     out.append_text(_legend(data, width))
