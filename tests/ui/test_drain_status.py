@@ -130,3 +130,33 @@ def test_draining_appears_after_comma_on_a_real_run_and_clears_at_the_limit(
     assert "batch_limit" in seen["screen"][0]  # type: ignore[index]
     assert isinstance(seen["running_at_clear"], int) and seen["running_at_clear"] <= 4
     assert seen["after"] is False
+
+
+def test_a_max_num_seqs_restart_shows_restarting_then_the_new_value(tmp_path: Path) -> None:
+    seen: dict[str, object] = {}
+
+    async def script(pilot: Pilot[None], app: DashboardApp, backend: LiveBackend) -> None:
+        def busy() -> bool:
+            f = app.frame
+            return f is not None and f.engine_state is not None and \
+                (f.engine_state.running or 0) >= 4
+
+        await until(pilot, busy, timeout_s=20)
+        await backend.set_knob("max_num_seqs", 4)  # what `k max_num_seqs=4` does
+        await until(pilot, lambda: "restarting -> 4" in screen_text(app), timeout_s=10)
+        seen["row"] = next(line for line in screen_text(app).splitlines()
+                           if "max_num_seqs" in line)
+        await until(pilot, lambda: app.frame is not None and not app.frame.knob_status,
+                    timeout_s=40)
+        await pilot.pause(0.3)
+        seen["after"] = next(line for line in screen_text(app).splitlines()
+                             if "max_num_seqs" in line)
+
+    _, events, _ = drive(tmp_path, script, batch_limit=16,
+                         workload_params={"variant": "mapreduce", "chunks": 8,
+                                          "output_tokens": 200, "reduce_tokens": 30})
+    assert "restarting -> 4" in str(seen["row"])
+    after = str(seen["after"])
+    assert "restarting" not in after and " 4 " in after
+    assert [(e.knob, e.value) for e in events if isinstance(e, KnobEvent)
+            and e.source == "ui"] == [("max_num_seqs", 4)]

@@ -129,6 +129,39 @@ def test_a_drain_in_progress_is_shown_whole_at_every_size(size: tuple[int, int])
 
     asyncio.run(main())
     text = seen[0]
-    assert "draining 46 -> 2" in text and "restarting -> 128" in text
+    if size[0] >= 100:
+        assert "draining 46 -> 2" in text and "restarting -> 128" in text
+    else:  # both on the knobs panel's border, squeezed
+        assert "draining 46->2 · restarting->128" in text
     row = next(line for line in text.splitlines() if "batch_limit" in line)
     assert "draining" in row  # on the knob's own row too
+
+
+@pytest.mark.parametrize("n", [4, 16])
+def test_several_gpus_fit_at_80x24(n: int) -> None:
+    from app.ui.feed import GpuTrace
+
+    frame = fake_frame()
+    frame.gpus = [GpuTrace(f"gpu{i}", [(t / 2, 300.0 + 10 * i) for t in range(361, 601)],
+                           limit_w=500.0, util_pct=90.0) for i in range(n)]
+    app: DashboardApp = fake_app("live", frame)
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app, pilot)
+            seen["text"] = screen_text(app)
+            seen["scroll"] = (app.screen.max_scroll_x, app.screen.max_scroll_y)
+            chart = app.query_one("#chart")
+            seen["chart_rows"] = chart.content_region.height
+
+    asyncio.run(main())
+    text = seen["text"]
+    assert seen["scroll"] == (0, 0) and seen["chart_rows"] >= 10
+    if n == 4:  # each GPU's power and cap in the vitals, a line each on the chart
+        for i in range(4):
+            assert f"gpu{i} {300 + 10 * i}/500W 90%" in text
+    else:  # the sum in the vitals, a strip per GPU on the chart (the rest counted)
+        assert "16 GPU 6,000 W cap 8,000 W util 90%" in text
+        assert "gpu0 " in text and "more" in text
+    assert "q quit" in text and "power_cap" in text

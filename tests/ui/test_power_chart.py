@@ -98,7 +98,7 @@ def test_many_gpus_become_one_strip_each() -> None:
     assert "12 GPUs" in lines[0]
     rows = [line for line in lines if "/gpu" in line]
     assert len(rows) == 12
-    assert rows[0].rstrip().endswith("100/500  W") and rows[11].rstrip().endswith("540/500  W")
+    assert rows[0].rstrip().endswith(" 100/500 W") and rows[11].rstrip().endswith(" 540/500 W")
     # Fewer rows than GPUs: the rest are counted, not silently dropped.
     short = render_chart(frame, 90, 8, 120.0).plain
     assert "7 more" in short

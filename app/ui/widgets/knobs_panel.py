@@ -103,5 +103,7 @@ class KnobsPanel(Static):
         self.update(knobs_table(frame, live=self.live, width=width))
         # Narrow, the row says which knob is "draining"; the bottom border says the
         # rest, where it fits whole ("draining 46 -> 2 · restarting -> 128").
-        self.border_subtitle = " · ".join(frame.knob_status.values()) \
-            if width < RANGE_FROM_W else ""
+        subtitle = " · ".join(frame.knob_status.values()) if width < RANGE_FROM_W else ""
+        if len(subtitle) > width - 2:  # two at once: "draining 46->2 · restarting->128"
+            subtitle = subtitle.replace(" -> ", "->")
+        self.border_subtitle = subtitle

@@ -288,7 +288,7 @@ def render_strips(data: ChartData, width: int, height: int) -> Text:
                 i % len(GPU_STYLES)])
         now = f"{s.points[-1][1]:.0f}" if s.points else "-"
         cap_now = f"{s.cap_w:.0f}" if s.cap_w is not None else "-"
-        out.append(f" {now:>4}/{cap_now:<4} W".ljust(tail_w), style="bold")
+        out.append(f" {now}/{cap_now} W".rjust(tail_w - 1).ljust(tail_w), style="bold")
     if len(shown) < len(data.series):
         out.append("\n")
         out.append(f"… {len(data.series) - len(shown)} more (a taller terminal shows them)",

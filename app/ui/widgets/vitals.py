@@ -1,7 +1,8 @@
 """The essentials, in as few lines as they fit: power now and cap per GPU with its
 utilization, energy so far, J/token, tokens/s, and where the requests are (waiting at
 admission, running or waiting in the engine as the engine reports it, done, failed,
-shed). Shown at every terminal size, so every line fits in 36 columns."""
+shed). Shown at every terminal size, so every line fits in 36 columns (its width at
+80x24)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from app.ui.feed import Frame, GpuTrace
 
 LABEL = "dim"
 VALUE = "bold"
-#: Width of one GPU's cell when several share a line ("gpu3 412/500 W 97%").
-CELL_W = 21
+#: Width of one GPU's cell when several share a line ("gpu3 412/500W 97%"), its gap
+#: included: two fit the 36 columns of the panel at 80x24.
+CELL_W = 18
 
 
 def _gpu_line(g: GpuTrace) -> Text:
@@ -30,26 +32,50 @@ def _gpu_line(g: GpuTrace) -> Text:
 
 
 def _gpu_cell(g: GpuTrace) -> Text:
+    """"gpu3 412/500W 97%": power now and cap in watts, utilization."""
     now = f"{g.points[-1][1]:.0f}" if g.points else units.DASH
     cap = f"{g.limit_w:.0f}" if g.limit_w is not None else units.DASH
     cell = Text(no_wrap=True, overflow="ellipsis")
-    cell.append(f"{g.device[-6:]:<6}", style=LABEL)
-    cell.append(now.rjust(4), style=VALUE)
+    cell.append(f"{g.device[-5:]} ", style=LABEL)
+    cell.append(now, style=VALUE)
     cell.append("/", style=LABEL)
     cell.append(cap, style="#ff5252")
-    cell.append(" W", style=LABEL)
+    cell.append("W", style=LABEL)
     if g.util_pct is not None:
-        cell.append(f" {g.util_pct:3.0f}%")
+        cell.append(f" {g.util_pct:.0f}%")
     cell.truncate(CELL_W - 1, pad=True)
     return cell
 
 
+#: More GPUs than this are summed on one line here (the chart has a strip for each).
+CELLS_UP_TO = 4
+
+
+def _total_line(gpus: list[GpuTrace]) -> Text:
+    now = sum(g.points[-1][1] for g in gpus if g.points)
+    caps = [g.limit_w for g in gpus if g.limit_w is not None]
+    utils = [g.util_pct for g in gpus if g.util_pct is not None]
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append(f"{len(gpus)} GPU ", style=LABEL)
+    line.append(f"{now:,.0f} W", style=VALUE)
+    line.append(" cap ", style=LABEL)
+    line.append(f"{sum(caps):,.0f} W" if len(caps) == len(gpus) else units.DASH,
+                style="#ff5252")
+    if utils:
+        line.append(" util ", style=LABEL)
+        line.append(f"{sum(utils) / len(utils):.0f}%")
+    return line
+
+
 def gpu_lines(frame: Frame, width: int) -> list[Text]:
-    """One line per GPU while they are few; with more, as many cells per line as fit."""
+    """One line per GPU while they are few; up to CELLS_UP_TO, as many cells per line as
+    fit; beyond, their sum (power, cap) and mean utilization on one line."""
     if not frame.gpus:
         return [Text("GPU   no power readings", style=LABEL)]
     if len(frame.gpus) <= 2:
         return [_gpu_line(g) for g in frame.gpus]
+    if len(frame.gpus) > CELLS_UP_TO:
+        return [_total_line(frame.gpus)]
     per_line = max(1, (width + 1) // CELL_W)
     lines: list[Text] = []
     for i in range(0, len(frame.gpus), per_line):
