@@ -271,7 +271,9 @@ class Feed:
             devices=list(self.devices), log=list(self._log), engine_state=self.engine_state,
             client_state=self.client_state, ended=self.ended, events=self.events,
             coalesced=self._sub.coalesced, ticks=list(self._ticks),
-            knob_status=self.drain.status(self.engine_state, self.client_state),
+            # Once the run has ended nothing is still taking effect.
+            knob_status={} if whole else self.drain.status(self.engine_state,
+                                                            self.client_state),
             span_s=span,
         )
 

@@ -10,7 +10,7 @@ import pytest
 from textual.pilot import Pilot
 
 from app.core.bus import EventBus
-from app.core.events import EngineStateEvent, ErrorEvent, KnobEvent, MarkEvent
+from app.core.events import EndEvent, EngineStateEvent, ErrorEvent, KnobEvent, MarkEvent
 from app.core.stats import LiveStats
 from app.ui.app import DashboardApp
 from app.ui.backends import LiveBackend
@@ -37,8 +37,13 @@ def test_draining_shows_until_the_engine_runs_no_more_than_the_limit() -> None:
     feed.digest(EngineStateEvent(t_s=4.0, running=2, waiting=0))
     assert feed.frame(4.0).knob_status == {}
     # The engine then running more again is not a drain: only a lower limit starts one.
-    feed.digest(EngineStateEvent(t_s=5.0, running=3, waiting=0))
-    assert feed.frame(5.0).knob_status == {}
+    feed.digest(EngineStateEvent(t_s=4.2, running=3, waiting=0))
+    assert feed.frame(4.2).knob_status == {}
+    # A drain the end of the run cut short is not shown as going on.
+    feed.digest(KnobEvent(t_s=4.5, knob="batch_limit", value=1, previous=2, source="ui"))
+    assert feed.frame(4.5).knob_status == {"batch_limit": "draining 3 -> 1"}
+    feed.digest(EndEvent(t_s=4.6))
+    assert feed.frame(4.6).knob_status == {}
 
 
 def test_a_limit_above_what_runs_is_no_drain_and_a_client_count_serves_without_engine() -> None:

@@ -33,7 +33,7 @@ def help_table(mode: str) -> Table:
     t.add_column()
     t.add_column(no_wrap=True, style="dim")
     for k in KEYS:
-        where = "live and replay" if len(k.modes) > 1 else next(iter(k.modes))
+        where = "both" if len(k.modes) > 1 else next(iter(k.modes))
         t.add_row(k.shown, Text(k.help, style="" if mode in k.modes else "dim"), where)
     return t
 
@@ -42,7 +42,7 @@ class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
     HelpScreen > VerticalScroll {
-        width: 90%; max-width: 110; height: auto; max-height: 90%;
+        width: 96%; max-width: 110; height: auto; max-height: 96%;
         border: thick $accent; background: $surface; padding: 0 1;
     }
     HelpScreen .title { text-style: bold; margin-top: 1; }
