@@ -158,8 +158,9 @@ def test_a_max_num_seqs_restart_shows_restarting_then_the_new_value(tmp_path: Pa
                              if "max_num_seqs" in line)
 
     _, events, _ = drive(tmp_path, script, batch_limit=16,
+                         # Calls of ~6 s: the drain outlasts a slow paint on a busy machine.
                          workload_params={"variant": "mapreduce", "chunks": 8,
-                                          "output_tokens": 200, "reduce_tokens": 30})
+                                          "output_tokens": 600, "reduce_tokens": 30})
     assert "restarting -> 4" in str(seen["row"])
     after = str(seen["after"])
     assert "restarting" not in after and " 4 " in after

@@ -14,6 +14,7 @@ from app.ui.screens.help import HelpScreen
 from app.ui.widgets.key_bar import key_line
 from tests.ui.fake_backend import fake_app, settle
 from tests.ui.screen_text import screen_text
+from tests.ui.test_dashboard_live import until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -90,12 +91,12 @@ def test_command_palette_lists_the_knob_actions_and_runs_them() -> None:
             titles = [c.title for c in app.get_system_commands(app.screen)]
             seen["titles"] = titles
             await pilot.press("ctrl+p")
-            await pilot.pause(0.2)
-            seen["palette"] = isinstance(app.screen, CommandPalette)
+            await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+            seen["palette"] = True
             await pilot.press(*"batch limit halved")
-            await pilot.pause(0.4)
-            await pilot.press("enter")
-            await pilot.pause(0.3)
+            await until(pilot, lambda: "Batch limit halved" in screen_text(app))
+            await pilot.press("down", "enter")  # the first match, highlighted
+            await until(pilot, lambda: bool(app.backend.calls))  # type: ignore[attr-defined]
             seen["calls"] = list(app.backend.calls)  # type: ignore[attr-defined]
 
     asyncio.run(main())
