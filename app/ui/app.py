@@ -179,10 +179,14 @@ class DashboardApp(App[None]):
             self.query_one(StageTable).show(frame)
             self.query_one(KnobsPanel).show(frame)
             self.query_one(EventLog).show(frame)
+            # The marks with their times: on the event log's border, or on the chart's
+            # where the log is not shown (80x24).
             marks = [t for t in frame.ticks if t.kind == "mark"]  # all of them
-            self.query_one("#log").border_subtitle = (
-                "marks " + ", ".join(f"{m.label} {m.t_s:.1f} s" for m in marks[-4:])
-                if marks else "")
+            text = ("marks " + ", ".join(f"{m.label} {m.t_s:.1f} s" for m in marks[-4:])
+                    if marks else "")
+            log_shown = self.tier != "s"
+            self.query_one("#log").border_subtitle = text if log_shown else ""
+            chart.border_subtitle = "" if log_shown else text
 
     def _state(self, frame: Frame) -> str:
         if frame.ended is not None or self.backend.done:

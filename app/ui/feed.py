@@ -162,7 +162,7 @@ class Feed:
         if isinstance(ev, Sample):
             self._on_sample(ev)
         elif isinstance(ev, RequestEvent):
-            # One line per distinct failure reason: the totals panel counts them all.
+            # One line per distinct failure reason: the vitals count them all.
             if ev.phase == "failed" and ev.reason != RUN_ENDED:
                 reason = ev.reason or "unknown"
                 if reason not in self._failure_reasons:

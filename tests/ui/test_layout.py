@@ -66,6 +66,7 @@ def test_essentials_are_on_the_screen_unclipped(size: tuple[int, int], mode: str
         assert needle in text, (needle, size)
     if mode == "replay":
         assert "REPLAY" in text and "read-only" in text
+    assert "marks m2 280.0 s" in text  # on the log's border, or the chart's at 80x24
 
 
 def test_more_panels_appear_as_the_terminal_grows() -> None:
