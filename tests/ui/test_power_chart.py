@@ -122,3 +122,4 @@ def test_the_cap_stays_visible_where_the_power_runs_at_it() -> None:
     styles = {str(span.style) for span in text.spans
               if span.start >= start + 10 and span.end <= start + len(row) - 10}
     assert styles == {"bold #ff5252"}  # the cap's colour, not the GPU's
+
