@@ -108,3 +108,24 @@ def test_command_palette_lists_the_knob_actions_and_runs_them() -> None:
     assert "Pause or play the replay" not in titles  # a live run has no replay actions
     assert seen["palette"]
     assert ("batch_limit", 16) in seen["calls"]  # type: ignore[operator]
+
+
+def test_the_knob_dialog_fits_80x24_with_its_entry_in_sight() -> None:
+    from app.ui.screens.knob_input import KnobInputScreen
+
+    app: DashboardApp = fake_app("live")
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app, pilot)
+            await pilot.press("k")
+            await until(pilot, lambda: isinstance(app.screen, KnobInputScreen))
+            await pilot.pause(0.2)
+            entry = app.screen.query_one("#knob-entry")
+            seen["inside"] = app.screen.region.contains_region(entry.region)
+            seen["text"] = screen_text(app)
+
+    asyncio.run(main())
+    assert seen["inside"]
+    assert "e.g. power_cap=300" in str(seen["text"]) and "max_num_seqs" in str(seen["text"])
