@@ -126,12 +126,13 @@ class DashboardApp(App[None]):
     def _apply_tier(self, size: Size) -> None:
         """Show the panels the terminal has room for; a class per tier sizes them."""
         self.tier = tier = layout_tier(size)
-        screen = self.screen
+        # The dashboard's own screen, also when a dialog (k, ?) is on top of it.
+        screen = self.screen_stack[0]
         for name in ("s", "m", "l", "xl"):
             screen.set_class(name == tier, f"tier-{name}")
-        self.query_one("#log").display = tier != "s"
-        self.query_one("#totals").display = tier in ("l", "xl")
-        self.query_one("#stages").display = tier in ("l", "xl")
+        screen.query_one("#log").display = tier != "s"
+        screen.query_one("#totals").display = tier in ("l", "xl")
+        screen.query_one("#stages").display = tier in ("l", "xl")
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

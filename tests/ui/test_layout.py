@@ -166,3 +166,29 @@ def test_several_gpus_fit_at_80x24(n: int) -> None:
         assert "16 GPU 6,000 W cap 8,000 W util 90%" in text
         assert "gpu0 " in text and "more" in text
     assert "q quit" in text and "power_cap" in text
+
+
+def test_a_resize_under_the_help_lays_the_dashboard_out_for_the_new_size() -> None:
+    from app.ui.screens.help import HelpScreen
+
+    app: DashboardApp = fake_app("live")
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 36)) as pilot:
+            await settle(app, pilot)
+            await pilot.press("question_mark")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.resize_terminal(80, 24)
+            await pilot.pause(0.3)
+            await pilot.press("escape")
+            await pilot.pause(0.3)
+            seen["text"] = screen_text(app)
+            seen["scroll"] = (app.screen.max_scroll_x, app.screen.max_scroll_y)
+            seen["knobs_w"] = app.query_one("#knobs").region.width
+
+    asyncio.run(main())
+    assert seen["scroll"] == (0, 0) and seen["knobs_w"] == 40
+    for needle in ESSENTIAL_TEXT:
+        assert needle in seen["text"], needle
