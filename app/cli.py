@@ -404,6 +404,8 @@ def _sweep(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install 'wattflow[plot]'") from None
+        if Path(args.plot).exists() and not Path(args.plot).is_dir():
+            raise UsageError(f"--plot {args.plot}: not a folder")
     folder = Path(args.dir) if args.dir else (
         Path("sessions") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     points = list(itertools.product(*(values for _, values in args.grid)))

@@ -78,3 +78,15 @@ def test_sweep_plot_without_matplotlib_is_one_line_before_any_run(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "matplotlib" in err[0]
     assert not (tmp_path / "s").exists()
+
+
+def test_sweep_plot_into_a_file_is_refused_before_any_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "figs"
+    target.write_text("not a folder")
+    code = cli.main(["sweep", "--fast", "--duration", "5", "--grid", "batch_limit=2",
+                     "--dir", str(tmp_path / "s"), "--plot", str(target)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a folder" in err[0]
+    assert not (tmp_path / "s").exists()
