@@ -18,6 +18,9 @@ from app.core.knobs import ScheduledChange
 from app.core.runner import RunConfig, Runner
 
 GOLDEN = Path(__file__).with_name("golden-composite-seed7.jsonl.gz")
+#: The same run recorded in session format version 1 (before compact lines): kept, not
+#: regenerated, so that the reader's handling of version 1 stays tested.
+GOLDEN_V1 = Path(__file__).with_name("golden-composite-seed7-v1.jsonl.gz")
 
 
 def golden_config(session: Path) -> RunConfig:
