@@ -271,6 +271,7 @@ class LineEncoder:
         # request id -> its one-call stage's `finished` line (workflow id, node, time)
         self._stage_done: dict[Any, tuple[Any, Any, Any]] = {}
         self._last_first: dict[str, dict[str, Any]] = {}  # kind -> its last first line
+        self._last_ref: dict[str, list[Any]] = {}  # the same as a reference (field order)
         self._last_reason: Any = None  # the last finished request's reason
         self._stage_done_by_stage: dict[tuple[Any, Any], Any] = {}  # stage -> request id
         self._was_first = False  # the event just compacted was its subject's first line
@@ -280,6 +281,7 @@ class LineEncoder:
         put on the line written instead, so the reader forgets them too."""
         self._subjects.clear()
         self._last_first.clear()
+        self._last_ref.clear()
         self._last_reason = None
         self._pending = None
         self._first_token.clear()
@@ -403,69 +405,76 @@ class LineEncoder:
 
     def _compact(self, ev: Event) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The event's compact line, and (for a subject's event) all its field values as
-        the reader will restore them. Runs for every event of a run: the comparison
-        with the reference runs over value tuples in one comprehension."""
+        the reader will restore them. Runs for every event of a run, so it is plain:
+        references are kept as lists in field order, ready to compare in one pass."""
         cls = type(ev)
         p = _PLANS.get(cls) or plan(cls)
         t_s = ev.t_s
         if type(t_s) is float:
             t_s = _rnd(t_s, _TIME_SCALE)
-        vals = p.values(ev)
-        if p.rounded_at:
-            vals = list(vals)  # type: ignore[assignment]
-            for i, scale in p.rounded_at:
-                v = vals[i]
-                if type(v) is float:
-                    try:  # noqa: SIM105 - suppress() costs more than the rounding
-                        vals[i] = round(v * scale) / scale  # type: ignore[index]
-                    except (ValueError, OverflowError):
-                        pass  # NaN or infinite: written as null, as ever
-                elif type(v) is dict:
-                    vals[i] = _round_value(v, scale)  # type: ignore[index]
+        vals = list(p.values(ev))
+        for i, scale in p.rounded_at:
+            v = vals[i]
+            if type(v) is float:
+                try:  # noqa: SIM105 - suppress() costs more than the rounding
+                    vals[i] = round(v * scale) / scale
+                except (ValueError, OverflowError):
+                    pass  # NaN or infinite: written as null, as ever
+            elif type(v) is dict:
+                vals[i] = _round_value(v, scale)
         out: dict[str, Any] = {"kind": p.kind, "t_s": t_s}
+        names = p.names
         if not p.subject:
-            out.update([(n, v) for n, v, r in zip(p.names, vals, p.ref_values, strict=True)
+            out.update([(n, v) for n, v, r in zip(names, vals, p.ref_values, strict=True)
                         if v is not r and (type(v) is not type(r) or v != r)])
             return out, None
-        full = dict(zip(p.names, vals, strict=True))
+        full = dict(zip(names, vals, strict=True))
         one = p.one_subject
         key = (p.kind, full[one] if one is not None else tuple(full[n] for n in p.subject))
         st = self._subjects.get(key)
-        self._was_first = st is None
         phase = full.get("phase")
+        kind = p.kind
+        ref: list[Any]
         if st is not None:
-            ref = st.values
-            prev = st.fields.get("phase")
-            if prev is not None and (p.kind, prev) in NEXT_PHASE:
-                ref = list(ref)
-                ref[p.index["phase"]] = NEXT_PHASE[p.kind, prev]
-            if p.derived and (derived := _derived(p, st, full, phase, t_s)):
-                if type(ref) is not list:
-                    ref = list(ref)
-                for name, dv in derived.items():
-                    i = p.index[name]
+            self._was_first = False
+            ref = st.values  # replaced below, so it may be changed in place
+            rules = (p.derived.get(phase) if p.derived and type(t_s) in (float, int)
+                     and type(phase) is str else None)
+            if rules:
+                index, times = p.index, st.times
+                for name, since in rules:
+                    t0 = times.get(since)
+                    if t0 is not None:
+                        dv = _rnd(t_s - t0, _TIME_SCALE)
+                        i = index[name]
+                        if _close_enough(vals[i], dv):
+                            full[name] = ref[i] = vals[i] = dv  # what the reader will have
+                        else:
+                            ref[i] = _NONE
+                if kind == "request" and phase == "finished":
+                    i = index["tpot_s"]
+                    dv = _tpot(full, st, t_s)
                     if _close_enough(vals[i], dv):
-                        full[name] = ref[i] = dv  # what the reader will have
-                        if type(vals) is not list:
-                            vals = list(vals)  # type: ignore[assignment]
-                        vals[i] = dv  # type: ignore[index]
+                        full["tpot_s"] = ref[i] = vals[i] = dv
                     else:
                         ref[i] = _NONE
         else:
-            last = self._last_first.get(p.kind)
-            ref = list(p.ref_values) if last is None else [
-                _NONE if i in p.subject_at else v for i, v in enumerate(last.values())]
-            if p.kind == "request":
+            self._was_first = True
+            last = self._last_ref.get(kind)
+            ref = list(p.ref_values if last is None else last)
+            if kind == "request":
                 for name, v in first_request_refs(self._subjects, full["request_id"],
                                                   full["workflow_id"], full["node"]).items():
                     ref[p.index[name]] = v
-            self._last_first[p.kind] = full
-        if p.kind == "request" and phase == "finished":
+            self._last_first[kind] = full
+            last = vals.copy()
+            for i in p.subject_at:
+                last[i] = _NONE  # always written
+            self._last_ref[kind] = last
+        if kind == "request" and phase == "finished":
             i = p.index["reason"]
-            if type(ref) is not list:
-                ref = list(ref)
             ref[i], self._last_reason = self._last_reason, vals[i]
-        out.update([(n, v) for n, v, r in zip(p.names, vals, ref, strict=True)
+        out.update([(n, v) for n, v, r in zip(names, vals, ref, strict=True)
                     if v is not r and (type(v) is not type(r) or v != r)])
         if phase in p.last_phases:
             if st is not None:
@@ -474,12 +483,15 @@ class LineEncoder:
             if st is None:
                 st = self._subjects[key] = _Subject()
             st.fields = full
-            ref_next = list(vals)
+            nxt = vals.copy()
             for i in p.subject_at:
-                ref_next[i] = _NONE  # always written
-            st.values = ref_next
+                nxt[i] = _NONE  # always written
             if type(phase) is str:
                 st.times[phase] = t_s
+                after = NEXT_PHASE.get((kind, phase))
+                if after is not None:
+                    nxt[p.index["phase"]] = after  # a phase in order is left out
+            st.values = nxt
         return out, full
 
 
