@@ -578,33 +578,36 @@ class LineDecoder:
 
     def decode(self, cls: type[Event], d: dict[str, Any]) -> dict[str, Any]:
         """`d` with what the writer left out put back (a new dict when anything was).
-        `d` holds `kind` and `t_s`; its values have been type-checked."""
-        p = plan(cls)
+        `d` holds `kind` and `t_s`; its values have been type-checked. The dict returned
+        is kept as the subject's reference: the caller may remove `kind`, nothing else."""
+        p = _PLANS.get(cls) or plan(cls)
         if not p.subject:
             return d
-        key = (p.kind, _subject_key(p, d.get))
+        kind = p.kind
+        one = p.one_subject
+        key = (kind, d.get(one) if one is not None else tuple(d.get(n) for n in p.subject))
         st = self._subjects.get(key)
         t_s = d.get("t_s", 0.0)
         if st is None:
-            base = self._last_first.get(p.kind) or p.defaults
-            if p.kind == "request":
+            base = self._last_first.get(kind) or p.defaults
+            if kind == "request":
                 refs = first_request_refs(
                     self._subjects, d.get("request_id"), d.get("workflow_id"),
                     d["node"] if "node" in d else base.get("node", ""))
                 full = {**base, **refs, **d}
             else:
                 full = {**base, **d}
-            self._last_first[p.kind] = full
+            self._last_first[kind] = full
             phase = full.get("phase")
         else:
-            full = {**st.fields, **d}
+            fields = st.fields
+            full = {**fields, **d}
             if "phase" not in d:
-                prev = st.fields.get("phase", p.defaults.get("phase"))
-                if type(prev) is str and (p.kind, prev) in NEXT_PHASE:
-                    full["phase"] = NEXT_PHASE[p.kind, prev]
+                prev = fields.get("phase")
+                if prev is not None and (kind, prev) in NEXT_PHASE:
+                    full["phase"] = NEXT_PHASE[kind, prev]
             phase = full.get("phase")
-            derived = _derived(p, st, full, phase, t_s)
-            if derived:
+            if p.derived and (derived := _derived(p, st, full, phase, t_s)):
                 for name, v in derived.items():
                     if name not in d:
                         full[name] = v
@@ -618,8 +621,9 @@ class LineDecoder:
         else:
             if st is None:
                 st = self._subjects[key] = _Subject()
-            # A field absent here is the dataclass's default on both sides.
-            st.fields = {k: v for k, v in full.items() if k != "t_s"}
+            # A field absent here is the dataclass's default on both sides; `kind` and
+            # `t_s` are the next line's own.
+            st.fields = full
             if type(phase) is str:
                 st.times[phase] = t_s
         return full

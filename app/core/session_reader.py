@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import gc
 import io
 import math
 import os
@@ -273,6 +274,9 @@ def check_event_dict(d: dict[str, Any]) -> str | None:
     cls = EVENT_KINDS.get(kind) if type(kind) is str else None
     if cls is None:
         return None
+    t_s = d.get("t_s", 0.0)
+    if t_s != t_s or t_s in _INFINITIES:  # JSON has no inf; a number near it is fine
+        return f"t_s is not a finite number, got {d['t_s']}"
     return _check(cls, d)
 
 
@@ -289,9 +293,6 @@ def _check(cls: type[Event], d: dict[str, Any]) -> str | None:
         value = d.get(key)
         if value and not items(value):  # its type is right by now
             return _type_error(d, c.fields)
-    t_s = d.get("t_s", 0.0)
-    if t_s != t_s or t_s in _INFINITIES:  # JSON has no inf; a number near it is fine
-        return f"t_s is not a finite number, got {d['t_s']}"
     if cls is EndEvent and "summary" in d:
         return _type_error(d["summary"], _SUMMARY_TYPES, "summary.")
     return None
@@ -302,12 +303,17 @@ _INFINITIES = (math.inf, -math.inf)
 _LINE_KEYS: dict[type[Event], frozenset[str]] = {}
 
 
-def _build(cls: type[Event], d: dict[str, Any]) -> Event:
-    """The event of a checked line object `d` (the reader's own: it is consumed).
-    Fields this version does not know are ignored (a newer writer's additions)."""
+def _line_keys(cls: type[Event]) -> frozenset[str]:
     keys = _LINE_KEYS.get(cls)
     if keys is None:
         keys = _LINE_KEYS[cls] = field_names(cls) | {"kind"}
+    return keys
+
+
+def _build(cls: type[Event], d: dict[str, Any]) -> Event:
+    """The event of a checked line object `d` (the reader's own: it is consumed).
+    Fields this version does not know are ignored (a newer writer's additions)."""
+    keys = _line_keys(cls)
     if "t_s" not in d:
         d = {**d, "t_s": 0.0}
     if d.keys() <= keys:
@@ -511,6 +517,8 @@ class SessionStream:
                 if bad is not None:
                     raise SessionError(f"{path} line {lineno}: bad {kind} event: {bad}")
                 if decoder is not None and cls is not EndEvent:
+                    if "t_s" not in d:
+                        d["t_s"] = 0.0
                     if (STAGES in d or STAGE_STARTED in d or STAGE_FINISHED in d
                             or FIRST_TOKEN in d or RESET in d):
                         for ev in self._unpacked(decoder, cls, d, lineno):
@@ -520,11 +528,13 @@ class SessionStream:
                                 after_end += 1
                             yield ev
                         continue
-                    d = decoder.decode(cls, d)
-                try:
-                    ev = _build(cls, d)
-                except TypeError as e:
-                    raise SessionError(f"{path} line {lineno}: bad {kind} event: {e}") from None
+                    ev = _decoded(decoder, cls, d, path, lineno)
+                else:
+                    try:
+                        ev = _build(cls, d)
+                    except TypeError as e:
+                        raise SessionError(f"{path} line {lineno}: bad {kind} event: {e}"
+                                           ) from None
                 if cls is EndEvent:
                     if self.end is not None:
                         raise SessionError(f"{path} line {lineno}: a second end record")
@@ -547,7 +557,7 @@ class SessionStream:
 
 
     def _unpacked(self, decoder: LineDecoder, cls: type[Event], d: dict[str, Any],
-                  lineno: int) -> Iterator[Event]:
+                  lineno: int) -> list[Event]:
         """The events of a version-2 line that packs several (session_codec.unpack)."""
         path = self.path
         if d.pop(RESET, None) is not None:
@@ -560,6 +570,7 @@ class SessionStream:
             for part in parts:
                 if part["kind"] == "stage":
                     part["workflow_id"], part["node"] = wid, node
+        out = []
         for part in parts:
             pcls = EVENT_KINDS[part["kind"]]
             if part is not d:
@@ -567,10 +578,24 @@ class SessionStream:
                 if bad is not None:
                     raise SessionError(f"{path} line {lineno}: bad {pcls.kind} event"
                                        f" packed in a {cls.kind} line: {bad}")
-            try:
-                yield _build(pcls, decoder.decode(pcls, part))
-            except TypeError as e:
-                raise SessionError(f"{path} line {lineno}: bad {pcls.kind} event: {e}") from None
+            out.append(_decoded(decoder, pcls, part, path, lineno))
+        return out
+
+
+def _decoded(decoder: LineDecoder, cls: type[Event], d: dict[str, Any], path: Path,
+             lineno: int) -> Event:
+    """The event of a checked version-2 line object (unpacked): what it leaves out put
+    back. Fields this version does not know are dropped first (a newer writer's)."""
+    if not d.keys() <= _line_keys(cls):
+        names = _line_keys(cls)
+        d = {k: v for k, v in d.items() if k in names}
+    full = decoder.decode(cls, d)
+    try:
+        if "kind" in full:
+            del full["kind"]
+        return cls(**full)
+    except TypeError as e:
+        raise SessionError(f"{path} line {lineno}: bad {cls.kind} event: {e}") from None
 
 
 def open_session(path: Path | str) -> SessionStream:
@@ -588,7 +613,15 @@ def read_header(path: Path | str) -> SessionHeader:
 
 def read_session(path: Path | str) -> SessionData:
     stream = SessionStream(path)
-    events = list(stream)
+    # Every event is kept, none in a reference cycle: the cyclic collector would only
+    # rescan the growing list again and again (a sixth of the time of a long session).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        events = list(stream)
+    finally:
+        if collecting:
+            gc.enable()
     return SessionData(
         path=stream.path,
         header=stream.header,
