@@ -126,6 +126,7 @@ class _Plan:
     index: dict[str, int]  # field -> its position in `names`
     rounded_at: tuple[tuple[int, float], ...]  # (position, 10**places) of the floats
     subject_at: tuple[int, ...]  # positions of the subject fields
+    base: dict[str, Any]  # the defaults that are immutable (a missing list: a new one)
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:
@@ -164,7 +165,8 @@ def plan(cls: type[Event]) -> _Plan:
             tuple(_NONE if n in subject else defaults.get(n, _NONE) for n in names),
             {n: i for i, n in enumerate(names)},
             tuple((i, 10.0**pl) for i, pl in enumerate(places) if pl is not None),
-            tuple(i for i, n in enumerate(names) if n in subject))
+            tuple(i for i, n in enumerate(names) if n in subject),
+            {n: v for n, v in defaults.items() if type(v) in (str, int, float, bool, type(None))})
     return p
 
 
@@ -573,7 +575,7 @@ class LineDecoder:
             return wid, node
         rid = d.get("request_id")
         wid = d.get("workflow_id", rid.rpartition(".")[0] if type(rid) is str else "")
-        base = self._last_first.get("request") or p.defaults
+        base = self._last_first.get("request") or p.base
         return wid, d.get("node", base.get("node", ""))
 
     def decode(self, cls: type[Event], d: dict[str, Any]) -> dict[str, Any]:
@@ -589,7 +591,7 @@ class LineDecoder:
         st = self._subjects.get(key)
         t_s = d.get("t_s", 0.0)
         if st is None:
-            base = self._last_first.get(kind) or p.defaults
+            base = self._last_first.get(kind) or p.base
             if kind == "request":
                 refs = first_request_refs(
                     self._subjects, d.get("request_id"), d.get("workflow_id"),
