@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("sessions", help="list recorded sessions")
     ls.add_argument("dir", nargs="?", default="sessions")
 
+    cat = sub.add_parser("cat", help="a session's records whole, one JSON line each (for jq)")
+    cat.add_argument("sessions", nargs="+")
+
     sub.add_parser("doctor", help="what this machine can measure and control, and why not")
     sub.add_parser("restore", help="put back a GPU power limit a killed run left behind")
     return p
@@ -448,6 +451,7 @@ _COMMANDS = {
     "replay": "app.commands.replay",
     "report": "app.commands.report",
     "sessions": "app.commands.sessions",
+    "cat": "app.commands.cat",
     "doctor": "app.commands.doctor",
     "restore": "app.commands.restore",
 }

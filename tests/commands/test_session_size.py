@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 import zstandard
 
@@ -143,3 +144,21 @@ def test_bad_thin_is_a_usage_error(tmp_path: Path, value: str) -> None:
                    cwd=tmp_path)
     assert out.returncode == 2 and "--thin" in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_cat_writes_every_record_whole_for_jq(tmp_path: Path, recorded: Path) -> None:
+    packed = compress_session(Path(shutil.copy(recorded, tmp_path / "s.jsonl")))
+    out = wattflow("cat", str(packed), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = [orjson.loads(x) for x in out.stdout.splitlines()]
+    assert lines[0]["kind"] == "session" and lines[0]["version"] == 1
+    assert lines[-1]["kind"] == "end"
+    finished = [d for d in lines if d["kind"] == "request" and d["phase"] == "finished"]
+    assert finished and all(d["stage"] and d["latency_s"] > 0 for d in finished)
+    # What it writes is a version-1 session of the same events.
+    saved = tmp_path / "whole.jsonl"
+    saved.write_text(out.stdout)
+    assert read_session(saved).events == read_session(recorded).events
+    missing = wattflow("cat", "nothere.jsonl", cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip() == (
+        "wattflow: error: no such session file: nothere.jsonl")
