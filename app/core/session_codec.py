@@ -127,6 +127,9 @@ class _Plan:
     rounded_at: tuple[tuple[int, float], ...]  # (position, 10**places) of the floats
     subject_at: tuple[int, ...]  # positions of the subject fields
     base: dict[str, Any]  # the defaults that are immutable (a missing list: a new one)
+    derived_at: dict[str, tuple[tuple[int, str], ...]]  # phase -> [(position, from phase)]
+    at: tuple[int, ...]  # positions of phase, workflow_id, node, request_id, stage,
+    #                      output_tokens, reason, tpot_s (-1: the class has none)
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:
@@ -166,7 +169,12 @@ def plan(cls: type[Event]) -> _Plan:
             {n: i for i, n in enumerate(names)},
             tuple((i, 10.0**pl) for i, pl in enumerate(places) if pl is not None),
             tuple(i for i, n in enumerate(names) if n in subject),
-            {n: v for n, v in defaults.items() if type(v) in (str, int, float, bool, type(None))})
+            {n: v for n, v in defaults.items() if type(v) in (str, int, float, bool, type(None))},
+            {ph: tuple((names.index(f), since) for f, since in rules)
+             for ph, rules in derived.items()},
+            tuple(names.index(f) if f in names else -1 for f in (
+                "phase", "workflow_id", "node", "request_id", "stage", "output_tokens",
+                "reason", "tpot_s")))
     return p
 
 
@@ -272,17 +280,17 @@ class LineEncoder:
         self._one_call: dict[tuple[Any, Any], Any] = {}  # stage -> its one request id
         # request id -> its one-call stage's `finished` line (workflow id, node, time)
         self._stage_done: dict[Any, tuple[Any, Any, Any]] = {}
-        self._last_first: dict[str, dict[str, Any]] = {}  # kind -> its last first line
-        self._last_ref: dict[str, list[Any]] = {}  # the same as a reference (field order)
+        # kind -> its last first line, as the next first line's reference (field order)
+        self._last_ref: dict[str, list[Any]] = {}
         self._last_reason: Any = None  # the last finished request's reason
         self._stage_done_by_stage: dict[tuple[Any, Any], Any] = {}  # stage -> request id
         self._was_first = False  # the event just compacted was its subject's first line
+        self._stage_label_at = plan(EVENT_KINDS["stage"]).at[4]  # in a stage's references
 
     def reset(self) -> dict[str, Any]:
         """Forget every subject (after a line could not be written); the packing key to
         put on the line written instead, so the reader forgets them too."""
         self._subjects.clear()
-        self._last_first.clear()
         self._last_ref.clear()
         self._last_reason = None
         self._pending = None
@@ -330,7 +338,7 @@ class LineEncoder:
 
     def encode(self, ev: Event) -> list[dict[str, Any]]:
         out = self._release(ev) if self._first_token or self._stage_done else []
-        line, full = self._compact(ev)
+        line, info = self._compact(ev)
         pend = self._pending
         if pend is not None:
             self._pending = None
@@ -344,17 +352,16 @@ class LineEncoder:
                     self._pending = pend
                     return out
             elif pend["kind"] == "stage":
-                if (line["kind"] == "request" and full is not None
-                        and full["phase"] == "submitted" and "phase" not in line
-                        and full["workflow_id"] == pend["workflow_id"]
-                        and full["node"] == pend["node"]):
+                if (line["kind"] == "request" and info is not None
+                        and info[0] == "submitted" and "phase" not in line
+                        and info[1] == pend["workflow_id"] and info[2] == pend["node"]):
                     # The held line is a one-call stage's `started`: its request follows.
                     line[STAGE_STARTED] = pend["t_s"]
                     self._one_call[(pend["workflow_id"], pend["node"])] = line["request_id"]
                     out.append(line)
                     return out
-            elif (_minimal_stage(line, "finished") and full is not None
-                  and full["phase"] == "finished"
+            elif (_minimal_stage(line, "finished") and info is not None
+                  and info[0] == "finished"
                   and self._one_call.get((line["workflow_id"], line["node"]), _NONE)
                   == pend["request_id"]):
                 # The held line is the request of this one-call stage, just finished.
@@ -368,8 +375,8 @@ class LineEncoder:
             if "phase" not in line:
                 self._pending = line
                 return out
-        elif kind == "stage" and full is not None:
-            phase = full["phase"]
+        elif kind == "stage" and info is not None:
+            phase = info[0]
             if phase == "started" and _minimal_stage(line, "started"):
                 self._pending = line
                 return out
@@ -384,9 +391,9 @@ class LineEncoder:
                     self._stage_done[rid] = (*stage, line["t_s"])
                     self._stage_done_by_stage[stage] = rid
                     return out
-        elif kind == "request" and full is not None:
+        elif kind == "request" and info is not None:
             rid = line["request_id"]
-            phase = full["phase"]
+            phase = info[0]
             if phase == "first_token" and rid not in self._first_token and not self._was_first:
                 self._first_token[rid] = {k: v for k, v in line.items()
                                           if k not in ("kind", "request_id", "phase")}
@@ -399,26 +406,29 @@ class LineEncoder:
                 if done is not None:
                     del self._stage_done_by_stage[done[0], done[1]]
                     line[STAGE_FINISHED] = done[2]
-                elif self._one_call.get((full["workflow_id"], full["node"])) == rid:
+                elif self._one_call.get((info[1], info[2])) == rid:
                     self._pending = line  # its stage's `finished` may come next
                     return out
         out.append(line)
         return out
 
-    def _compact(self, ev: Event) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """The event's compact line, and (for a subject's event) all its field values as
-        the reader will restore them. Runs for every event of a run, so it is plain:
-        references are kept as lists in field order, ready to compare in one pass."""
+    def _compact(self, ev: Event) -> tuple[dict[str, Any], tuple[Any, Any, Any] | None]:
+        """The event's compact line, and for a subject's event its (phase, workflow id,
+        node). Runs for every event of a run, so it is plain code over lists in field
+        order: the reference of each subject is kept ready to compare in one pass."""
         cls = type(ev)
         p = _PLANS.get(cls) or plan(cls)
         t_s = ev.t_s
         if type(t_s) is float:
-            t_s = _rnd(t_s, _TIME_SCALE)
+            try:  # noqa: SIM105 - suppress() costs more than the rounding
+                t_s = round(t_s * _TIME_SCALE) / _TIME_SCALE
+            except (ValueError, OverflowError):
+                pass
         vals = list(p.values(ev))
         for i, scale in p.rounded_at:
             v = vals[i]
             if type(v) is float:
-                try:  # noqa: SIM105 - suppress() costs more than the rounding
+                try:  # noqa: SIM105
                     vals[i] = round(v * scale) / scale
                 except (ValueError, OverflowError):
                     pass  # NaN or infinite: written as null, as ever
@@ -430,71 +440,76 @@ class LineEncoder:
             out.update([(n, v) for n, v, r in zip(names, vals, p.ref_values, strict=True)
                         if v is not r and (type(v) is not type(r) or v != r)])
             return out, None
-        full = dict(zip(names, vals, strict=True))
-        one = p.one_subject
-        key = (p.kind, full[one] if one is not None else tuple(full[n] for n in p.subject))
-        st = self._subjects.get(key)
-        phase = full.get("phase")
         kind = p.kind
+        sub = p.subject_at
+        key = (kind, vals[sub[0]] if len(sub) == 1 else tuple(vals[i] for i in sub))
+        st = self._subjects.get(key)
+        i_phase, i_wid, i_node, i_rid, _, i_out, i_reason, i_tpot = p.at
+        phase = vals[i_phase] if i_phase >= 0 else None
         ref: list[Any]
         if st is not None:
             self._was_first = False
             ref = st.values  # replaced below, so it may be changed in place
-            rules = (p.derived.get(phase) if p.derived and type(t_s) in (float, int)
-                     and type(phase) is str else None)
+            rules = (p.derived_at.get(phase) if p.derived_at and type(phase) is str
+                     and type(t_s) in (float, int) else None)
             if rules:
-                index, times = p.index, st.times
-                for name, since in rules:
+                times = st.times
+                for i, since in rules:
                     t0 = times.get(since)
                     if t0 is not None:
                         dv = _rnd(t_s - t0, _TIME_SCALE)
-                        i = index[name]
                         if _close_enough(vals[i], dv):
-                            full[name] = ref[i] = vals[i] = dv  # what the reader will have
+                            ref[i] = vals[i] = dv  # what the reader will have
                         else:
                             ref[i] = _NONE
-                if kind == "request" and phase == "finished":
-                    i = index["tpot_s"]
-                    dv = _tpot(full, st, t_s)
-                    if _close_enough(vals[i], dv):
-                        full["tpot_s"] = ref[i] = vals[i] = dv
+                if i_tpot >= 0 and phase == "finished":
+                    t_first = times.get("first_token")
+                    n = vals[i_out]
+                    tpot = (None if t_first is None or type(n) is not int or n <= 1
+                            else _rnd((t_s - t_first) / (n - 1), _TIME_SCALE))
+                    if _close_enough(vals[i_tpot], tpot):
+                        ref[i_tpot] = vals[i_tpot] = tpot
                     else:
-                        ref[i] = _NONE
+                        ref[i_tpot] = _NONE
         else:
             self._was_first = True
             last = self._last_ref.get(kind)
             ref = list(p.ref_values if last is None else last)
-            if kind == "request":
-                for name, v in first_request_refs(self._subjects, full["request_id"],
-                                                  full["workflow_id"], full["node"]).items():
-                    ref[p.index[name]] = v
-            self._last_first[kind] = full
+            if i_rid >= 0:
+                self._request_refs(ref, p, vals[i_rid], vals[i_wid], vals[i_node])
             last = vals.copy()
-            for i in p.subject_at:
+            for i in sub:
                 last[i] = _NONE  # always written
             self._last_ref[kind] = last
-        if kind == "request" and phase == "finished":
-            i = p.index["reason"]
-            ref[i], self._last_reason = self._last_reason, vals[i]
+        if i_reason >= 0 and phase == "finished" and i_rid >= 0:
+            ref[i_reason], self._last_reason = self._last_reason, vals[i_reason]
         out.update([(n, v) for n, v, r in zip(names, vals, ref, strict=True)
                     if v is not r and (type(v) is not type(r) or v != r)])
+        info = (phase, vals[i_wid] if i_wid >= 0 else None, vals[i_node] if i_node >= 0 else None)
         if phase in p.last_phases:
             if st is not None:
                 del self._subjects[key]
         else:
             if st is None:
                 st = self._subjects[key] = _Subject()
-            st.fields = full
-            nxt = vals.copy()
-            for i in p.subject_at:
-                nxt[i] = _NONE  # always written
+            for i in sub:
+                vals[i] = _NONE  # always written
             if type(phase) is str:
                 st.times[phase] = t_s
                 after = NEXT_PHASE.get((kind, phase))
                 if after is not None:
-                    nxt[p.index["phase"]] = after  # a phase in order is left out
-            st.values = nxt
-        return out, full
+                    vals[i_phase] = after  # a phase in order is left out
+            st.values = vals
+        return out, info
+
+    def _request_refs(self, ref: list[Any], p: _Plan, rid: Any, wid: Any, node: Any) -> None:
+        """A request's first line: its workflow id's reference is its request id's
+        prefix, its stage label's that of its stage (first_request_refs, encoder side)."""
+        prefix = rid.rpartition(".")[0] if type(rid) is str else ""
+        ref[p.at[1]] = prefix
+        st = self._subjects.get(("stage", (wid, node)))
+        if st is not None:
+            ref[p.at[4]] = st.values[self._stage_label_at]
 
 
 def first_request_refs(subjects: dict[tuple[str, Any], _Subject], rid: Any, wid: Any,
