@@ -624,11 +624,16 @@ class LineDecoder:
                 if prev is not None and (kind, prev) in NEXT_PHASE:
                     full["phase"] = NEXT_PHASE[kind, prev]
             phase = full.get("phase")
-            if p.derived and (derived := _derived(p, st, full, phase, t_s)):
-                for name, v in derived.items():
-                    if name not in d:
-                        full[name] = v
-        if p.kind == "request" and phase == "finished":
+            rules = (p.derived.get(phase) if p.derived and type(phase) is str
+                     and type(t_s) in (float, int) else None)
+            if rules:  # _derived(), inline: this runs for most lines
+                times = st.times
+                for name, since in rules:
+                    if name not in d and (t0 := times.get(since)) is not None:
+                        full[name] = _rnd(t_s - t0, _TIME_SCALE)
+                if kind == "request" and phase == "finished" and "tpot_s" not in d:
+                    full["tpot_s"] = _tpot(full, st, t_s)
+        if kind == "request" and phase == "finished":
             if "reason" not in d:
                 full["reason"] = self._last_reason
             self._last_reason = full["reason"]

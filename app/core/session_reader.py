@@ -528,7 +528,17 @@ class SessionStream:
                                 after_end += 1
                             yield ev
                         continue
-                    ev = _decoded(decoder, cls, d, path, lineno)
+                    if not d.keys() <= (_LINE_KEYS.get(cls) or _line_keys(cls)):
+                        names = _line_keys(cls)  # a newer writer's fields: dropped
+                        d = {k: v for k, v in d.items() if k in names}
+                    full = decoder.decode(cls, d)
+                    if "kind" in full:
+                        del full["kind"]
+                    try:
+                        ev = cls(**full)
+                    except TypeError as e:
+                        raise SessionError(f"{path} line {lineno}: bad {kind} event: {e}"
+                                           ) from None
                 else:
                     try:
                         ev = _build(cls, d)
