@@ -437,8 +437,8 @@ class LineEncoder:
         out: dict[str, Any] = {"kind": p.kind, "t_s": t_s}
         names = p.names
         if not p.subject:
-            out.update([(n, v) for n, v, r in zip(names, vals, p.ref_values, strict=True)
-                        if v is not r and (type(v) is not type(r) or v != r)])
+            out.update({n: v for n, v, r in zip(names, vals, p.ref_values)  # noqa: B905
+                        if v is not r and (type(v) is not type(r) or v != r)})
             return out, None
         kind = p.kind
         sub = p.subject_at
@@ -483,8 +483,9 @@ class LineEncoder:
             self._last_ref[kind] = last
         if i_reason >= 0 and phase == "finished" and i_rid >= 0:
             ref[i_reason], self._last_reason = self._last_reason, vals[i_reason]
-        out.update([(n, v) for n, v, r in zip(names, vals, ref, strict=True)
-                    if v is not r and (type(v) is not type(r) or v != r)])
+        # (zip without strict=: the lengths are the plan's own, and this runs per event)
+        out.update({n: v for n, v, r in zip(names, vals, ref)  # noqa: B905
+                    if v is not r and (type(v) is not type(r) or v != r)})
         info = (phase, vals[i_wid] if i_wid >= 0 else None, vals[i_node] if i_node >= 0 else None)
         if phase in p.last_phases:
             if st is not None:
