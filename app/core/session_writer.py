@@ -133,6 +133,9 @@ class SessionRecorder:
         self._buf: list[bytes] = []
         self._buf_bytes = 0
         self._buf_lock = threading.Lock()  # guards _buf/_buf_bytes (loop vs flusher)
+        # The compact encoding has state: the stop watchdog may close the session from
+        # its own thread while the loop is writing.
+        self._encode_lock = threading.Lock()
         self._file_lock = threading.Lock()  # one writer of the file at a time
         self._wake = threading.Event()
         self._stop = False
@@ -202,14 +205,16 @@ class SessionRecorder:
             if self._error is not None:
                 raise SessionError(self._error)
             raise SessionError(f"{self.path}: write() before open() or after close()")
-        if self.thin_s and event.kind in _THINNED_KINDS and self._thinned(event):
-            return
-        try:
-            lines = self._encode(event)
-        except orjson.JSONEncodeError as e:
-            # One odd value (an int past 64 bits...) must not stop the recording: keep
-            # a trace of it instead. Raising here would get the recorder unsubscribed.
-            lines = self._unrecordable(event, e)
+        with self._encode_lock:
+            if self.thin_s and event.kind in _THINNED_KINDS and self._thinned(event):
+                return
+            try:
+                lines = self._encode(event)
+            except orjson.JSONEncodeError as e:
+                # One odd value (an int past 64 bits...) must not stop the recording:
+                # keep a trace of it instead. Raising here would get the recorder
+                # unsubscribed.
+                lines = self._unrecordable(event, e)
         with self._buf_lock:
             for line in lines:
                 self._buf.append(line)
@@ -270,8 +275,13 @@ class SessionRecorder:
         return True
 
     def _write_held(self) -> None:
-        """The newest reading of each device left out by thin_s: the last word on its
-        energy counter, so the session's totals are those of the run."""
+        """The newest reading of each device left out by thin_s (the last word on its
+        energy counter, so the session's totals are those of the run), and the lines
+        the compact encoding holds back."""
+        with self._encode_lock:
+            self._write_held_locked()
+
+    def _write_held_locked(self) -> None:
         held, self._thin_held = self._thin_held, {}
         self.events_thinned -= len(held)
         for ev in sorted(held.values(), key=lambda e: e.t_s):
