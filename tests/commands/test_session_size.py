@@ -162,3 +162,13 @@ def test_cat_writes_every_record_whole_for_jq(tmp_path: Path, recorded: Path) ->
     missing = wattflow("cat", "nothere.jsonl", cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.strip() == (
         "wattflow: error: no such session file: nothere.jsonl")
+
+
+def test_a_compressed_sweep_compares_its_points(tmp_path: Path) -> None:
+    out = wattflow("sweep", "--fast", "--workload", "interactive", "--rate", "2", "--duration",
+                   "20", "--grid", "batch_limit=8,64", "--compress", "--dir", "pts",
+                   cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "pts").iterdir()) == [
+        "batch_limit=64.jsonl.zst", "batch_limit=8.jsonl.zst"]
+    assert "batch_limit=8.jsonl.zst" in out.stdout and "batch_limit=64.jsonl.zst" in out.stdout
