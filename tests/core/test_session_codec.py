@@ -75,7 +75,8 @@ _REQUEST = st.builds(
     _request, _T, st.sampled_from(["w0.1", "w0.2", "w1.1", "x"]),
     st.sampled_from(["submitted", "first_token", "finished", "failed"]), _WID, _NODE, _LABEL,
     _IDS, st.integers(0, 3), st.integers(0, 3), _DUR, _DUR,
-    st.sampled_from([None, "length", "stop"]), st.one_of(st.none(), _T))
+    st.sampled_from([None, "length", "stop"]),
+    st.one_of(st.none(), st.integers(0, 400).map(lambda n: n / 4)))  # energy: floats
 _STAGE = st.builds(
     lambda t, wid, node, label, phase, deps, calls, dur: StageEvent(
         t_s=t, workflow_id=wid, node=node, stage=label, phase=phase, deps=deps, calls=calls,
@@ -279,3 +280,37 @@ def test_version_1_files_are_read_as_they_were_written(tmp_path: Path) -> None:
 def test_recording_costs_no_task_of_its_own() -> None:
     # The encoder is plain code on the publishing loop: no task, no await.
     assert not asyncio.iscoroutinefunction(LineEncoder.encode)
+
+
+# -- hand-written version-2 files: read, or refused in one line ----------------------------
+_ANY = st.one_of(st.none(), st.booleans(), st.integers(-2, 3), st.sampled_from([0.5, -1.0, 1e9]),
+                 st.sampled_from(["", "w0", "w0.1", "a", "finished", "started", "first_token"]),
+                 st.lists(st.sampled_from(["a", "b"]), max_size=2),
+                 st.just({"gpu": 1.5}), st.just([{"node": "a"}]), st.just([{"t_s": 1}]))
+_KEYS = st.sampled_from([
+    "request_id", "workflow_id", "node", "stage", "phase", "parents", "prompt_tokens",
+    "output_tokens", "latency_s", "ttft_s", "tpot_s", "reason", "energy_j", "deps", "calls",
+    "workload", "device", "energy_mj", "power_w", "source", "running", "stages",
+    "stage_started_t_s", "stage_finished_t_s", "first_token", "codec_reset", "extra"])
+_LINE = st.builds(
+    lambda kind, t, fields: {"kind": kind, "t_s": t, **fields},
+    st.sampled_from(["request", "stage", "workflow", "sample", "engine_state", "error"]),
+    st.one_of(_T, st.just(0)), st.dictionaries(_KEYS, _ANY, max_size=6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_LINE, max_size=12))
+def test_any_version_2_file_reads_or_is_refused_in_one_line(lines: list[dict[str, Any]]
+                                                            ) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "s.jsonl"
+        path.write_bytes(b'{"kind":"session","version":2}\n'
+                         + b"".join(orjson.dumps(x) + b"\n" for x in lines))
+        try:
+            data = read_session(path)
+        except SessionError as e:
+            assert "\n" not in str(e) and str(e).startswith(str(path))
+            return
+        assert all(isinstance(ev, Event) for ev in data.events)
