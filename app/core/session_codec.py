@@ -258,6 +258,7 @@ RESET = "codec_reset"
 PACKING_KEYS = frozenset({STAGES, STAGE_STARTED, FIRST_TOKEN, STAGE_FINISHED, RESET})
 
 _MINIMAL_STAGE = frozenset({"kind", "t_s", "workflow_id", "node"})  # + phase if written
+_RELEASING_KINDS = frozenset({"request", "stage"})  # may need held lines written first
 
 
 def _minimal_stage(line: dict[str, Any], phase: str) -> bool:
@@ -320,8 +321,6 @@ class LineEncoder:
         order they were encoded)."""
         out: list[dict[str, Any]] = []
         kind = ev.kind
-        if kind not in ("request", "stage"):
-            return out
         ending = getattr(ev, "phase", None) in ("finished", "failed")
         rid = getattr(ev, "request_id", None) if kind == "request" else None
         if rid is not None and not ending and rid in self._first_token:
@@ -337,7 +336,8 @@ class LineEncoder:
         return out
 
     def encode(self, ev: Event) -> list[dict[str, Any]]:
-        out = self._release(ev) if self._first_token or self._stage_done else []
+        out = (self._release(ev) if (self._first_token or self._stage_done)
+               and ev.kind in _RELEASING_KINDS else [])
         line, info = self._compact(ev)
         pend = self._pending
         if pend is not None:

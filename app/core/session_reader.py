@@ -584,6 +584,7 @@ class SessionStream:
         for part in parts:
             pcls = EVENT_KINDS[part["kind"]]
             if part is not d:
+                part.setdefault("t_s", 0.0)  # as for a line of its own
                 bad = _check(pcls, part)
                 if bad is not None:
                     raise SessionError(f"{path} line {lineno}: bad {pcls.kind} event"
