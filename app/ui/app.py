@@ -255,6 +255,15 @@ class DashboardApp(App[None]):
         current = dict(self.frame.snapshot.knobs) if self.frame else {}
         self.push_screen(KnobInputScreen(self.backend.set_knob, current))
 
+    async def action_autopilot(self) -> None:
+        try:
+            on = await self.backend.toggle_autopilot()
+        except KnobError as exc:
+            self._error(exc)
+            return
+        self.notify(f"autopilot {'on' if on else 'off'}", timeout=2)
+        self.backend.request_frame()
+
     async def action_mark(self) -> None:
         self.marks += 1
         try:

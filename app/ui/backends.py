@@ -61,6 +61,10 @@ class Backend(Protocol):
 
     async def mark(self, label: str) -> None: ...
 
+    async def toggle_autopilot(self) -> bool:
+        """Turn the run's autopilot off or on; whether it is on now."""
+        ...
+
     def request_quit(self, message: str) -> None: ...
 
     async def wait_done(self) -> None: ...
@@ -201,6 +205,16 @@ class LiveBackend:
     async def mark(self, label: str) -> None:
         await self._call(lambda: self.runner.mark(label))
 
+    async def toggle_autopilot(self) -> bool:
+        def toggle() -> bool:
+            pilot = self.runner.autopilot
+            if pilot is None:
+                raise KnobError("this run has no autopilot: start it with --autopilot OBJECTIVE")
+            pilot.set_enabled(not pilot.enabled)
+            return pilot.enabled
+
+        return await self._call(toggle)
+
     def request_quit(self, message: str) -> None:
         if self.done:
             return
@@ -295,6 +309,9 @@ class ReplayBackend:
 
     async def mark(self, label: str) -> None:
         raise KnobError("marks are recorded in live runs only")
+
+    async def toggle_autopilot(self) -> bool:
+        raise KnobError("the autopilot acts in live runs only (a replay shows its decisions)")
 
     def request_quit(self, message: str) -> None:
         if self._task is not None and not self._task.done():

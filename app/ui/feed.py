@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from app.core.bus import EventBus
 from app.core.events import (
     RUN_ENDED,
+    AutopilotEvent,
     EndEvent,
     EngineStateEvent,
     ErrorEvent,
@@ -100,6 +101,10 @@ class Frame:
     knob_status: dict[str, str] = field(default_factory=dict)
     # Set once the run has ended: the GPU traces span the whole run, this long
     span_s: float | None = None
+    # Who last changed each knob (`ui`, `autopilot`, `schedule`, ...), and the autopilot's
+    # latest state when the run has one.
+    knob_sources: dict[str, str] = field(default_factory=dict)
+    autopilot: AutopilotEvent | None = None
 
 
 def device_limits(header: SessionHeader) -> list[DeviceLimits]:
@@ -138,6 +143,8 @@ class Feed:
         self._overview: dict[str, Overview] = {}
         self._all_limits: dict[str, list[tuple[float, float]]] = {}
         self.first_t: float | None = None
+        self.knob_sources: dict[str, str] = {}
+        self.autopilot: AutopilotEvent | None = None
         self.drain = DrainWatch()
 
     # -- draining (on the publishing loop) ---------------------------------------
@@ -184,8 +191,16 @@ class Feed:
             if ev.is_change:
                 before = format_value(ev.knob, ev.previous)
                 after = format_value(ev.knob, ev.value)
-                self.log(ev.t_s, "knob", f"{ev.knob} {before} → {after} ({ev.source})")
+                self.knob_sources[ev.knob] = ev.source
+                why = f": {ev.reason}" if ev.reason else ""
+                self.log(ev.t_s, "knob", f"{ev.knob} {before} → {after} ({ev.source}){why}")
                 self._ticks.append(Tick(ev.t_s, "knob", f"{ev.knob}={after}"))
+        elif isinstance(ev, AutopilotEvent):
+            # Each change of state in the log; a hold that goes on is not news.
+            if self.autopilot is None or ev.state != self.autopilot.state or ev.state not in (
+                    "holding", "measuring"):
+                self.log(ev.t_s, "note", f"autopilot {ev.state}: {ev.reason}")
+            self.autopilot = ev
         elif isinstance(ev, MarkEvent):
             self.log(ev.t_s, "mark", f"mark: {ev.label}")
             self._ticks.append(Tick(ev.t_s, "mark", ev.label))
@@ -271,6 +286,7 @@ class Feed:
             devices=list(self.devices), log=list(self._log), engine_state=self.engine_state,
             client_state=self.client_state, ended=self.ended, events=self.events,
             coalesced=self._sub.coalesced, ticks=list(self._ticks),
+            knob_sources=dict(self.knob_sources), autopilot=self.autopilot,
             # Once the run has ended nothing is still taking effect.
             knob_status={} if whole else self.drain.status(self.engine_state,
                                                             self.client_state),

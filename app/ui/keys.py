@@ -49,6 +49,9 @@ KEYS: tuple[Key, ...] = (
         "Set a knob's value (KNOB=VALUE)"),
     Key("m", "m", "mark", "mark", "drop a mark: recorded in the session, ticked on the chart",
         LIVE, "Drop a mark"),
+    Key("a", "a", "autopilot", "autopilot",
+        "autopilot off / on (a run started with --autopilot OBJECTIVE; its state is on the "
+        "knobs panel's title, each knob's setter beside it)", LIVE, "Autopilot off / on"),
     Key("space", "space", "pause_play", "pause", "pause or play the replay", REPLAY,
         "Pause or play the replay"),
     Key("less_than_sign", "<", "speed(0.5)", "slower", "replay half as fast", REPLAY,

@@ -119,6 +119,11 @@ class FakeBackend:
     async def mark(self, label: str) -> None:
         self.calls.append(("mark", label))
 
+    async def toggle_autopilot(self) -> bool:
+        self.autopilot_on = not getattr(self, "autopilot_on", True)
+        self.calls.append(("autopilot", self.autopilot_on))
+        return self.autopilot_on
+
     def request_quit(self, message: str) -> None:
         self.calls.append(("quit", message))
         self.done = True
@@ -161,6 +166,9 @@ class FakeReplayBackend(FakeBackend):
 
     async def mark(self, label: str) -> None:
         raise KnobError("marks are recorded in live runs only")
+
+    async def toggle_autopilot(self) -> bool:
+        raise KnobError("the autopilot acts in live runs only (a replay shows its decisions)")
 
     def toggle_pause(self) -> bool:
         self._paused = not self._paused

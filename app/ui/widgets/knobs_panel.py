@@ -47,6 +47,21 @@ def knob_range(frame: Frame, name: str) -> str:
 #: The panel shows each knob's range only from this content width on.
 RANGE_FROM_W = 48
 STATUS_STYLE = "bold #ffb74d"
+PILOT_STYLE = "#ce93d8"
+AUTOPILOT = "autopilot"
+
+
+def autopilot_title(frame: Frame, width: int) -> str:
+    """The knobs panel's title with an autopilot: its state (and objective, wide)."""
+    ap = frame.autopilot
+    if ap is None:
+        return "knobs"
+    title = f"knobs · autopilot {ap.state}"
+    if len(title) + len(ap.objective) + 4 <= width:
+        title += f" · {ap.objective}"
+    if width < RANGE_FROM_W and any(s == AUTOPILOT for s in frame.knob_sources.values()):
+        title += " (* by it)"
+    return title
 
 
 def knobs_table(frame: Frame, *, live: bool, width: int = 60) -> Group:
@@ -70,10 +85,17 @@ def knobs_table(frame: Frame, *, live: bool, width: int = 60) -> Group:
         elif value is None:
             shown = (spec.unset or "-") if wide else "-"
         status = frame.knob_status.get(name)
+        source = frame.knob_sources.get(name)
+        by_pilot = source == AUTOPILOT
+        if by_pilot and not wide:
+            shown += "*"  # set by the autopilot (the border's title says so)
         last: Text | str
         if status is not None:
             # Narrow: the first word here, the whole of it on the panel's border.
             last = Text(status if wide else status.split()[0], style=STATUS_STYLE)
+        elif wide and source is not None and frame.autopilot is not None:
+            # With an autopilot in the run, who set each knob matters more than its range.
+            last = Text(f"by {source}", style=PILOT_STYLE if by_pilot else "dim")
         elif wide:
             last = Text(knob_range(frame, name), style="dim")
         else:
@@ -103,6 +125,7 @@ class KnobsPanel(Static):
         self.update(knobs_table(frame, live=self.live, width=width))
         # Narrow, the row says which knob is "draining"; the bottom border says the
         # rest, where it fits whole ("draining 46 -> 2 · restarting -> 128").
+        self.border_title = autopilot_title(frame, width)
         subtitle = " · ".join(frame.knob_status.values()) if width < RANGE_FROM_W else ""
         if len(subtitle) > width - 2:  # two at once: "draining 46->2 · restarting->128"
             subtitle = subtitle.replace(" -> ", "->")

@@ -1,0 +1,59 @@
+"""The autopilot in the dashboard, on a real Runner on virtual time: its state on the
+knobs panel's title, each knob's setter beside it, its decisions in the event log, `a`
+turns it off and on; a run without one says how to start it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.pilot import Pilot
+
+from app.core.events import AutopilotEvent, KnobEvent
+from app.ui.app import DashboardApp
+from app.ui.backends import LiveBackend
+from tests.ui.screen_text import screen_text
+from tests.ui.test_dashboard_live import drive, until
+
+
+def test_autopilot_state_setters_and_the_a_key(tmp_path: Path) -> None:
+    seen: dict[str, str] = {}
+
+    async def script(pilot: Pilot[None], app: DashboardApp, backend: LiveBackend) -> None:
+        pilot_ = backend.runner.autopilot
+        assert pilot_ is not None
+        # Wait for its first knob change (virtual time races ahead of the UI).
+        await until(pilot, lambda: any(
+            s == "autopilot" for s in (app.frame.knob_sources.values() if app.frame else ())),
+            timeout_s=20)
+        await pilot.pause(0.3)
+        knobs = app.query_one("#knobs")
+        seen["title"] = str(knobs.border_title)
+        seen["screen"] = screen_text(app)
+        await pilot.press("a")
+        await until(pilot, lambda: not pilot_.enabled)
+        await until(pilot, lambda: bool(app.frame and app.frame.autopilot
+                                        and app.frame.autopilot.state == "off"))
+        await pilot.pause(0.3)
+        seen["off_title"] = str(knobs.border_title)
+        await pilot.press("a")
+        await until(pilot, lambda: pilot_.enabled)
+
+    _, events, _ = drive(tmp_path, script, virtual=True, duration_s=3600.0,
+                         autopilot="ttft_p90=2s,tpot_p90=80ms",
+                         autopilot_bounds=["power_cap=300..700"])
+    assert "autopilot" in seen["title"]
+    assert "by autopilot" in seen["screen"]
+    assert "autopilot" in seen["screen"]  # its decisions in the event log
+    assert "autopilot off" in seen["off_title"]
+    states = [e.state for e in events if isinstance(e, AutopilotEvent)]
+    assert "off" in states and states.index("off") < len(states) - 1  # then on again
+    assert any(isinstance(e, KnobEvent) and e.source == "autopilot" and e.reason for e in events)
+
+
+def test_the_a_key_without_an_autopilot_says_how_to_start_one(tmp_path: Path) -> None:
+    async def script(pilot: Pilot[None], app: DashboardApp, backend: LiveBackend) -> None:
+        await pilot.press("a")
+        await pilot.pause(0.3)
+        assert any("--autopilot" in n.message for n in app._notifications)
+
+    drive(tmp_path, script)
