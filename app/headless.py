@@ -11,6 +11,7 @@ import time
 from typing import IO, Any
 
 from app.core.events import AutopilotEvent, ErrorEvent, Event, KnobEvent
+from app.core.saturation import SaturationWatch
 from app.core.stats import LiveStats, StatsSnapshot
 
 
@@ -39,8 +40,11 @@ class HeadlessPrinter:
         self._period_s = period_s
         self._last = time.monotonic()
         self._pilot_state = ""
+        self._saturation = SaturationWatch()
+        self._saturated: str | None = None
 
     def on_event(self, ev: Event) -> None:
+        self._saturation.on_event(ev)
         if isinstance(ev, KnobEvent) and ev.is_change:
             why = f": {ev.reason}" if ev.reason else ""
             self._print(f"knob {ev.knob}: {ev.previous} -> {ev.value} ({ev.source}) "
@@ -57,7 +61,13 @@ class HeadlessPrinter:
         now = time.monotonic()
         if now - self._last >= self._period_s:
             self._last = now
-            self._print(progress_line(self._stats.snapshot()))
+            snap = self._stats.snapshot()
+            saturated = self._saturation.reason(snap.t_s)
+            if saturated != self._saturated and saturated is not None:
+                self._print(f"{saturated.upper().split(':')[0]}: {saturated.split(': ', 1)[1]}"
+                            " (the engine cannot keep up with the arrivals)")
+            self._saturated = saturated
+            self._print(progress_line(snap) + ("  SATURATED" if saturated else ""))
 
     def _print(self, line: str) -> None:
         try:

@@ -199,7 +199,10 @@ class DashboardApp(App[None]):
             return "stopping…"
         if self.backend.mode == "replay":
             return "paused" if self.backend.paused else "playing"
-        return "running" if getattr(self.backend, "ready", True) else "starting…"
+        if not getattr(self.backend, "ready", True):
+            return "starting…"
+        # Plainly: the engine cannot keep up (app/core/saturation.py says why).
+        return "running · SATURATED" if frame.saturated else "running"
 
     def on_run_finished(self, message: RunFinished) -> None:
         if self.quitting or self.exit_on_end:

@@ -28,6 +28,7 @@ from app.core.events import (
     SessionHeader,
 )
 from app.core.knobs import format_value
+from app.core.saturation import SaturationWatch
 from app.core.stats import LiveStats, StatsSnapshot
 
 HISTORY_S = 120.0
@@ -105,6 +106,7 @@ class Frame:
     # latest state when the run has one.
     knob_sources: dict[str, str] = field(default_factory=dict)
     autopilot: AutopilotEvent | None = None
+    saturated: str | None = None  # why the engine cannot keep up (app/core/saturation.py)
 
 
 def device_limits(header: SessionHeader) -> list[DeviceLimits]:
@@ -145,6 +147,7 @@ class Feed:
         self.first_t: float | None = None
         self.knob_sources: dict[str, str] = {}
         self.autopilot: AutopilotEvent | None = None
+        self.saturation = SaturationWatch()
         self.drain = DrainWatch()
 
     # -- draining (on the publishing loop) ---------------------------------------
@@ -166,6 +169,7 @@ class Feed:
 
     def digest(self, ev: Event) -> None:
         self.events += 1
+        self.saturation.on_event(ev)
         if isinstance(ev, Sample):
             self._on_sample(ev)
         elif isinstance(ev, RequestEvent):
@@ -287,6 +291,7 @@ class Feed:
             client_state=self.client_state, ended=self.ended, events=self.events,
             coalesced=self._sub.coalesced, ticks=list(self._ticks),
             knob_sources=dict(self.knob_sources), autopilot=self.autopilot,
+            saturated=None if whole else self.saturation.reason(),
             # Once the run has ended nothing is still taking effect.
             knob_status={} if whole else self.drain.status(self.engine_state,
                                                             self.client_state),
