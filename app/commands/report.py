@@ -430,12 +430,17 @@ def comparison_table(reports: list[SessionReport]) -> Table:
 
 def difference_table(a: SessionReport, b: SessionReport) -> Table:
     """Per stage and for the whole run: B minus A, and relative to A, sign shown."""
-    t = Table(title=f"differences: {b.path.name} minus {a.path.name} (per stage; relative"
+    return snapshots_difference_table(a.path.name, a.stats, b.path.name, b.stats)
+
+
+def snapshots_difference_table(name_a: str, a: StatsSnapshot, name_b: str,
+                               b: StatsSnapshot) -> Table:
+    t = Table(title=f"differences: {name_b} minus {name_a} (per stage; relative"
                     " to the first)", title_justify="left")
     t.add_column("stage", no_wrap=True)
     for m in METRICS:
         t.add_column(f"{m.title} B-A", justify="right", no_wrap=True)
-    for row in differences(a.stats, b.stats):
+    for row in differences(a, b):
         t.add_row(row.label, *(format_difference(row.figures[m.key], m) for m in METRICS))
     return t
 

@@ -5,7 +5,7 @@ The state as of session time `t` is what a replay playing from the start has pub
 by then: the header, then the events in file order up to (not including) the first one
 whose time is later than `t` (the replayer waits for each event's time in turn, so an
 event written out of order waits behind the one before it), and the end record once
-every event is out and `t` has reached it. `ReplayIndex.count_at(t)` is that number of
+every event is out. `ReplayIndex.count_at(t)` is that number of
 events.
 
 Rebuilding the live statistics by feeding every event from the start would take
@@ -201,9 +201,9 @@ class ReplayIndex:
         return self._reach[count - 1] if count > 0 else 0.0
 
     def ended_at(self, t: float) -> bool:
-        """Whether a replay has published the end record by time `t`."""
-        return self.end is not None and self.count_at(t) == len(self.events) \
-            and t >= self.end.t_s
+        """Whether a replay has published the end record by time `t`: it comes right
+        after the last event."""
+        return self.end is not None and self.count_at(t) == len(self.events)
 
     # -- state as of a time -------------------------------------------------------------
 

@@ -74,9 +74,6 @@ def play_to(path: Path, t: float) -> StatsSnapshot:
             if reach > t:
                 taken.append(stats.snapshot())
                 return
-        if ev.kind == "end" and ev.t_s > t:
-            taken.append(stats.snapshot())
-            return
         stats.on_event(ev)
 
     bus.subscribe(on_event)
@@ -113,8 +110,9 @@ def test_seek_backwards_and_forwards_leaves_the_index_unchanged(index: ReplayInd
 
 def test_seek_past_the_end_includes_the_end_record(index: ReplayIndex) -> None:
     assert index.end is not None
-    assert not index.ended_at(index.end.t_s - 0.001)
-    assert index.ended_at(index.duration_s)
+    last = index.time_of(len(index.events))
+    assert not index.ended_at(last - 0.001)
+    assert index.ended_at(last) and index.ended_at(index.duration_s)
     snap = index.stats_at(index.duration_s).snapshot()
     assert snap.output_tokens == index.end.summary["output_tokens"] > 0
     assert snap.window_end_s == index.end.summary["window_end_s"]
@@ -208,3 +206,87 @@ def test_statistics_with_an_unpicklable_grouping_are_checkpointed_too(session: P
     for ev in [ix.header, *ix.events[: ix.count_at(33.0)]]:
         reference.on_event(ev)
     assert_same(ix.stats_at(33.0).snapshot(), reference.snapshot())
+
+
+# -- the Replayer seeking over the index -----------------------------------------------
+
+
+class Listener:
+    """A replay's listener that rebuilds its statistics from the index on a seek."""
+
+    def __init__(self, index: ReplayIndex) -> None:
+        self.index = index
+        self.stats = LiveStats()
+        self.times: list[float] = []
+        self.ends = 0
+
+    def on_event(self, ev: Event) -> None:
+        self.stats.on_event(ev)
+        if ev.kind == "end":
+            self.ends += 1
+        elif ev.kind != "session":
+            self.times.append(ev.t_s)
+
+    def seek(self, r: Replayer, t: float) -> None:
+        r.seek(t)
+        self.stats = self.index.stats_at(t)
+        self.times.clear()
+
+
+def test_seek_while_playing_goes_on_from_there(session: Path, index: ReplayIndex) -> None:
+    bus = EventBus()
+    listener = Listener(index)
+    bus.subscribe(listener.on_event)
+
+    async def main() -> None:
+        r = Replayer(session, bus, 2.0, index=index)
+        task = asyncio.create_task(r.run())
+        await asyncio.sleep(0.3)  # playing the first seconds at 2x
+        assert 0 < r.position_s < 5.0
+        listener.seek(r, 60.0)
+        assert r.now_s() == pytest.approx(60.0, abs=0.1)
+        await asyncio.sleep(0.3)
+        assert r.position_s > 60.0 and listener.times and min(listener.times) > 60.0
+        assert_same(listener.stats.snapshot(), index.stats_after(r.events).snapshot())
+        listener.seek(r, 10.0)  # and back
+        r.set_speed(math.inf)
+        await task
+
+    asyncio.run(main())
+    assert min(listener.times) > 10.0
+    assert listener.ends == 1
+    # seeking about left no trace: the end state is the whole file's
+    assert_same(listener.stats.snapshot(), index.stats_at(index.duration_s).snapshot())
+
+
+def test_a_held_replay_waits_at_the_end_for_a_seek_back(session: Path,
+                                                       index: ReplayIndex) -> None:
+    bus = EventBus()
+    listener = Listener(index)
+    bus.subscribe(listener.on_event)
+
+    async def main() -> None:
+        r = Replayer(session, bus, math.inf, index=index, hold_at_end=True)
+        task = asyncio.create_task(r.run())
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if r.at_end:
+                break
+        assert r.at_end and listener.ends == 1 and not task.done()
+        listener.seek(r, 0.0)  # home: from the start again
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if listener.ends == 2:
+                break
+        assert listener.ends == 2 and not task.done()
+        # the events at time 0 count as published by a seek to 0; every other again
+        assert len(listener.times) == len(index.events) - index.count_at(0.0)
+        assert_same(listener.stats.snapshot(), index.stats_at(index.duration_s).snapshot())
+        task.cancel()
+
+    asyncio.run(main())
+
+
+def test_seek_needs_an_index(session: Path) -> None:
+    with pytest.raises(ValueError, match="index"):
+        Replayer(session, EventBus()).seek(3.0)

@@ -1,0 +1,122 @@
+"""Follow a session another wattflow is still recording (`wattflow replay --follow`):
+its events as the writer adds them, until the end record.
+
+The lines are decoded by the session reader itself (`FollowedSession` is a
+`SessionStream` whose line source waits at the end of the file for more), so a followed
+session is checked exactly as a finished one is read, whatever its encoding.
+
+A follower must never hang: if the file stops growing for `timeout_s` before the end
+record comes, the writer is taken for dead and `FollowTimeout` says so (with an
+incomplete last line, the session is flagged as cut, as a crashed run's is).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from app.core.session_reader import (
+    MAX_LINE_BYTES,
+    NOT_A_SESSION,
+    SessionError,
+    SessionStream,
+)
+
+#: Seconds without the file growing after which its writer is taken for dead. The
+#: recorder flushes every 0.25 s and a live run writes samples every poll interval,
+#: so a healthy run never pauses that long.
+DEFAULT_TIMEOUT_S = 30.0
+
+#: How often the file is looked at for more data.
+POLL_S = 0.1
+
+#: The first bytes of a zstandard file: a compressed session is written whole when the
+#: run closes, so there is nothing to follow before.
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class FollowTimeout(SessionError):
+    """The followed file stopped growing before its end record."""
+
+
+def _first_line_ready(path: Path) -> bool:
+    """Whether the file's first line (the header) is complete; SessionError when the
+    file plainly is not a session being written."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise SessionError(f"cannot read {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise SessionError(f"{path} is a directory, not a session file")
+    if not stat.S_ISREG(mode):
+        raise SessionError(f"{path}: not a regular file (a pipe or a device?)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 * 1024)
+    except OSError as e:
+        raise SessionError(f"cannot read {path}: {e.strerror or e}") from None
+    if head.startswith(_ZSTD_MAGIC):
+        raise SessionError(f"{path}: a compressed session is written whole when its run"
+                           " ends: replay it then, without --follow")
+    if head and not head.lstrip().startswith(b"{"):
+        raise SessionError(f"{path}: {NOT_A_SESSION}")
+    return b"\n" in head or len(head) == 64 * 1024  # a long first line: let the reader judge
+
+
+class FollowedSession(SessionStream):
+    """A session read while it is written. Opening it waits (up to `timeout_s`) for
+    the file and its header; iterating yields each event once its line is complete,
+    waits for more at the end of the file, and stops after the end record. Raises
+    FollowTimeout when the file stops growing for `timeout_s` first."""
+
+    def __init__(self, path: Path | str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 poll_s: float = POLL_S, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"follow timeout must be positive, got {timeout_s}")
+        self.timeout_s, self.poll_s = timeout_s, poll_s
+        self._sleep, self._clock = sleep, clock
+        path = Path(path)
+        started = clock()
+        while not _first_line_ready(path):
+            if clock() - started > timeout_s:
+                what = "appeared" if not path.exists() else "got its header line"
+                raise FollowTimeout(f"{path}: not {what} within {timeout_s:g} s"
+                                    " (is a run recording it? --follow-timeout)")
+            sleep(poll_s)
+        super().__init__(path)
+        self.waiting = False  # at the end of the file, waiting for the writer
+        self.bytes_read = 0
+
+    def _source(self, f: Any) -> Iterator[bytes]:
+        partial = b""
+        last_growth = self._clock()
+        while self.end is None:  # the reader sets `end` when the end record is decoded
+            chunk = f.readline(MAX_LINE_BYTES - len(partial))
+            if chunk:
+                self.waiting = False
+                self.bytes_read += len(chunk)
+                last_growth = self._clock()
+                partial += chunk
+                if partial.endswith(b"\n") or len(partial) >= MAX_LINE_BYTES:
+                    line, partial = partial, b""
+                    yield line
+                continue
+            if self._clock() - last_growth > self.timeout_s:
+                if partial:
+                    # The writer died inside a line: the reader flags the cut, as it
+                    # does a crashed run's last line, and stops.
+                    yield partial
+                    return
+                raise FollowTimeout(
+                    f"{self.path}: no new data for {self.timeout_s:g} s and no end record:"
+                    " the recording run stopped without closing its session"
+                    " (--follow-timeout to wait longer)")
+            self.waiting = True
+            self._sleep(self.poll_s)
