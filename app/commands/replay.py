@@ -13,6 +13,7 @@ import asyncio
 import math
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from app.core.bus import EventBus
@@ -227,6 +228,19 @@ def run_pair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pair_dashboard(args: argparse.Namespace) -> int:
+    from app.commands.report import make_console, snapshots_difference_table
+    from app.ui.replay_pair import replay_pair_dashboard
+
+    try:
+        a, b = replay_pair_dashboard(args)
+    except SessionError as exc:
+        return _error(str(exc))
+    make_console().print(snapshots_difference_table(Path(args.session).name, a,
+                                                    Path(args.other).name, b))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     other = getattr(args, "other", None)
     if getattr(args, "follow", False):
@@ -234,7 +248,11 @@ def run(args: argparse.Namespace) -> int:
             return _error("--follow takes one session")
         return follow(args)
     if other is not None:
-        return run_pair(args)
+        from app.ui.terminal import has_terminal
+
+        if args.headless or not has_terminal():
+            return run_pair(args)
+        return _pair_dashboard(args)
     if getattr(args, "align", None) is not None:
         return _error("--align needs two sessions: replay A B --align MARK")
     bus = EventBus()

@@ -107,9 +107,10 @@ class SeekableReplayBackend(ReplayBackend):
     def now_s(self) -> float:
         return self.replayer.now_s()
 
-    def seek(self, t: float) -> float:
-        """Jump to session time `t` (clamped to the session); the time jumped to."""
-        t = min(max(0.0, t), self.index.duration_s)
+    def seek(self, t: float, *, before_start: bool = False) -> float:
+        """Jump to session time `t` (clamped to the session; below 0 kept with
+        `before_start`: a session aligned to start later); the time jumped to."""
+        t = min(t if before_start else max(0.0, t), self.index.duration_s)
         count = self.replayer.seek(t)
         self.stats = self.index.stats_at(t)
         if self.on_stats is not None:
