@@ -6,8 +6,10 @@
 For each workload at a steady rate:
 1. `wattflow sweep --fast` over the static grid (power cap 250-700 W by 50 W x batch
    limit 16, 64, 256), one session per point;
-2. the objective: p90 TTFT and p90 TPOT each at what the 400 W / batch 64 point achieves,
-   plus 10% (so that it binds mid-grid; stated, not tuned to the autopilot);
+2. the objective: p90 TTFT and p90 TPOT each 5% above the worst 30 s window of the
+   600 W / batch 64 point over the hour (a setting that keeps up with the load and meets
+   it in every window, so that the objective binds below it; stated, not tuned to the
+   autopilot);
 3. the oracle: the static point with the least J/token that meets the objective in at
    least 95% of the 30 s windows after the first minute;
 4. `wattflow run --fast --autopilot OBJECTIVE` for an hour from the defaults (700 W,
@@ -111,12 +113,19 @@ def measure(path: Path, limits: tuple[float, float] | None, since_s: float) -> M
 
 
 def p90s(path: Path) -> tuple[float, float]:
+    """The largest p90 TTFT and p90 TPOT of any 30 s window after the first minute."""
     s = read_session(path)
-    ttft = [e.ttft_s for e in s.events if isinstance(e, RequestEvent) and e.phase == "finished"
-            and e.ttft_s is not None and e.t_s >= 60]
-    tpot = [e.tpot_s for e in s.events if isinstance(e, RequestEvent) and e.phase == "finished"
-            and e.tpot_s is not None and e.t_s >= 60]
-    return _p90(ttft), _p90(tpot)
+    done = [(e.t_s, e.ttft_s, e.tpot_s) for e in s.events if isinstance(e, RequestEvent)
+            and e.phase == "finished" and e.ttft_s is not None and e.tpot_s is not None]
+    t_end = max(t for t, _, _ in done)
+    worst = (0.0, 0.0)
+    t = 60.0
+    while t + WINDOW_S <= t_end:
+        w = [(a, b) for when, a, b in done if t <= when < t + WINDOW_S]
+        if len(w) >= 5:
+            worst = (max(worst[0], _p90([a for a, _ in w])), max(worst[1], _p90([b for _, b in w])))
+        t += WINDOW_S
+    return worst
 
 
 REUSE = False  # --reuse: keep sweeps already in bench/out/autopilot (the twin unchanged)
@@ -165,8 +174,8 @@ def fmt_limits(limits: tuple[float, float]) -> str:
 
 def steady(workload: str, rate: float, duration: int, hour: int) -> list[str]:
     points = sweep(workload, workload, rate, hour, [])
-    ref = p90s(points[(400, 64)])
-    limits = (ref[0] * 1.1, ref[1] * 1.1)
+    ref = p90s(points[(600, 64)])
+    limits = (ref[0] * 1.05, ref[1] * 1.05)
     objective = fmt_limits(limits)
     statics = {k: measure(p, limits, 60.0) for k, p in points.items()}
     feasible = {k: m for k, m in statics.items() if m.met_share >= 0.95}
@@ -200,8 +209,8 @@ def changing(name: str, rate: float, at: list[str], duration: int) -> list[str]:
     # The objective from the steady interactive sweep's 400 W / batch 64 point at the
     # peak rate (so that it can be met at the peak).
     peak = sweep(f"peak-{name}", "interactive", rate * 4 if name == "step" else rate * 3, 600, [])
-    ref = p90s(peak[(550, 64)])
-    limits = (ref[0] * 1.1, ref[1] * 1.1)
+    ref = p90s(peak[(600, 64)])
+    limits = (ref[0] * 1.05, ref[1] * 1.05)
     objective = fmt_limits(limits)
     statics = {k: measure(p, limits, 60.0) for k, p in points.items()}
     ok = {k: m for k, m in statics.items() if m.met_share >= 0.95}

@@ -12,7 +12,7 @@ from app.core.autopilot.controller import PAUSED, Autopilot
 from app.core.autopilot.objective import parse_objective
 from app.core.autopilot.params import params_from
 from app.core.autopilot.policy import BACKING_OFF
-from app.core.events import AutopilotEvent, Event
+from app.core.events import AutopilotEvent, EngineStateEvent, Event, RequestEvent
 from tests.fakes.fake_plant import FakeKnobPath, FakePlant, Truth
 
 CAP_RANGE = (200.0, 700.0)
@@ -186,3 +186,32 @@ def test_a_change_of_load_starts_the_search_again() -> None:
     # What was measured at the old load is gone; what is there was measured since.
     assert pilot.policy.table
     assert all(r.t_s > 1500 for r in pilot.policy.table.values())
+
+
+def test_a_starved_queue_raises_the_batch_limit_before_any_request_finishes() -> None:
+    """Long generations (nothing finishes for minutes) and a batch limit far too small:
+    the requests waiting for their first token show the TTFT violation, and the queue
+    says which way the batch limit must go."""
+    path = FakeKnobPath(knobs={"power_cap": 700.0, "batch_limit": 4},
+                        bounds={"power_cap": CAP_RANGE},
+                        unavailable={"power_cap": "power_cap: needs --allow-power-cap"})
+    published: list[Event] = []
+    pilot = Autopilot(path, parse_objective("ttft_p90=5s"), params_from(["batch_limit=2..128"]),
+                      published.append, lambda: path.now)
+    path.listener = pilot.on_event
+    pilot.start()
+    n = 0
+    for t in range(1, 200):
+        path.now = float(t)
+        # Two requests a second arrive; the engine admits batch_limit of them, ever.
+        for _ in range(2):
+            n += 1
+            pilot.on_event(RequestEvent(t_s=t, request_id=f"r{n}", phase="submitted"))
+        limit = int(path.knobs["batch_limit"] or 4)
+        pilot.on_event(EngineStateEvent(t_s=t, source="client", running=limit,
+                                        waiting=max(0, n - limit), output_tokens_total=10 * t))
+        pilot.tick(float(t))
+    ups = [v for _, v in autopilot_changes(path, "batch_limit")]
+    assert ups and ups[0] == 8.0 and all(b > a for a, b in itertools.pairwise(ups))
+    decisions = [e for e in published if isinstance(e, AutopilotEvent)]
+    assert len(decisions) < 60  # not one a second

@@ -73,6 +73,7 @@ class FakePrometheus:
                  job: str = "dcgm") -> None:
         self.targets = targets
         self.scrape_interval_s = scrape_interval_s
+        self.scraped: dict[str, list[float]] = {}  # instance -> unix times of its scrapes
         self.job = job
         # (name, sorted labels) -> (value, scraped at, unix s)
         self.series: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, float]] = {}
@@ -129,6 +130,7 @@ class FakePrometheus:
             except (aiohttp.ClientError, TimeoutError):
                 ok = False
             now = time.time()
+            self.scraped.setdefault(instance, []).append(now)
             for k in stale:
                 del self.series[k]  # staleness: a failed scrape ends its series
             if not ok:

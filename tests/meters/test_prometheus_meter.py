@@ -53,16 +53,22 @@ def test_reads_the_fleets_gpus_through_prometheus_timed_when_scraped() -> None:
             by_dev = collections.defaultdict(list)
             for s in samples:
                 by_dev[s.device].append(s)
+            scrapes = prom.scraped[fleet.servers[0].url.removeprefix("http://")]
             for dev, ss in by_dev.items():
-                # One sample per Prometheus scrape (every 0.5 s), not per query.
-                assert 4 <= len(ss) <= 7, (dev, len(ss))
+                # One sample per Prometheus scrape (every 0.5 s), not per query (every
+                # 0.1 s): never more samples than scrapes, however the host is loaded.
+                assert 3 <= len(ss) <= len(scrapes) + 1, (dev, len(ss), len(scrapes))
                 assert all(b.energy_mj > a.energy_mj for a, b in itertools.pairwise(ss))  # type: ignore[operator]
                 assert all(s.power_w and s.power_w >= 75 for s in ss)
-            # Timed when scraped: 0.5 s apart, as Prometheus scraped them (the first was
-            # scraped before the meter's clock began: it is timed at its start).
+            # Timed when scraped: the gaps between readings are the gaps between the
+            # scrapes that made them (the first was scraped before the meter's clock
+            # began: it is timed at its start), not between the meter's queries.
             ts = [s.t_s for s in by_dev["node-a/gpu0"]]
             gaps = [b - a for a, b in itertools.pairwise(ts)][1:]
-            assert all(0.45 < g < 0.8 for g in gaps), gaps
+            # (a reading the meter missed under load makes a gap of two scrapes)
+            scrape_gaps = [b - a for a, b in itertools.combinations(scrapes, 2)]
+            assert gaps and all(any(abs(g - sg) < 0.02 for sg in scrape_gaps) for g in gaps), (
+                gaps, scrape_gaps)
             assert all("timestamp(" in q or "__name__" in q for q in prom.queries)
         finally:
             fleet.run(prom.close())

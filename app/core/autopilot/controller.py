@@ -116,6 +116,9 @@ class Autopilot:
         self._pending: dict[str, float] = {}  # asked, not yet in force (engine restarts)
         self._pending_since = 0.0
         self._last_cap_change = -math.inf
+        # After a violation nothing could answer, the next look waits a whole epoch (one
+        # decision, not one a second, while the objective cannot be met).
+        self._quiet_until = -math.inf
         self.decisions = 0
 
     # -- the event stream ------------------------------------------------------------
@@ -203,8 +206,9 @@ class Autopilot:
         m = self.meter.measure(now, self.params.noise_parts, self.params.window_s)
         cell = self.current_cell()
         recent = self.meter.recent(now, self.params.violation_window_s)
-        early = self.policy.early_violation(recent)
-        if early or recent.queue_grows(2 * self.params.backlog_growth):
+        early = self.policy.early_violation(recent) if now >= self._quiet_until else []
+        if early or (now >= self._quiet_until
+                     and recent.queue_grows(2 * self.params.backlog_growth)):
             recent.j_per_token, recent.load_per_s = m.j_per_token, m.load_per_s
             self._apply(self.policy.on_violation(cell, early, recent, now), now,
                         recent.to_dict())
@@ -245,6 +249,7 @@ class Autopilot:
             self._settle(now)
         else:
             # Nothing moved: the next epoch starts now in the same cell.
+            self._quiet_until = now + self.params.epoch_s
             self._epoch_start = now
             self._epoch_due = now + self.params.epoch_s
             self.meter.reset(now)

@@ -88,9 +88,22 @@ class Measurement:
     backlog_start: int = 0
     backlog_end: int = 0
 
+    # Requests outstanding (in flight and waiting, wattflow's count): their trend over
+    # the epoch (least-squares slope x span) and mean. By Little's law a setting that
+    # serves slower than requests arrive makes them pile up steadily, minutes before
+    # any latency shows it.
+    outstanding_growth: float = 0.0
+    outstanding_mean: float = 0.0
+
     def queue_grows(self, min_growth: int) -> bool:
-        return self.backlog_end - self.backlog_start > max(min_growth,
-                                                           self.backlog_start // 4)
+        """Whether requests pile up: the waiting queue gained a quarter of itself (and
+        `min_growth`), or the outstanding requests rose by a quarter of their mean (and
+        `min_growth` / 2) over the epoch."""
+        waiting = self.backlog_end - self.backlog_start > max(min_growth,
+                                                              self.backlog_start // 4)
+        outstanding = self.outstanding_growth > max(min_growth / 2,
+                                                    0.25 * self.outstanding_mean)
+        return waiting or outstanding
 
     def ratio(self, t: Target) -> float | None:
         v = self.observed.get(t.name)
@@ -149,6 +162,7 @@ class EpochMeter:
         # Requests with no first token yet: (submitted at, stage). Their TTFT is at least
         # their age, so a queue that starves them shows before any of them is served.
         self._pending: dict[str, tuple[float, str]] = {}
+        self._outstanding: list[tuple[float, int]] = []  # (t, in flight + waiting)
         self._now = 0.0
         self._workflows: list[tuple[float, float]] = []  # (t, latency)
         self._arrivals = 0
@@ -194,6 +208,8 @@ class EpochMeter:
                     self._client_tokens.append((ev.t_s, float(ev.output_tokens_total)))
                 if ev.waiting is not None:
                     self._waiting_client = ev.waiting
+                if ev.running is not None:
+                    self._outstanding.append((ev.t_s, ev.running + (ev.waiting or 0)))
         elif isinstance(ev, KnobEvent) and ev.knob == "rate":
             self.rate = ev.value
 
@@ -206,6 +222,7 @@ class EpochMeter:
         self._engine_tokens = self._engine_tokens[-1:]
         self._client_tokens = self._client_tokens[-1:]
         self._backlog_start = self.backlog
+        self._outstanding = self._outstanding[-1:]
         self._done.clear()
         self._first.clear()
         self._workflows.clear()
@@ -238,6 +255,12 @@ class EpochMeter:
         self._now = now
         m = Measurement(self.t0, now, finished=len(self._done),
                         backlog_start=self._backlog_start, backlog_end=self.backlog)
+        pts = [(t, float(n)) for t, n in self._outstanding if t >= self.t0]
+        if len(pts) >= 5:
+            fit = fit_power(pts)  # the same least squares, of count against time
+            if fit is not None:
+                m.outstanding_growth = fit.b * (pts[-1][0] - pts[0][0])
+                m.outstanding_mean = fit.a + fit.b * fit.r_mean
         span = now - self.t0
         energy = self._energy_j(self.t0, now)
         tokens = self._tokens(self.t0, now)

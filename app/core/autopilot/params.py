@@ -51,12 +51,12 @@ class AutopilotParams:
     cap_step_w: float = 50.0
     load_change: float = 0.25  # arrival-rate change that makes old measurements stale
     reexplore_s: float = 600.0  # measurements older than this are forgotten...
-    infeasible_s: float = 1800.0  # ...and a violation this long (trying one costs one)
+    infeasible_s: float = 600.0  # ...and a violation this long (re-trying costs ~15 s)
     override_hold_s: float = 300.0  # after the user turns a knob, hands off this long
     tick_s: float = 1.0  # how often the controller looks
     batch_binds: float = 0.10  # share of TTFT spent waiting for admission: the limit binds
-    backlog_growth: int = 16  # waiting requests more than at the epoch's start (and more
-    # than double): the setting cannot keep up
+    backlog_growth: int = 12  # requests piling up over an epoch (measure.queue_grows):
+    # the setting cannot keep up
     knobs: tuple[str, ...] = DEFAULT_KNOBS
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
 

@@ -142,15 +142,24 @@ class Policy:
             self.state = BACKING_OFF
             return Decision(BACKING_OFF, f"{names}: back to the best setting known to meet it",
                             self._moves(cell, inc))
-        # The setting that met the objective no longer does: the conditions changed and
-        # what was measured under the old ones is stale. Step toward performance.
-        self.table.clear()
+        # The best setting known no longer meets it (the load moved, or it sat at the
+        # edge): the cheapest known setting with a higher cap, else a step toward
+        # performance (two when far over).
         self.incumbent = None
-        self.r_ref = None
         target = dict(cell)
+        if "power_cap" in target:
+            safer = [c for c in self.table
+                     if dict(c).get("power_cap", 0.0) > target["power_cap"]]
+            if safer:
+                best = min(safer, key=lambda c: self.table[c].j_per_token)
+                self.incumbent = best
+                self.state = BACKING_OFF
+                return Decision(BACKING_OFF, f"{names}: to the cheapest known setting with a"
+                                " higher power cap", self._moves(cell, best))
+        far = any((m.ratio(t) or 0.0) > 1.25 for t in violated) or not violated
         # Performance first from the power cap: it raises both throughput and latency.
         if "power_cap" in target and not self.grid.is_max("power_cap", target["power_cap"]):
-            up = self.grid.step("power_cap", target["power_cap"], +1, 2)
+            up = self.grid.step("power_cap", target["power_cap"], +1, 2 if far else 1)
             if up is not None:
                 self.state = BACKING_OFF
                 return Decision(BACKING_OFF, f"{names}: power cap up",
@@ -171,7 +180,9 @@ class Policy:
     def _batch_direction(self, violated: list[Target], m: Measurement) -> int:
         if any(t.metric == "tpot" for t in violated):
             return -1
-        if (m.queue_share is not None and m.queue_share > 0.5) or not violated:
+        if (m.queue_share is not None and m.queue_share > 0.5) or not violated or (
+                m.backlog_end > 0 and any(t.metric in ("ttft", "latency", "workflow")
+                                          for t in violated)):
             return +1  # requests wait for admission (or the queue grows)
         return 0
 
@@ -294,10 +305,11 @@ class Policy:
         if headroom:
             options.append(("power_cap", -1, "a lower power cap"))
         # A larger batch saves energy only where the limit binds (requests wait for
-        # admission), and raises time per token: only with headroom on it. A smaller
+        # admission), and raises time per token, by much when it doubles: only with twice
+        # the headroom on it. A smaller
         # batch never saves energy (the study's J/token falls with batch size): it is a
         # latency move, made only when backing off.
-        if (tpot is None or tpot < 1.0 - self.p.margin) and binds:
+        if (tpot is None or tpot < 1.0 - 2 * self.p.margin) and binds:
             options += [("batch_limit", +1, "a larger batch limit"),
                         ("max_num_seqs", +1, "a larger max_num_seqs")]
         for knob, direction, why in options:
