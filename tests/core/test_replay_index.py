@@ -241,11 +241,17 @@ def test_seek_while_playing_goes_on_from_there(session: Path, index: ReplayIndex
     async def main() -> None:
         r = Replayer(session, bus, 2.0, index=index)
         task = asyncio.create_task(r.run())
-        await asyncio.sleep(0.3)  # playing the first seconds at 2x
+        for _ in range(500):  # playing the first seconds at 2x
+            await asyncio.sleep(0.01)
+            if r.position_s > 0:
+                break
         assert 0 < r.position_s < 5.0
         listener.seek(r, 60.0)
         assert r.now_s() == pytest.approx(60.0, abs=0.1)
-        await asyncio.sleep(0.3)
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if listener.times:
+                break
         assert r.position_s > 60.0 and listener.times and min(listener.times) > 60.0
         assert_same(listener.stats.snapshot(), index.stats_after(r.events).snapshot())
         listener.seek(r, 10.0)  # and back
