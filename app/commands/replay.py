@@ -114,6 +114,10 @@ def follow(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("follow stopped before the session began", file=sys.stderr)
         return 0
+    from app.ui.terminal import has_terminal
+
+    if not args.headless and has_terminal():
+        return _follow_dashboard(stream, guard)
     printer = HeadlessPrinter(stats)
     print(f"following {stream.path} (Ctrl-C stops; the run goes on)", flush=True)
     guard.on_event(stream.header)
@@ -238,6 +242,32 @@ def _pair_dashboard(args: argparse.Namespace) -> int:
         return _error(str(exc))
     make_console().print(snapshots_difference_table(Path(args.session).name, a,
                                                     Path(args.other).name, b))
+    return 0
+
+
+def _follow_dashboard(stream: FollowedSession, guard: _Stats) -> int:
+    """`replay --follow` in a terminal: the dashboard on the session as it is written."""
+    from app.core.replay_follow import FollowPlayer
+    from app.ui.replay import replay_dashboard
+
+    bus = EventBus()
+    bus.subscribe(guard.on_event)
+    player = FollowPlayer(stream, bus)
+    try:
+        replay_dashboard(player, guard.stats)
+    except FollowTimeout as exc:
+        print(f"wattflow: error: {exc}", file=sys.stderr)
+        return 1
+    except SessionError as exc:
+        return _error(str(exc))
+    if guard.error is not None:
+        return _error(guard.error)
+    end = stream.end
+    if not _print_summary(guard.stats, str(stream.path),
+                          end.summary.get("wall_s") if end is not None else None):
+        return 2
+    if end is None:
+        print(f"follow stopped at t={player.position_s:.1f} s", file=sys.stderr)
     return 0
 
 

@@ -12,13 +12,19 @@ incomplete last line, the session is flagged as cut, as a crashed run's is).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from app.core.bus import EventBus
+from app.core.events import Event
+from app.core.replay import Replayer
 from app.core.session_reader import (
     MAX_LINE_BYTES,
     NOT_A_SESSION,
@@ -120,3 +126,68 @@ class FollowedSession(SessionStream):
                     " (--follow-timeout to wait longer)")
             self.waiting = True
             self._sleep(self.poll_s)
+
+
+class _Stopped(Exception):
+    """The follower was told to stop while it waited for the writer."""
+
+
+class FollowPlayer(Replayer):
+    """A followed session as a replay for the dashboard: its events are published on
+    the bus as the writer adds them (read on a thread: the reader blocks while it waits
+    for the file to grow). `pause` holds them back until `resume`; speed has no
+    meaning (the run sets the pace) and stays 1."""
+
+    def __init__(self, stream: FollowedSession, bus: EventBus) -> None:
+        super().__init__(stream.path, bus)
+        self.stream = self.followed = stream
+        self._stop = threading.Event()
+        stream._sleep = self._sleep  # the reader's waits end when the player stops
+
+    def _sleep(self, s: float) -> None:
+        if self._stop.wait(s):
+            raise _Stopped
+
+    def now_s(self) -> float:
+        return self.position_s
+
+    def set_speed(self, speed: float) -> None:
+        """The run sets the pace: nothing to change."""
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
+
+        def read() -> None:
+            try:
+                for ev in self.followed:
+                    loop.call_soon_threadsafe(queue.put_nowait, ev)
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+            except _Stopped:
+                pass
+            except BaseException as exc:  # handed to the loop, raised there
+                with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+                    loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+        reader = threading.Thread(target=read, name="follow-reader", daemon=True)
+        self.bus.publish(self.followed.header)
+        reader.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                while self._paused:
+                    self._changed.clear()
+                    await self._changed.wait()
+                self.position_s = max(self.position_s, item.t_s)
+                self.events += 1
+                self.bus.publish(item)
+        finally:
+            self._stop.set()
+        self.at_end = True
+        if self.followed.end is not None:
+            self.bus.publish(self.followed.end)
+        self.bus.close()

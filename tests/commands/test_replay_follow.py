@@ -233,3 +233,64 @@ def test_a_compressed_or_binary_file_is_refused_at_once(tmp_path: Path) -> None:
     b.write_bytes(b"\x00\x01\x02")
     with pytest.raises(SessionError, match="not a wattflow session"):
         FollowedSession(b, timeout_s=1.0)
+
+
+# -- the dashboard following a session ---------------------------------------------------
+
+
+def test_the_dashboard_follows_a_session_as_it_is_written(tmp_path: Path, source: bytes) -> None:
+    import asyncio
+
+    from app.core.bus import EventBus
+    from app.core.replay_follow import FollowPlayer
+    from app.ui.app import DashboardApp
+    from app.ui.backends import ReplayBackend
+
+    path = tmp_path / "live.jsonl"
+    lines = source.splitlines(keepends=True)
+    path.write_bytes(lines[0])
+    stop = threading.Event()
+
+    def write() -> None:  # the recording run: a few lines every 20 ms, for about a second
+        step = max(1, len(lines) // 50)
+        for i in range(1, len(lines), step):
+            if stop.wait(0.02):
+                return
+            with open(path, "ab") as f:
+                f.write(b"".join(lines[i:i + step]))
+
+    bus = EventBus()
+    stats = LiveStats()
+    bus.subscribe(stats.on_event)
+    player = FollowPlayer(FollowedSession(path, timeout_s=10.0), bus)
+    backend = ReplayBackend(player, stats)
+    app = DashboardApp(backend, handle_signals=False)
+    seen: list[float] = []
+
+    async def main() -> None:
+        writer = threading.Thread(target=write)
+        async with app.run_test(size=(140, 44)) as pilot:
+            writer.start()
+            for _ in range(400):
+                await pilot.pause(0.05)
+                if app.frame is not None:
+                    seen.append(app.frame.snapshot.t_s)
+                if backend.done:
+                    break
+            await pilot.pause(0.2)
+        stop.set()
+        writer.join()
+
+    asyncio.run(main())
+    assert backend.done and backend.finished and backend.error is None
+    # the panels moved while the file grew: several distinct times before the end
+    assert len(set(seen)) >= 5 and seen == sorted(seen)
+    whole = read_session(path)
+    ref = LiveStats()
+    for ev in [whole.header, *whole.events]:
+        ref.on_event(ev)
+    assert whole.end is not None
+    ref.on_event(whole.end)
+    assert app.frame is not None and app.frame.ended is not None
+    assert app.frame.snapshot.output_tokens == ref.snapshot().output_tokens > 0
+    assert app.frame.snapshot.energy_j == ref.snapshot().energy_j
