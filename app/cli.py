@@ -118,7 +118,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="server URL for openai/parrot engines; repeat for several endpoints"
                         " (openai: docs/fleet.md)")
     p.add_argument("--gpu", dest="gpu_spec", default=None,
-                   help="simulated GPU for the sim engine: h100 (default) or a100")
+                   help="simulated GPU for the sim engine: h100 (default), h200 or a100")
     p.add_argument("--meter", action="append", default=None,
                    help="auto (default), sim, nvml, rapl, dcgm, prometheus or none; repeatable")
     p.add_argument("-M", "--meter-opt", action="append", type=_param, default=[],
@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_arguments(sub.add_parser("serve", help="the simulated twin as an OpenAI-compatible"
                                    " server with vLLM and dcgm-exporter /metrics"),
                     _number, _param)
+    cal = sub.add_parser("calibrate", help="fit the simulated twin to sessions recorded on a"
+                                           " real GPU; writes a profile for -E profile=")
+    importlib.import_module("app.commands.calibrate").add_arguments(cal)
     return p
 
 
@@ -479,6 +482,7 @@ _COMMANDS = {
     "doctor": "app.commands.doctor",
     "restore": "app.commands.restore",
     "serve": "app.commands.serve",
+    "calibrate": "app.commands.calibrate",
 }
 
 

@@ -34,14 +34,22 @@ from engines.base import (
     Request,
     TokenEvent,
 )
+from engines.sim.memory import CUDA_CONTEXT_BYTES, MemoryPlan, plan_memory
+from engines.sim.profile import ProfileError, TwinProfile, load_profile
 from engines.sim.scheduler import BLOCK_TOKENS, Scheduler, Seq
-from engines.sim.specs import GIB, resolve_gpu, resolve_model
+from engines.sim.specs import GIB, MODELS, resolve_gpu, resolve_model
 from engines.sim.twin import GpuTwin
 
 MAX_MODEL_LEN = 131072
 _FF_MAX_STEPS = 256
 _STATE_INTERVAL_S = 1.0
 _JITTER = 0.005  # +-0.5% step-time noise (host timing), seeded
+TOKEN_EVENT_INTERVAL_S = 0.05
+# On virtual time an hour passes in seconds: nobody watches 50 ms of it, and each event
+# interval costs the scheduler a wake-up (a decode run is fast-forwarded only up to the
+# next event). 0.2 s keeps per-request progress finer than the meter's 0.1 s samples x 2
+# and the live rates smooth; first tokens and finishes are never delayed.
+VIRTUAL_TOKEN_EVENT_INTERVAL_S = 0.2
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -55,10 +63,17 @@ class SimOptionError(EngineOptionError):
 
 @dataclass(slots=True)
 class SimOptions:
-    gpu: str = option("h100", "the simulated GPU (h100, a100, ...)")
-    model: str | dict[str, Any] = option(
-        "llama-3.1-8b", "a known model name, or a table of params_b, layers, hidden, "
-        "kv_heads, head_dim (dtype_bytes)")
+    gpu: str | None = option(None, "the simulated GPU (h100, a100, ...; default h100)")
+    model: str | dict[str, Any] | None = option(
+        None, f"a model of the table ({', '.join(MODELS)}; default llama-3.1-8b), or a "
+        "table of layers, hidden, heads, kv_heads, head_dim, intermediate, vocab")
+    tensor_parallel_size: int = option(
+        1, "GPUs the model is split over (weights, KV heads; all-reduce on NVLink)",
+        lo=1, hi=64)
+    gpu_memory_utilization: float = option(
+        0.9, "fraction of each GPU's memory the engine takes (vLLM's)", lo=0.05, hi=1.0)
+    profile: str | None = option(
+        None, "a twin profile (JSON) from `wattflow calibrate`: its fitted coefficients")
     # Bounds as the knobs of the same names have (app/core/knobs.py; a test holds them
     # equal): -E at the start and a change mid-run take the same values.
     max_num_seqs: int = option(1024, "requests in one batch (vLLM's max_num_seqs)", lo=1,
@@ -66,11 +81,13 @@ class SimOptions:
     max_num_batched_tokens: int = option(8192, "tokens in one step (prefill chunks + decode)",
                                          lo=16, hi=1_000_000)
     kv_cache_gb: float | None = option(
-        None, "KV-cache size in GiB; unset: 90% of GPU memory minus the weights", lo=0)
+        None, "KV-cache size in GiB per GPU; unset: gpu_memory_utilization of its memory "
+        "minus weights, activations, CUDA graphs and non-torch memory", lo=0)
     seed: int = option(0, "seed of the step-time jitter", lo=0)
     prefix_caching: bool = option(True, "reuse the KV cache of shared prompt prefixes")
-    token_event_interval_s: float = option(
-        0.05, "at most one token event per request this often (s)", lo=0)
+    token_event_interval_s: float | None = option(
+        None, "at most one token event per request this often (s); unset: 0.05 on the "
+        "wall clock, 0.2 on virtual time (--fast)", lo=0)
 
 
 OPTIONS = OptionSchema.of(SimOptions, "sim engine", error=SimOptionError)
@@ -90,19 +107,28 @@ class SimEngine:
         seed: int = 0,
         prefix_caching: bool = True,
         token_event_interval_s: float = 0.05,
+        gpu_memory_utilization: float = 0.9,
     ) -> None:
         self.ctx = ctx
         self.twin = twin
         gpu, model = twin.gpu, twin.model
+        n_gpus = int(getattr(twin, "n_gpus", 1))
+        self.memory: MemoryPlan = plan_memory(
+            gpu, model, tensor_parallel_size=n_gpus, max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            gpu_memory_utilization=gpu_memory_utilization)
         if kv_cache_bytes is None:
-            kv_cache_bytes = gpu.mem_bytes * 0.9 - model.weight_bytes
+            kv_cache_bytes = self.memory.kv_cache
         if kv_cache_bytes <= 0:
+            split = f" split over {n_gpus} GPUs" if n_gpus > 1 else ""
             raise SimOptionError(
-                f"{model.name} ({model.weight_bytes / GIB:.1f} GiB) leaves no KV cache "
-                f"room on {gpu.name}"
+                f"{model.name} ({model.weight_bytes / GIB:.1f} GiB{split}) leaves no KV "
+                f"cache room on {gpu.name} (raise tensor_parallel_size)"
             )
-        self.kv_cache_bytes = kv_cache_bytes
-        kv_blocks = int(kv_cache_bytes // (BLOCK_TOKENS * model.kv_bytes_per_token))
+        self.kv_cache_bytes = kv_cache_bytes  # per GPU
+        # Each GPU holds 1/N of every token's KV (its share of the KV heads).
+        kv_per_token = model.kv_bytes_per_token / n_gpus
+        kv_blocks = int(kv_cache_bytes // (BLOCK_TOKENS * kv_per_token))
         if kv_blocks < 1:
             raise SimOptionError("kv_cache_gb is smaller than one KV block")
         self.max_model_len = min(MAX_MODEL_LEN, kv_blocks * BLOCK_TOKENS)
@@ -130,26 +156,42 @@ class SimEngine:
         self.steps = 0  # engine iterations simulated (for tests and benchmarks)
         self.output_tokens_total = 0
         self.prompt_tokens_total = 0  # prompts that reached their first token
+        self.profile_path: str | None = None
         twin.on_change(self._poke)
 
     @classmethod
     def from_options(cls, ctx: EngineContext, options: dict[str, Any]) -> SimEngine:
         o = OPTIONS.build(options)
+        profile = TwinProfile()
+        if o.profile:
+            try:
+                profile = load_profile(o.profile)
+            except ProfileError as e:
+                raise SimOptionError(str(e)) from None
         try:
-            gpu = resolve_gpu(o.gpu or "h100")
-            model = resolve_model(o.model or "llama-3.1-8b")
+            gpu = resolve_gpu(o.gpu or profile.gpu or "h100")
+            model = resolve_model(o.model or profile.model or "llama-3.1-8b")
         except ValueError as e:
             raise SimOptionError(str(e)) from None
-        return cls(
+        twin = GpuTwin(gpu, model, tensor_parallel_size=o.tensor_parallel_size,
+                       calibration=profile.calibration if o.profile else None,
+                       power=profile.power if o.profile else None)
+        engine = cls(
             ctx,
-            GpuTwin(gpu, model),
+            twin,
             max_num_seqs=o.max_num_seqs,
             max_num_batched_tokens=o.max_num_batched_tokens,
             kv_cache_bytes=None if o.kv_cache_gb is None else o.kv_cache_gb * GIB,
             seed=o.seed,
             prefix_caching=o.prefix_caching,
-            token_event_interval_s=o.token_event_interval_s,
+            token_event_interval_s=(
+                o.token_event_interval_s if o.token_event_interval_s is not None
+                else VIRTUAL_TOKEN_EVENT_INTERVAL_S if getattr(ctx.clock, "virtual", False)
+                else TOKEN_EVENT_INTERVAL_S),
+            gpu_memory_utilization=o.gpu_memory_utilization,
         )
+        engine.profile_path = o.profile
+        return engine
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -159,10 +201,10 @@ class SimEngine:
         self._stopping = False
         self._last_end = self.ctx.clock.now()
         self._failure = None
-        # vLLM takes its memory up front: weights, the whole KV pool, activations.
-        gpu, model = self.twin.gpu, self.twin.model
-        used = min(gpu.mem_bytes, model.weight_bytes + self.kv_cache_bytes + 2 * GIB)
-        self.twin.mem_used_mib = used / 1024**2 + 500.0
+        # vLLM takes its memory up front: weights, the whole KV pool, activations, graphs.
+        m = self.memory
+        used = m.weights + self.kv_cache_bytes + m.activations + m.cuda_graphs + m.non_torch
+        self.twin.mem_used_mib = min(self.twin.gpu.mem_bytes, used) / 1024**2
         self._task = asyncio.create_task(self._run(), name="sim-engine-scheduler")
 
     async def stop(self) -> None:
@@ -174,7 +216,7 @@ class SimEngine:
                 await task
         self._fail_all("the sim engine was stopped")
         self.sched.clear()  # counters stay readable after the run
-        self.twin.mem_used_mib = 500.0
+        self.twin.mem_used_mib = CUDA_CONTEXT_BYTES / 1024**2
 
     def settings(self) -> dict[str, int]:
         return {"max_num_seqs": self.sched.max_num_seqs,
@@ -207,6 +249,10 @@ class SimEngine:
                           "virtual_time"],
             details={
                 "gpu": t.gpu.name,
+                "tensor_parallel_size": t.n_gpus,
+                "model_shape": t.model.describe(),
+                "profile": self.profile_path,
+                "memory_per_gpu": self.memory.lines(),
                 "max_num_batched_tokens": self.sched.max_num_batched_tokens,
                 "kv_cache_gib": round(self.kv_cache_bytes / GIB, 2),
                 "kv_cache_blocks": self.sched.total_blocks,
@@ -368,12 +414,18 @@ class SimEngine:
         n_dec = ctx_dec = 0
         decode = True
         chunks: list[tuple[int, int]] = []
+        left = _FF_MAX_STEPS  # decode steps until the first request is done
+        last_event = self._next_state_t  # the oldest pending token event
         for s, n in batch:
             if n == 1:
                 n_dec += 1
                 ctx_dec += s.num_computed + 1
                 if s.num_output < 1:
                     decode = False
+                if s.max_tokens - s.num_output < left:
+                    left = s.max_tokens - s.num_output
+                if s.last_event_t < last_event:
+                    last_event = s.last_event_t
             else:
                 chunks.append((s.num_computed, n))
                 decode = False
@@ -388,22 +440,33 @@ class SimEngine:
             twin.record_segment(t0, t1, sp.power_w, sp.times.clock, sp.util)
             return [t1]
         n_seqs = len(batch)
-        left = min([s.max_tokens - s.num_output for s, _ in batch])
-        k_max = min(_FF_MAX_STEPS, left)
-        deadline = min(self._next_state_t,
-                       min([s.last_event_t for s, _ in batch]) + self.token_event_interval_s)
+        k_max = left
+        deadline = min(self._next_state_t, last_event + self.token_event_interval_s)
         ctx_sum = ctx_dec  # pure decode: the sum of num_computed + 1
-        first = twin.plan_step(rf.decode_work(n_seqs, ctx_sum))
-        clock = first.times.clock
-        t_step, e_step = first.times.total_s, first.energy_j
-        dt = de = 0.0
-        if k_max > 1:
-            # Step time and energy are affine in the context sum, which grows by n_seqs
-            # a step (exact for smooth_k == 1): two evaluations price the whole run.
-            second = twin.plan_step(rf.decode_work(n_seqs, ctx_sum + n_seqs), clock)
-            dt = second.times.total_s - t_step
-            de = second.energy_j - e_step
-        util = first.util
+        # Step time and energy are affine in the context sum, which grows by n_seqs a
+        # step: at the maximum clock the twin's cached slopes price the whole run; when
+        # the cap binds, two evaluations at the clock it allows.
+        price = twin.decode_price(n_seqs)
+        if price is not None:
+            p_t0, p_dt, p_e0, p_de, p_b0, p_db = price
+            t_step = p_t0 + p_dt * ctx_sum
+            e_step = p_e0 + p_de * ctx_sum
+        if price is not None and \
+                e_step <= t_step * twin.power_limit_w * twin.power.coef.limiter_margin:
+            clock = 1.0
+            util = min(1.0, (p_b0 + p_db * ctx_sum) / t_step)
+            dt = p_dt * n_seqs
+            de = p_de * n_seqs
+        else:
+            first = twin.plan_step(rf.decode_work(n_seqs, ctx_sum))
+            clock = first.times.clock
+            t_step, e_step = first.times.total_s, first.energy_j
+            dt = de = 0.0
+            if k_max > 1:
+                second = twin.plan_step(rf.decode_work(n_seqs, ctx_sum + n_seqs), clock)
+                dt = second.times.total_s - t_step
+                de = second.energy_j - e_step
+            util = first.util
         ends: list[float] = []
         energies: list[float] = []
         rand = self._rng.random

@@ -9,6 +9,12 @@ interpolates linearly. Steps may be recorded ahead of time (the scheduler sleeps
 through several decode steps at once) and `truncate` withdraws planned steps when
 something changes (a new arrival, a new cap).
 
+With tensor parallelism over N GPUs the twin simulates one GPU of the group: every GPU
+runs the same step on 1/N of the weights and KV heads, so the timeline, the power and
+the energy counter are per GPU and the same for each (`n_gpus` says how many there
+are). Each GPU has its own power limit; the group runs in lock step, so the lowest
+limit sets the clock of all of them.
+
 Temperature follows power through one thermal time constant:
     T_ss = T_ambient + R_th * P,   dT/dt = (T_ss - T) / tau.
 
@@ -19,6 +25,7 @@ engines/sim/README.md.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +36,7 @@ from engines.sim.specs import GpuSpec, ModelSpec
 
 MIB = 1024**2
 
-# Fitted to the ML.ENERGY Llama-3.1-8B / H100 series by bench/twin_calibration.py.
+# Fitted to the ML.ENERGY H100 series by bench/twin_fit.py.
 H100_CALIBRATION = Calibration()
 H100_POWER = PowerCoefficients()
 
@@ -37,6 +44,10 @@ _AMBIENT_C = 30.0
 _THERMAL_TAU_S = 20.0
 _CUDA_CONTEXT_MIB = 500.0
 _HISTORY_S = 5.0  # timeline kept behind the newest query (for 1 s averages)
+
+
+def _segment_end(s: Segment) -> float:
+    return s.t1
 
 
 @dataclass(slots=True)
@@ -57,23 +68,30 @@ class GpuTwin:
         *,
         calibration: Calibration | None = None,
         power: PowerCoefficients | None = None,
+        tensor_parallel_size: int = 1,
     ) -> None:
         self.gpu = gpu
         self.model = model
+        if tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be at least 1, not "
+                             f"{tensor_parallel_size}")
+        self.n_gpus = int(tensor_parallel_size)
         if power is None:
             # The H100 fit, scaled by each GPU's dynamic range (TDP above idle).
             ref = 700.0 - 75.0
             power = H100_POWER.scaled((gpu.tdp_w - gpu.idle_w) / ref)
-        self.roofline = Roofline(gpu, model, calibration or H100_CALIBRATION)
+        self.calibration = calibration or H100_CALIBRATION
+        self.roofline = Roofline(gpu, model, self.calibration, self.n_gpus)
         self.power = PowerModel(self.roofline, power, gpu.idle_w)
         self.idle_w = gpu.idle_w
-        self.power_limit_w = gpu.tdp_w
+        self.power_limits_w = [gpu.tdp_w] * self.n_gpus
         self.power_limit_range_w = (gpu.min_power_limit_w, gpu.tdp_w)
         self.mem_used_mib = _CUDA_CONTEXT_MIB
         self._segs: deque[Segment] = deque()
         self._base_t = 0.0  # energy counter known exactly here...
         self._base_j = 0.0  # ...with this value
         self._listeners: list[Callable[[], None]] = []
+        self._decode_prices: dict[int, tuple[float, float, float, float, float, float]] = {}
         self._temp_c = _AMBIENT_C + 0.02 * gpu.idle_w
         self._temp_t = 0.0
         self._temp_e = 0.0
@@ -84,11 +102,28 @@ class GpuTwin:
         """Called when the cap changes so that planned steps are re-planned."""
         self._listeners.append(fn)
 
-    def set_power_limit(self, watts: float) -> None:
+    @property
+    def power_limit_w(self) -> float:
+        """The limit that binds: the group runs in lock step at its lowest GPU's pace."""
+        return min(self.power_limits_w)
+
+    @power_limit_w.setter
+    def power_limit_w(self, watts: float) -> None:
+        # Kept for callers of the one-GPU twin: every GPU, without range check or
+        # notification (set_power_limit does both).
+        self.power_limits_w = [float(watts)] * self.n_gpus
+
+    def set_power_limit(self, watts: float, gpu: int | None = None) -> None:
+        """Set one GPU's limit (`gpu`, 0-based), or every GPU's (None)."""
         lo, hi = self.power_limit_range_w
         if not lo <= watts <= hi:
             raise ValueError(f"power limit {watts:g} W is outside {lo:g}-{hi:g} W")
-        self.power_limit_w = float(watts)
+        if gpu is None:
+            self.power_limits_w = [float(watts)] * self.n_gpus
+        elif 0 <= gpu < self.n_gpus:
+            self.power_limits_w[gpu] = float(watts)
+        else:
+            raise ValueError(f"no simulated GPU {gpu} (there are {self.n_gpus})")
         for fn in self._listeners:
             fn()
 
@@ -100,6 +135,30 @@ class GpuTwin:
         if clock is not None:
             return self.power.at_clock(work, clock)
         return self.power.solve(work, self.power_limit_w)
+
+    def decode_price(self, n_seqs: int
+                     ) -> tuple[float, float, float, float, float, float] | None:
+        """A pure-decode step of `n_seqs` sequences at the maximum clock, as affine
+        functions of its context sum c: (t0, dt, e0, de, b0, db) with time t0 + dt c,
+        energy e0 + de c and busy time (kernels and their gaps) b0 + db c. Cached per
+        batch size: the engine prices most steps with it. None when the step is not
+        affine in c (host overhead hidden behind a GPU time that grows with c)."""
+        if self.calibration.host_overlap > 0.0:
+            return None
+        price = self._decode_prices.get(n_seqs)
+        if price is None:
+            rf, pm = self.roofline, self.power
+            unit = 1 << 20  # a context sum big enough that the slope is not rounding
+            a = pm.at_clock(rf.decode_work(n_seqs, 0), 1.0)
+            b = pm.at_clock(rf.decode_work(n_seqs, unit), 1.0)
+            ta, tb = a.times, b.times
+            price = (ta.total_s, (tb.total_s - ta.total_s) / unit,
+                     a.energy_j, (b.energy_j - a.energy_j) / unit,
+                     ta.gpu_s + ta.gaps_s, (tb.gpu_s + tb.gaps_s - ta.gpu_s - ta.gaps_s) / unit)
+            if len(self._decode_prices) > 4096:
+                self._decode_prices.clear()
+            self._decode_prices[n_seqs] = price
+        return price
 
     def record(self, t0: float, sp: StepPower) -> float:
         """Put a planned step on the timeline from `t0`; returns its end time."""
@@ -152,15 +211,18 @@ class GpuTwin:
         if t <= self._base_t:
             # Older than the kept history: only reachable with a non-monotonic clock.
             return self._base_j - self.idle_w * (self._base_t - t) if t > 0 else 0.0
-        prev_t, prev_j = self._base_t, self._base_j
-        # Walk back from the newest segment: queries are near the present.
-        for s in reversed(self._segs):
-            if s.t1 <= t:
-                prev_t, prev_j = s.t1, s.energy_end_j
-                break
+        segs = self._segs
+        # The first segment ending after t (the timeline is ordered): a bisection, as a
+        # one-second average reaches back over dozens of decode steps.
+        i = bisect_right(segs, t, key=_segment_end)
+        if i < len(segs):
+            s = segs[i]
             if s.t0 < t:
                 return s.energy_end_j - s.power_w * (s.t1 - t)
-        return prev_j + self.idle_w * (t - prev_t)
+        if i == 0:
+            return self._base_j + self.idle_w * (t - self._base_t)
+        s = segs[i - 1]
+        return s.energy_end_j + self.idle_w * (t - s.t1)
 
     def energy_mj(self, t: float) -> float:
         return 1000.0 * self.energy_j(t)

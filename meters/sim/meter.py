@@ -4,6 +4,8 @@ Non-blocking (every reading is arithmetic on the twin's timeline), so the runner
 calls it on the loop, at the loop's (virtual) time. The energy counter is the exact
 integral of the twin's power up to `t_s`; instant power is the power of the step
 running at `t_s`; the average is over the last second, like NVML's averaged field.
+With tensor parallelism the twin is a group of N GPUs running in lock step: the meter
+reports each of them (gpu0 ... gpuN-1), each with its own power limit.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from typing import Any, Protocol, runtime_checkable
 from app.core.events import Sample
 from meters.base import DeviceInfo, MeterInfo, MeterUnavailable, PowerCapError
 
-_DEVICE = "gpu0"
 _AVG_WINDOW_S = 1.0
 _UTIL_WINDOW_S = 0.1  # NVML's utilization is over a short sample period
 
@@ -39,6 +40,7 @@ class SimMeter:
             )
         self.engine = engine
         self.twin = engine.twin
+        self.devices = [f"gpu{i}" for i in range(int(getattr(self.twin, "n_gpus", 1)))]
         self._last_t: float | None = None
 
     @classmethod
@@ -57,14 +59,15 @@ class SimMeter:
             name=self.name,
             devices=[
                 DeviceInfo(
-                    device=_DEVICE,
+                    device=dev,
                     component="gpu",
                     name=t.gpu.name,
                     channels=["energy_mj", "power_w", "power_avg_w", "util_pct",
                               "mem_used_mib", "sm_clock_mhz", "temp_c", "power_limit_w"],
                     power_limit_range_w=t.power_limit_range_w,
-                    power_limit_w=t.power_limit_w,
+                    power_limit_w=t.power_limits_w[i],
                 )
+                for i, dev in enumerate(self.devices)
             ],
             blocking=False,
             poll_interval_s=0.1,
@@ -89,29 +92,42 @@ class SimMeter:
         e_now = t.energy_j(t_s)
         window = min(_AVG_WINDOW_S, t_s)
         avg = ((e_now - t.energy_j(t_s - window)) / window) if window > 0 else t.power_w(t_power)
+        power = t.power_w(t_power)
+        util = 100.0 * t.busy_fraction(max(0.0, t_s - _UTIL_WINDOW_S), t_s)
+        clock = t.clock_mhz(t_power)
+        temp = t.temperature_c(t_s)
+        limits = t.power_limits_w
         return [
             Sample(
                 t_s=t_s,
                 meter=self.name,
-                device=_DEVICE,
+                device=dev,
                 component="gpu",
                 energy_mj=1000.0 * e_now,
-                power_w=t.power_w(t_power),
+                power_w=power,
                 power_avg_w=avg,
-                util_pct=100.0 * t.busy_fraction(max(0.0, t_s - _UTIL_WINDOW_S), t_s),
+                util_pct=util,
                 mem_used_mib=t.mem_used_mib,
-                sm_clock_mhz=t.clock_mhz(t_power),
-                temp_c=t.temperature_c(t_s),
-                power_limit_w=t.power_limit_w,
+                sm_clock_mhz=clock,
+                temp_c=temp,
+                power_limit_w=limits[i],
             )
+            for i, dev in enumerate(self.devices)
         ]
 
+    def _index(self, device: str) -> int:
+        try:
+            return self.devices.index(device)
+        except ValueError:
+            raise PowerCapError(f"the sim meter has no device {device!r} (it has "
+                                f"{', '.join(self.devices)})") from None
+
     def power_limit_record(self, device: str) -> dict[str, Any]:
-        return {"meter": self.name, "device": device, "limit_w": self.twin.power_limit_w}
+        return {"meter": self.name, "device": device,
+                "limit_w": self.twin.power_limits_w[self._index(device)]}
 
     def set_power_limit(self, device: str, watts: float) -> None:
-        if device != _DEVICE:
-            raise PowerCapError(f"the sim meter has no device {device!r} (it has {_DEVICE})")
+        index = self._index(device)
         lo, hi = self.twin.power_limit_range_w
         try:
             w = float(watts)
@@ -121,4 +137,4 @@ class SimMeter:
             raise PowerCapError(
                 f"power limit {w:g} W is outside {self.twin.gpu.name}'s range {lo:g}-{hi:g} W"
             )
-        self.twin.set_power_limit(w)
+        self.twin.set_power_limit(w, index)

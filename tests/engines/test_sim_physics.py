@@ -29,7 +29,7 @@ def test_datasheet_specs() -> None:
 def test_fitted_parameters_stay_physical() -> None:
     cal = Calibration()
     for f in ("eff_compute", "eff_mem", "eff_attn", "eff_kv"):
-        assert 0.3 <= getattr(cal, f) <= 0.9, f
+        assert 0.3 <= getattr(cal, f) <= 0.95, f  # H100 streams ~93% of peak HBM
     assert 1.0 <= cal.smooth_k <= 4.0
     assert cal.overhead_s < 5e-3
     p = PowerCoefficients()
