@@ -3,28 +3,21 @@ whose panels are rebuilt as of any moment from the session's seek index
 (app/core/replay_index.py).
 
 A seek moves the replayer, restores the live statistics as of the new time from the
-index, and rebuilds the feed the panels paint from: the header, every event that leaves
-a trace in it (knob changes, marks, errors, engine state, the first failure of each
-reason) up to that time, and the GPU samples of the power chart's window before it.
+index, and rebuilds the feed the panels paint from by digesting the events up to that
+time again.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
 from collections.abc import Callable
 
 from app.core.bus import EventBus
-from app.core.events import Event, RequestEvent
 from app.core.replay import Replayer
 from app.core.replay_index import Landmark, ReplayIndex
 from app.core.stats import LiveStats
 from app.ui.backends import ReplayBackend
 from app.ui.feed import Feed
-
-#: Event kinds the feed keeps a trace of beyond the chart's window (its log, the engine
-#: state); samples matter only within the window.
-_FEED_KINDS = frozenset({"engine_state", "knob", "mark", "error", "autopilot"})
 
 _TIME = re.compile(r"^\s*(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)\s*$")
 _UNITS = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(h|m|min|s)?\s*$")
@@ -56,33 +49,24 @@ def format_time(t: float) -> str:
 
 
 def rebuild_feed(feed: Feed, index: ReplayIndex, count: int, t: float,
-                 stats: LiveStats, feed_events: list[int]) -> None:
+                 stats: LiveStats) -> None:
     """Put `feed` in the state it has after the header and the first `count` events of
     the session (what a replay has published by time `t`), with `stats` as its
-    statistics. `feed_events`: the positions of the events it keeps a trace of."""
+    statistics. The feed digests every one of them again: it is cheap (40 ms for an
+    hour-long session; the statistics, the costly part, come from the index), and so
+    every trace it keeps (the log, the chart's window and whole-run view, the engine
+    state) is exactly what playing there gives."""
     sub = feed._sub  # the bus subscription stays; what it still holds is from before
     sub.get_nowait()
     fresh = Feed(EventBus(), stats, feed.history_s)
     fresh._sub = sub
     feed.__dict__.update(fresh.__dict__)
-    feed.digest(index.header)
-    events = index.events
-    for i in feed_events[:bisect_left(feed_events, count)]:
-        feed.digest(events[i])
-    # The chart's window: the feed keeps a second more than its history before its
-    # latest sample, and trims to that itself; a little more is given so it can.
-    for ev in index.window(t, feed.history_s + 5.0, kinds=("sample",)):
-        feed.digest(ev)
+    digest = feed.digest
+    digest(index.header)
+    for ev in index.events[:count]:
+        digest(ev)
     if index.ended_at(t) and index.end is not None:
-        feed.digest(index.end)
-    feed.events = count + 1
-
-
-def feed_positions(events: list[Event]) -> list[int]:
-    """The positions of the events a feed keeps a trace of beyond its chart window."""
-    return [i for i, ev in enumerate(events)
-            if ev.kind in _FEED_KINDS
-            or (isinstance(ev, RequestEvent) and ev.phase == "failed")]
+        digest(index.end)
 
 
 class SeekableReplayBackend(ReplayBackend):
@@ -96,7 +80,6 @@ class SeekableReplayBackend(ReplayBackend):
         self.index = index
         self.stats = stats
         self.on_stats = on_stats
-        self._feed_events = feed_positions(index.events)
         self._jumped: Landmark | None = None  # the landmark the last n/p went to
         self.seeks = 0
 
@@ -115,7 +98,7 @@ class SeekableReplayBackend(ReplayBackend):
         self.stats = self.index.stats_at(t)
         if self.on_stats is not None:
             self.on_stats(self.stats)
-        rebuild_feed(self.feed, self.index, count, t, self.stats, self._feed_events)
+        rebuild_feed(self.feed, self.index, count, t, self.stats)
         self.seeks += 1
         self.request_frame()
         return t
