@@ -161,6 +161,8 @@ class PairReplayApp(App[None]):
         self.paint()
 
     def paint(self) -> None:
+        if not self.query("#pair-header"):
+            return  # the app is closing: its panels are gone
         fa = self.a.feed.frame(self.a.now_s())
         fb = self.b.feed.frame(self.b.now_s())
         self.frames = (fa, fb)

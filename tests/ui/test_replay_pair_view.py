@@ -25,7 +25,7 @@ def ns(a: Path, b: Path, speed: float = math.inf, align: str | None = None) -> a
     return argparse.Namespace(session=str(a), other=str(b), speed=speed, align=align)
 
 
-async def _until(pilot: Any, cond: Any, tries: int = 200) -> None:
+async def _until(pilot: Any, cond: Any, tries: int = 600) -> None:
     for _ in range(tries):
         await pilot.pause(0.05)
         if cond():

@@ -138,22 +138,24 @@ def test_seek_gives_the_panels_of_playing_to_that_time(session: Path, tmp_path: 
 
 
 def test_seek_back_after_the_end_and_play_on_matches_the_whole_file(session: Path) -> None:
-    app, _backend, replayer = seekable_app(session, speed=math.inf)
+    app, backend, replayer = seekable_app(session, speed=math.inf)
     seen: dict[str, Any] = {}
 
     async def main() -> None:
         async with app.run_test(size=(140, 44)) as pilot:
-            for _ in range(100):
+            for _ in range(600):
                 await pilot.pause(0.05)
                 if replayer.at_end:
                     break
             seen["at_end"] = replayer.at_end
             await pilot.press("home")
-            for _ in range(100):
+            for _ in range(600):
                 await pilot.pause(0.05)
                 if replayer.at_end:
                     break
-            await pilot.pause(0.2)
+            assert replayer.at_end
+            backend.request_frame()  # the end state now, not at the next tick
+            await pilot.pause(0.3)
             assert app.frame is not None
             seen["frame"] = app.frame
 
