@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                          " --grid power_cap=700,450; repeatable (the product is run)")
     sw.add_argument("--dir", default=None,
                     help="folder for the sessions (default sessions/sweep-TIMESTAMP)")
+    sw.add_argument("--plot", default=None, metavar="DIR",
+                    help="write the study's figures (J/token, tokens/s, p90 latency against"
+                         " each swept knob) as PNG, with the CSV behind each, into DIR")
 
     rep = sub.add_parser("report", help="tables of a recorded session (or compare several)")
     rep.add_argument("sessions", nargs="+")
@@ -441,6 +444,13 @@ def _sweep(args: argparse.Namespace) -> int:
     names = [name for name, _ in args.grid]
     if len(set(names)) != len(names):
         raise UsageError("each knob may appear in one --grid only")
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'wattflow[plot]'") from None
+        if Path(args.plot).exists() and not Path(args.plot).is_dir():
+            raise UsageError(f"--plot {args.plot}: not a folder")
     folder = Path(args.dir) if args.dir else (
         Path("sessions") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     points = list(itertools.product(*(values for _, values in args.grid)))
@@ -472,6 +482,18 @@ def _sweep(args: argparse.Namespace) -> int:
             return _exit_code(outcome, terminated)
     make_console().print(comparison_table([analyse(p) for p in paths]))
     print(f"sessions: {folder}")
+    if args.plot is not None:
+        from app.commands.sweep_plot import measure, write_sweep_figures
+
+        measured = [measure(p, dict(zip(names, v, strict=True)))
+                    for p, v in zip(paths, points, strict=False)]
+        try:
+            written = write_sweep_figures(measured, names, Path(args.plot))
+        except OSError as exc:
+            print(f"wattflow: error: cannot write {args.plot}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        print(f"figures: {', '.join(str(w) for w in written)}")
     return EXIT_OK
 
 

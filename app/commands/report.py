@@ -30,7 +30,15 @@ from rich.table import Table
 
 from app.commands.report_fleet import FleetCollector
 from app.core.compare import METRICS, differences, format_difference
-from app.core.events import AutopilotEvent, EndEvent, Event, KnobEvent, Sample, SessionHeader
+from app.core.events import (
+    AutopilotEvent,
+    EndEvent,
+    Event,
+    KnobEvent,
+    MarkEvent,
+    Sample,
+    SessionHeader,
+)
 from app.core.knobs import format_value
 from app.core.session_reader import SessionError, format_duration, open_session
 from app.core.stats import LiveStats, StageStats, StatsSnapshot
@@ -89,6 +97,7 @@ class SessionReport:
     autopilot: list[AutopilotEvent] = field(default_factory=list)  # its decisions
     endpoints: list[dict[str, Any]] = field(default_factory=list)  # report_fleet's rows
     nodes: list[dict[str, Any]] = field(default_factory=list)
+    marks: list[MarkEvent] = field(default_factory=list)  # dropped with `m` in the dashboard
 
     @property
     def notes(self) -> list[str]:
@@ -129,6 +138,7 @@ def analyse(path: str | Path, *, keep_series: bool = False, exact: bool = False)
     gpu_power: dict[str, PowerSeries] = {}
     knob_changes: list[KnobEvent] = []
     pilot: list[AutopilotEvent] = []
+    marks: list[MarkEvent] = []
 
     def feed(ev: Event) -> None:
         try:
@@ -148,6 +158,8 @@ def analyse(path: str | Path, *, keep_series: bool = False, exact: bool = False)
             knob_changes.append(ev)
         elif isinstance(ev, AutopilotEvent):
             pilot.append(ev)
+        elif isinstance(ev, MarkEvent):
+            marks.append(ev)
         if not keep_series:
             continue
         if isinstance(ev, Sample) and ev.component == "gpu":
@@ -177,6 +189,7 @@ def analyse(path: str | Path, *, keep_series: bool = False, exact: bool = False)
         autopilot=pilot,
         endpoints=fleet.endpoint_rows(),
         nodes=fleet.node_rows(),
+        marks=marks,
     )
 
 
@@ -514,6 +527,8 @@ def print_reports(reports: list[SessionReport], console: Console) -> None:
         if r.knob_changes:
             console.print(segments_table(r))
         console.print(_quantile_note(r.stats), style="dim")
+        for m in r.marks:
+            console.print(f"mark at t={m.t_s:,.1f} s: {m.label}")
         for note in r.notes:
             style = "bold red" if "arrivals shed" in note else "yellow"
             console.print(note, style=style)
@@ -831,42 +846,11 @@ def write_csv(reports: list[SessionReport], path: Path) -> None:
 
 
 def write_plot(reports: list[SessionReport], path: Path) -> None:
-    import matplotlib
+    # Power per GPU, the cap as a stepped line, knob changes and marks labelled
+    # without overlap: app/commands/report_plot.py.
+    from app.commands.report_plot import write_power_plot
 
-    matplotlib.use("Agg")  # files only: never open a window
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        len(reports), 1, figsize=(10, 3.2 * len(reports)), squeeze=False, constrained_layout=True
-    )
-    try:
-        for ax, r in zip(axes[:, 0], reports, strict=True):
-            for device, series in sorted(r.gpu_power.items()):
-                ax.plot(series.t_s, series.power_w, label=device, linewidth=1)
-            for i, k in enumerate(r.knob_changes):
-                ax.axvline(k.t_s, color="tab:red", linestyle="--", linewidth=0.8, alpha=0.7)
-                value = "-" if k.value is None else f"{k.value:g}"
-                ax.annotate(
-                    f"{k.knob}={value}",
-                    xy=(k.t_s, 1.0),
-                    xycoords=("data", "axes fraction"),
-                    xytext=(2, -10 - 10 * (i % 3)),  # stagger labels of close changes
-                    textcoords="offset points",
-                    fontsize=7,
-                    color="tab:red",
-                )
-            if not r.gpu_power:
-                ax.text(0.5, 0.5, "no GPU power samples", transform=ax.transAxes, ha="center")
-            ax.set_title(_title(r), fontsize=9, loc="left")
-            ax.set_xlabel("time since start (s)")
-            ax.set_ylabel("GPU power (W)")
-            ax.set_ylim(bottom=0)  # power read against zero, not against its own wiggle
-            ax.grid(alpha=0.3)
-            if r.gpu_power:
-                ax.legend(loc="lower right", fontsize=7)
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)
+    write_power_plot([(r.path, _title(r)) for r in reports], path)
 
 
 def _error(msg: str) -> int:

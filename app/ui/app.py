@@ -1,5 +1,11 @@
 """The dashboard app: panels repainted from frames at 5 Hz, keys that go through the
-backend (and so through `Runner.set_knob`), and a clean stop on `q`."""
+backend (and so through `Runner.set_knob`), and a clean stop on `q`.
+
+The layout follows the terminal's size (`layout_tier`): at 80x24 the header, the
+vitals (power and cap per GPU, energy, J/token, tokens/s, requests), the knobs, the
+chart and the key bar; from 100x30 the event log too; from 120x36 the details beside
+the chart and the stage table. Nothing is laid out beyond the screen: panels that do
+not fit are not shown at all rather than scrolled to."""
 
 from __future__ import annotations
 
@@ -7,27 +13,45 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import ClassVar
 
-from textual.app import App, ComposeResult
-from textual.binding import Binding, BindingType
+from textual import events
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import BindingType
 from textual.containers import Horizontal
+from textual.geometry import Size
 from textual.message import Message
-from textual.widgets import Footer
+from textual.screen import Screen
 
-from app.core.knobs import KnobError, format_value, step_text
+from app.core.knobs import KnobError, format_value
 from app.stop_watchdog import signal_name
+from app.ui import keys
 from app.ui.backends import Backend
 from app.ui.feed import Frame
+from app.ui.screens.help import HelpScreen
 from app.ui.screens.knob_input import KnobInputScreen
 from app.ui.widgets.event_log import EventLog
+from app.ui.widgets.key_bar import KeyBar
 from app.ui.widgets.knobs_panel import KnobsPanel
 from app.ui.widgets.power_chart import PowerChart
 from app.ui.widgets.run_header import RunHeader, speed_text
 from app.ui.widgets.stage_table import StageTable
 from app.ui.widgets.totals import Totals
+from app.ui.widgets.vitals import Vitals
 
 REFRESH_HZ = 5.0
+
+#: (tier, least columns, least rows): the largest the terminal reaches is used.
+TIERS = (("xl", 160, 45), ("l", 120, 36), ("m", 100, 30))
+
+
+def layout_tier(size: Size) -> str:
+    """"s" (80x24 and up: the essentials), "m", "l" or "xl" (everything, roomier)."""
+    for name, cols, rows in TIERS:
+        if size.width >= cols and size.height >= rows:
+            return name
+    return "s"
 
 
 class FrameReady(Message):
@@ -49,24 +73,9 @@ class RunFinished(Message):
 class DashboardApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "wattflow"
-    ENABLE_COMMAND_PALETTE = False
+    COMMAND_PALETTE_BINDING = "ctrl+p"
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        # Steps and their labels come from the knobs' specs (app/core/knobs.py).
-        Binding("left_square_bracket", "cap(-1)", f"cap {step_text('power_cap', -1)}",
-                key_display="["),
-        Binding("right_square_bracket", "cap(1)", f"cap {step_text('power_cap', 1)}",
-                key_display="]"),
-        Binding("comma", "batch(-1)", f"batch {step_text('batch_limit', -1)}", key_display=","),
-        Binding("full_stop", "batch(1)", f"batch {step_text('batch_limit', 1)}", key_display="."),
-        Binding("k", "knob_input", "knob"),
-        Binding("m", "mark", "mark"),
-        Binding("space", "pause_play", "pause/play", key_display="space"),
-        Binding("less_than_sign", "speed(0.5)", "slower", key_display="<"),
-        Binding("greater_than_sign", "speed(2)", "faster", key_display=">"),
-        Binding("q", "quit", "quit"),
-        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(keys.bindings())
 
     def __init__(self, backend: Backend, *, exit_on_end: bool = False,
                  handle_signals: bool = True, refresh_hz: float = REFRESH_HZ,
@@ -82,6 +91,7 @@ class DashboardApp(App[None]):
         self.quitting = False
         self.terminated = False  # stopped by SIGTERM/SIGHUP (the CLI exits 1 then)
         self.marks = 0
+        self.tier = "s"
         self._wall_t0 = time.monotonic()
         self._signals: list[int] = []
 
@@ -90,23 +100,39 @@ class DashboardApp(App[None]):
         live = self.backend.mode == "live"
         yield RunHeader(id="header")
         with Horizontal(id="top"):
+            yield Vitals(id="vitals")
+            yield KnobsPanel(live=live, id="knobs")
+        with Horizontal(id="main"):
             yield PowerChart(self.window_s, id="chart")
             yield Totals(id="totals")
-        with Horizontal(id="middle"):
-            yield StageTable(id="stages")
-            yield KnobsPanel(live=live, id="knobs")
+        yield StageTable(id="stages")
         yield EventLog(id="log")
-        yield Footer()
+        yield KeyBar(self.backend.mode, id="keys")
 
     def on_mount(self) -> None:
-        titles = {"chart": f"GPU power, last {self.window_s:.0f} s", "totals": "totals",
-                  "stages": "stages", "knobs": "knobs", "log": "events"}
+        titles = {"vitals": "now", "chart": f"GPU power, last {self.window_s:.0f} s",
+                  "totals": "details", "stages": "stages", "knobs": "knobs", "log": "events"}
         for wid, title in titles.items():
             self.query_one(f"#{wid}").border_title = title
+        self._apply_tier(self.size)
         if self.handle_signals:
             self._install_signals()
         self.backend.start(self)
         self.set_interval(1.0 / self.refresh_hz, self.backend.request_frame)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._apply_tier(event.size)
+
+    def _apply_tier(self, size: Size) -> None:
+        """Show the panels the terminal has room for; a class per tier sizes them."""
+        self.tier = tier = layout_tier(size)
+        # The dashboard's own screen, also when a dialog (k, ?) is on top of it.
+        screen = self.screen_stack[0]
+        for name in ("s", "m", "l", "xl"):
+            screen.set_class(name == tier, f"tier-{name}")
+        screen.query_one("#log").display = tier != "s"
+        screen.query_one("#totals").display = tier in ("l", "xl")
+        screen.query_one("#stages").display = tier in ("l", "xl")
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -142,15 +168,26 @@ class DashboardApp(App[None]):
             return  # the app is closing: its panels are gone
         self.frames_painted += 1
         with self.batch_update():
+            self.query_one(Vitals).show(frame)
             self.query_one(RunHeader).show(
                 frame, mode=self.backend.mode, state=self._state(frame),
                 wall_s=time.monotonic() - self._wall_t0, speed=self.backend.speed,
                 paused=self.backend.paused)
-            self.query_one(PowerChart).show(frame)
+            chart = self.query_one(PowerChart)
+            chart.show(frame)
+            chart.border_title = chart.title()
             self.query_one(Totals).show(frame)
             self.query_one(StageTable).show(frame)
             self.query_one(KnobsPanel).show(frame)
             self.query_one(EventLog).show(frame)
+            # The marks with their times: on the event log's border, or on the chart's
+            # where the log is not shown (80x24).
+            marks = [t for t in frame.ticks if t.kind == "mark"]  # all of them
+            text = ("marks " + ", ".join(f"{m.label} {m.t_s:.1f} s" for m in marks[-4:])
+                    if marks else "")
+            log_shown = self.tier != "s"
+            self.query_one("#log").border_subtitle = text if log_shown else ""
+            chart.border_subtitle = "" if log_shown else text
 
     def _state(self, frame: Frame) -> str:
         if frame.ended is not None or self.backend.done:
@@ -172,6 +209,26 @@ class DashboardApp(App[None]):
         self.notify(f"the {what} has ended; press q to leave", timeout=6)
 
     # -- keys -------------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """The command palette (ctrl+p): this mode's actions by name, then Textual's."""
+        for k in keys.keys_for(self.backend.mode):
+            if k.palette:
+                yield SystemCommand(k.palette, f"{k.help} (key {k.shown})",
+                                    self._runner_for(k.action))
+        yield SystemCommand("Help: keys and panels", "every key and what it does (key ?)",
+                            self.action_help)
+        yield from super().get_system_commands(screen)
+
+    def _runner_for(self, action: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            await self.run_action(action)
+
+        return run
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.backend.mode))
+
     def _error(self, exc: Exception) -> None:
         self.notify(str(exc).splitlines()[0], severity="error", timeout=4)
 

@@ -8,6 +8,8 @@ It never touches Textual, so it runs on the runner's thread in virtual-time runs
 
 from __future__ import annotations
 
+import math
+import re
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -29,6 +31,13 @@ from app.core.stats import LiveStats, StatsSnapshot
 
 HISTORY_S = 120.0
 LOG_LINES = 500
+TICKS_KEPT = 2000
+#: The whole run's power is kept too, one mean per this many seconds per GPU, for the
+#: chart once the run (or replay) has ended: 3,600 points per GPU for an hour.
+OVERVIEW_S = 1.0
+#: The note the runner publishes when it drains the engine for a restart (runner.py:
+#: "draining to restart with max_num_seqs=128").
+RESTART_NOTE = re.compile(r"^draining to restart with (\w+)=(\d+)")
 # Large enough that the queue never compacts between two drains of the pump (each
 # compaction is a pass over the buffer), small enough to bound memory.
 QUEUE_SOFT_LIMIT = 20_000
@@ -56,6 +65,15 @@ class GpuTrace:
 
 
 @dataclass(slots=True)
+class Tick:
+    """A moment the chart marks with a vertical tick: a mark (`m`) or a knob change."""
+
+    t_s: float
+    kind: str  # "mark" or "knob"
+    label: str
+
+
+@dataclass(slots=True)
 class DeviceLimits:
     device: str
     name: str
@@ -71,10 +89,17 @@ class Frame:
     gpus: list[GpuTrace] = field(default_factory=list)
     devices: list[DeviceLimits] = field(default_factory=list)
     log: list[LogLine] = field(default_factory=list)
-    engine_state: EngineStateEvent | None = None
+    engine_state: EngineStateEvent | None = None  # the engine's own view
+    # wattflow's view: `running` admitted to the engine, `waiting` held at admission
+    client_state: EngineStateEvent | None = None
     ended: EndEvent | None = None
     events: int = 0
     coalesced: int = 0
+    ticks: list[Tick] = field(default_factory=list)  # the latest TICKS_KEPT, oldest first
+    # A knob whose change is still taking effect: "draining 46 -> 2", "restarting -> 128"
+    knob_status: dict[str, str] = field(default_factory=dict)
+    # Set once the run has ended: the GPU traces span the whole run, this long
+    span_s: float | None = None
 
 
 def device_limits(header: SessionHeader) -> list[DeviceLimits]:
@@ -108,6 +133,12 @@ class Feed:
         self._seq = 0
         self._failure_reasons: set[str] = set()
         self.events = 0
+        self.client_state: EngineStateEvent | None = None
+        self._ticks: deque[Tick] = deque(maxlen=TICKS_KEPT)
+        self._overview: dict[str, Overview] = {}
+        self._all_limits: dict[str, list[tuple[float, float]]] = {}
+        self.first_t: float | None = None
+        self.drain = DrainWatch()
 
     # -- draining (on the publishing loop) ---------------------------------------
     async def pump(self) -> None:
@@ -131,7 +162,7 @@ class Feed:
         if isinstance(ev, Sample):
             self._on_sample(ev)
         elif isinstance(ev, RequestEvent):
-            # One line per distinct failure reason: the totals panel counts them all.
+            # One line per distinct failure reason: the vitals count them all.
             if ev.phase == "failed" and ev.reason != RUN_ENDED:
                 reason = ev.reason or "unknown"
                 if reason not in self._failure_reasons:
@@ -139,16 +170,28 @@ class Feed:
                     self.log(ev.t_s, "warning", f"request failed: {reason}")
         elif isinstance(ev, EngineStateEvent):
             if ev.source != "client":
-                self.engine_state = ev
+                if ev.running is not None or ev.waiting is not None or self.engine_state is None:
+                    self.engine_state = ev  # a note alone does not replace the counts
+            elif ev.running is not None or ev.waiting is not None:
+                self.client_state = ev
+            self.drain.on_state(self.engine_state, self.client_state)
             if ev.note:
                 self.log(ev.t_s, "note", f"[{ev.source}] {ev.note}")
-        elif isinstance(ev, KnobEvent) and ev.is_change:
-            before = format_value(ev.knob, ev.previous)
-            self.log(ev.t_s, "knob",
-                     f"{ev.knob} {before} → {format_value(ev.knob, ev.value)} ({ev.source})")
+                if ev.source == "client" and (m := RESTART_NOTE.match(ev.note)):
+                    self.drain.on_restart(m.group(1), int(m.group(2)))
+        elif isinstance(ev, KnobEvent):
+            self.drain.on_knob(ev, self.engine_state, self.client_state)
+            if ev.is_change:
+                before = format_value(ev.knob, ev.previous)
+                after = format_value(ev.knob, ev.value)
+                self.log(ev.t_s, "knob", f"{ev.knob} {before} → {after} ({ev.source})")
+                self._ticks.append(Tick(ev.t_s, "knob", f"{ev.knob}={after}"))
         elif isinstance(ev, MarkEvent):
             self.log(ev.t_s, "mark", f"mark: {ev.label}")
+            self._ticks.append(Tick(ev.t_s, "mark", ev.label))
         elif isinstance(ev, ErrorEvent):
+            if ev.source == "engine":
+                self.drain.on_engine_error(ev.message)
             first = ev.message.splitlines()[0] if ev.message else ""
             if ev.fatal and "Traceback" in first:
                 # The runner records a crash as the whole traceback: show its last line.
@@ -172,14 +215,21 @@ class Feed:
             return
         self._last[s.device] = s
         horizon = s.t_s - self.history_s - 1.0
+        if self.first_t is None:
+            self.first_t = s.t_s
         if s.power_limit_w is not None:
             steps = self._limits.setdefault(s.device, deque())
             if not steps or steps[-1][1] != s.power_limit_w:
                 steps.append((s.t_s, s.power_limit_w))
+                self._all_limits.setdefault(s.device, []).append((s.t_s, s.power_limit_w))
             while len(steps) > 1 and steps[1][0] < horizon:
                 steps.popleft()
         if s.power_w is None:
             return
+        overview = self._overview.get(s.device)
+        if overview is None:
+            overview = self._overview[s.device] = Overview()
+        overview.add(s.t_s, s.power_w)
         trace = self._power.get(s.device)
         if trace is None:
             trace = self._power[s.device] = deque()
@@ -189,19 +239,131 @@ class Feed:
 
     # -- reading (on the publishing loop) -------------------------------------------
     def frame(self, now_s: float) -> Frame:
+        """What to paint now. Once the run has ended the GPU traces span the whole run
+        (`span_s`), so the marks and knob changes of all of it can be seen."""
+        # The live stats (an inline subscriber) have seen every event published so far:
+        # digest what still waits in the queue, so the knob panel's drain and the
+        # knob values come from the same moment.
+        for ev in self._sub.get_nowait():
+            self.digest(ev)
+        whole = self.ended is not None
         gpus = []
-        for dev in sorted(self._power.keys() | self._last.keys()):
+        for dev in sorted(self._power.keys() | self._last.keys(), key=natural_key):
             last = self._last.get(dev)
+            if whole:
+                overview = self._overview.get(dev)
+                points = overview.points() if overview is not None else []
+                steps = list(self._all_limits.get(dev, ()))
+            else:
+                points = list(self._power.get(dev, ()))
+                steps = list(self._limits.get(dev, ()))
             gpus.append(GpuTrace(
-                device=dev, points=list(self._power.get(dev, ())),
+                device=dev, points=points,
                 limit_w=last.power_limit_w if last else None,
-                limit_steps=list(self._limits.get(dev, ())),
+                limit_steps=steps,
                 util_pct=last.util_pct if last else None,
                 sm_clock_mhz=last.sm_clock_mhz if last else None,
                 temp_c=last.temp_c if last else None,
             ))
+        span = max(1.0, now_s - (self.first_t or 0.0)) if whole else None
         return Frame(
             now_s=now_s, snapshot=self._stats.snapshot(), header=self.header, gpus=gpus,
             devices=list(self.devices), log=list(self._log), engine_state=self.engine_state,
-            ended=self.ended, events=self.events, coalesced=self._sub.coalesced,
+            client_state=self.client_state, ended=self.ended, events=self.events,
+            coalesced=self._sub.coalesced, ticks=list(self._ticks),
+            # Once the run has ended nothing is still taking effect.
+            knob_status={} if whole else self.drain.status(self.engine_state,
+                                                            self.client_state),
+            span_s=span,
         )
+
+
+def natural_key(name: str) -> tuple[tuple[int, str], ...]:
+    """gpu2 before gpu10; node2/gpu0 before node10/gpu0."""
+    return tuple((int(part), "") if part.isdigit() else (-1, part)
+                 for part in re.split(r"(\d+)", name))
+
+
+class Overview:
+    """One GPU's power over the whole run: the mean of each OVERVIEW_S bucket."""
+
+    __slots__ = ("_bucket", "_n", "_points", "_sum")
+
+    def __init__(self) -> None:
+        self._points: list[tuple[float, float]] = []
+        self._bucket: int | None = None
+        self._sum = 0.0
+        self._n = 0
+
+    def add(self, t: float, w: float) -> None:
+        b = math.floor(t / OVERVIEW_S)
+        if b != self._bucket:
+            self._flush()
+            self._bucket = b
+        self._sum += w
+        self._n += 1
+
+    def _flush(self) -> None:
+        if self._bucket is not None and self._n:
+            self._points.append(((self._bucket + 0.5) * OVERVIEW_S, self._sum / self._n))
+        self._sum, self._n = 0.0, 0
+
+    def points(self) -> list[tuple[float, float]]:
+        current = [] if self._bucket is None or not self._n else [
+            ((self._bucket + 0.5) * OVERVIEW_S, self._sum / self._n)]
+        return self._points + current
+
+
+def running_in_engine(engine: EngineStateEvent | None,
+                      client: EngineStateEvent | None) -> int | None:
+    """Requests the engine runs now: its own count when it reports one, else the
+    requests wattflow has admitted to it."""
+    if engine is not None and engine.running is not None:
+        return engine.running
+    if client is not None and client.running is not None:
+        return client.running
+    return None
+
+
+class DrainWatch:
+    """Knob changes that take effect over time. Lowering the batch limit admits nobody
+    new, but the requests already inside run to their end: the knob reads 2 while the
+    engine still runs 46 ("draining 46 -> 2") until its running count reaches the
+    limit. A max_num_seqs restart drains the engine, restarts it, resumes ("restarting
+    -> 128"), until the knob event that says it is done (or an engine error)."""
+
+    def __init__(self) -> None:
+        self.batch_target: int | None = None
+        self.restarts: dict[str, int] = {}
+
+    def on_knob(self, ev: KnobEvent, engine: EngineStateEvent | None,
+                client: EngineStateEvent | None) -> None:
+        if ev.knob == "batch_limit" and ev.value is not None:
+            self.batch_target = int(ev.value)
+            self.on_state(engine, client)
+        self.restarts.pop(ev.knob, None)  # a restart's knob event: it is done
+
+    def on_restart(self, knob: str, value: int) -> None:
+        self.restarts[knob] = value
+
+    def on_engine_error(self, message: str) -> None:
+        # The runner reports a failed restart as "KNOB=VALUE: why".
+        for knob in list(self.restarts):
+            if message.startswith(f"{knob}="):
+                del self.restarts[knob]
+
+    def on_state(self, engine: EngineStateEvent | None,
+                 client: EngineStateEvent | None) -> None:
+        n = running_in_engine(engine, client)
+        if self.batch_target is not None and (n is None or n <= self.batch_target):
+            self.batch_target = None
+
+    def status(self, engine: EngineStateEvent | None,
+               client: EngineStateEvent | None) -> dict[str, str]:
+        out: dict[str, str] = {}
+        n = running_in_engine(engine, client)
+        if self.batch_target is not None and n is not None and n > self.batch_target:
+            out["batch_limit"] = f"draining {n} -> {self.batch_target}"
+        for knob, value in self.restarts.items():
+            out[knob] = f"restarting -> {value}"
+        return out

@@ -18,22 +18,14 @@ from textual.widget import Widget
 from app.ui.app import DashboardApp, FrameReady
 from app.ui.replay_seek import SeekableReplayBackend, format_time
 from app.ui.screens.seek_input import SeekInputScreen
+from app.ui.widgets.key_bar import KeyBar
 from app.ui.widgets.timeline import Timeline, Track
-
-STEP_S, BIG_STEP_S = 10.0, 60.0
 
 
 class ReplayDashboardApp(DashboardApp):
     BINDINGS: ClassVar[list[BindingType]] = [
-        *DashboardApp.BINDINGS,
-        Binding("g", "goto", "go to"),
-        Binding("left", f"step(-{STEP_S})", f"-{STEP_S:g}s", key_display="←"),
-        Binding("right", f"step({STEP_S})", f"+{STEP_S:g}s", key_display="→"),
-        Binding("shift+left", f"step(-{BIG_STEP_S})", f"-{BIG_STEP_S:g}s", show=False),
-        Binding("shift+right", f"step({BIG_STEP_S})", f"+{BIG_STEP_S:g}s", show=False),
-        Binding("n", "landmark(1)", "next event"),
-        Binding("p", "landmark(-1)", "prev event"),
-        # Before the focused panel's own home/end (scrolling the event log)...
+        # The seek keys are the dashboard's (app/ui/keys.py); home and end again, before
+        # the focused panel's own (scrolling the event log)...
         Binding("home", "seek(0)", "start", show=False, priority=True),
         Binding("end", "seek_end", "end", show=False, priority=True),
     ]
@@ -50,6 +42,9 @@ class ReplayDashboardApp(DashboardApp):
 
     def compose(self) -> Iterable[Widget]:
         for widget in super().compose():
+            if isinstance(widget, KeyBar):  # the replay's keys and the seek keys
+                yield KeyBar("seek", id=widget.id)
+                continue
             yield widget
             if widget.id == "header":
                 yield Timeline(self.seekable.duration_s,

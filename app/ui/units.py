@@ -62,6 +62,6 @@ def count(v: int | None) -> str:
 
 def duration(v: float) -> str:
     """Run time as h:mm:ss.s (or m:ss.s)."""
-    m, s = divmod(max(0.0, v), 60.0)
+    m, s = divmod(round(max(0.0, v), 1), 60.0)  # 59.97 s is 1:00.0, not 0:60.0
     h, m = divmod(int(m), 60)
     return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"

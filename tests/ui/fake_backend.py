@@ -3,12 +3,16 @@ numbers (no runner, no clock), for snapshot tests and key-handling tests."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from app.core.events import EngineStateEvent, SessionHeader
 from app.core.knobs import KnobError, step_value
 from app.core.stats import StageStats, StatsSnapshot
 from app.core.stats_window import WindowStats
 from app.ui.backends import Sink
-from app.ui.feed import DeviceLimits, Frame, GpuTrace, LogLine
+from app.ui.feed import DeviceLimits, Frame, GpuTrace, LogLine, Tick
+from tests.ui.screen_text import screen_text
 
 
 def fake_frame(now_s: float = 300.0) -> Frame:
@@ -71,6 +75,8 @@ def fake_frame(now_s: float = 300.0) -> Frame:
         log=log,
         engine_state=EngineStateEvent(t_s=now_s, running=45, waiting=2, kv_cache_pct=63.0,
                                       prefix_hit_pct=41.0),
+        client_state=EngineStateEvent(t_s=now_s, source="client", running=47, waiting=12),
+        ticks=[Tick(240.0, "knob", "power_cap=500 W"), Tick(280.0, "mark", "m2")],
     )
 
 
@@ -135,3 +141,70 @@ class FakeBackend:
     @property
     def paused(self) -> bool:
         return False
+
+
+class FakeReplayBackend(FakeBackend):
+    """The same frame as a replay at 2x: knobs read-only, pause and speed work."""
+
+    mode = "replay"
+
+    def __init__(self, frame: Frame | None = None) -> None:
+        super().__init__(frame)
+        self._paused = False
+        self._speed = 2.0
+
+    async def step_knob(self, name: str, direction: int) -> tuple[float | None, float | None]:
+        raise KnobError("knobs are read-only in a replay")
+
+    async def set_knob(self, name: str, value: float | None) -> None:
+        raise KnobError("knobs are read-only in a replay")
+
+    async def mark(self, label: str) -> None:
+        raise KnobError("marks are recorded in live runs only")
+
+    def toggle_pause(self) -> bool:
+        self._paused = not self._paused
+        return self._paused
+
+    def scale_speed(self, factor: float) -> float:
+        self._speed *= factor
+        return self._speed
+
+    @property
+    def speed(self) -> float | None:
+        return self._speed
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+
+def fake_app(mode: str = "live", frame: Frame | None = None) -> Any:
+    from app.ui.app import DashboardApp
+
+    backend = FakeBackend(frame) if mode == "live" else FakeReplayBackend(frame)
+    return DashboardApp(backend, handle_signals=False)
+
+
+async def settle(app: Any, pilot: Any) -> None:
+    """Until the layout has settled: two paints (the first frame is posted from
+    on_mount, before the panels know their size) and the key bar drawn."""
+    for _ in range(100):
+        if app.frames_painted >= 2 and "q quit" in screen_text(app):
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.1)
+
+
+def render_screen(size: tuple[int, int], mode: str = "live",
+                  frame: Frame | None = None) -> str:
+    app = fake_app(mode, frame)
+    out: list[str] = []
+
+    async def main() -> None:
+        async with app.run_test(size=size) as pilot:
+            await settle(app, pilot)
+            out.append(screen_text(app))
+
+    asyncio.run(main())
+    return "\n".join(line.rstrip() for line in out[0].splitlines()) + "\n"

@@ -109,3 +109,55 @@ def test_fast_replay_reaches_the_end_and_shows_the_recorded_totals(session: Path
 
     asyncio.run(main())
     assert backend.finished
+
+
+@pytest.fixture(scope="module")
+def marked_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 s of run with a mark at 20 s and the batch limit halved at 30 s."""
+    path = tmp_path_factory.mktemp("replay-marks") / "s.jsonl"
+    cfg = RunConfig(workload="sequential",
+                    workload_params={"variant": "mapreduce", "chunks": 4, "output_tokens": 20,
+                                     "reduce_tokens": 20},
+                    engine="fake", meters=["fake"], batch_limit=4, duration_s=60.0,
+                    session_path=path)
+    runner = Runner(cfg)
+
+    async def main() -> None:
+        async def later() -> None:
+            await asyncio.sleep(20.0)
+            runner.mark("before the cut")
+            await asyncio.sleep(10.0)
+            runner.set_knob("batch_limit", 2, source="ui")
+
+        task = asyncio.create_task(later())
+        await runner.run()
+        await task
+
+    run_async(main(), virtual=True)
+    return path
+
+
+def test_replay_end_shows_marks_and_details_that_fit(marked_session: Path) -> None:
+    app, backend, _ = _app(marked_session, speed=float("inf"))
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            deadline = time.monotonic() + 10
+            while not backend.done and time.monotonic() < deadline:
+                await pilot.pause(0.05)
+            await pilot.pause(0.3)
+            text = screen_text(app)
+            lines = text.splitlines()
+            log = app.query_one("#log")
+            assert any("mark: before the cut" in str(line.text) for line in
+                       log.lines)  # type: ignore[attr-defined]  # in the events panel
+            assert "marks before the cut 20.0 s" in text  # on its border, in sight
+            chart = app.query_one("#chart")
+            axis = lines[chart.region.bottom - 2]  # the chart's time axis
+            assert "m" in axis and "k" in axis  # ticks of the whole run
+            assert "whole run" in lines[chart.region.y]
+            totals = app.query_one("#totals").region
+            for row in lines[totals.y:totals.bottom]:
+                assert "…" not in row[totals.x:totals.right], row  # no column cut
+
+    asyncio.run(main())

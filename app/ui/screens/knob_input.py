@@ -40,7 +40,8 @@ class KnobInputScreen(ModalScreen[str | None]):
     DEFAULT_CSS = """
     KnobInputScreen { align: center middle; }
     KnobInputScreen > Vertical {
-        width: 84; height: auto; border: thick $accent; background: $surface; padding: 1 2;
+        width: 96%; max-width: 84; height: auto; max-height: 100%; border: thick $accent;
+        background: $surface; padding: 0 1;
     }
     KnobInputScreen #knob-help { color: $text-muted; margin-bottom: 1; }
     KnobInputScreen #knob-error { color: $error; height: 1; }

@@ -44,33 +44,52 @@ def knob_range(frame: Frame, name: str) -> str:
     return _range(spec, spec.minimum, spec.maximum)
 
 
-def knobs_table(frame: Frame, *, live: bool) -> Group:
+#: The panel shows each knob's range only from this content width on.
+RANGE_FROM_W = 48
+STATUS_STYLE = "bold #ffb74d"
+
+
+def knobs_table(frame: Frame, *, live: bool, width: int = 60) -> Group:
+    """Name, value, key, and the range in force (wide enough) or what the change is
+    still doing ("draining 46 -> 2", "restarting -> 128"), which wins over the range."""
     t = Table.grid(padding=(0, 1), expand=True)
     t.add_column(style="dim", no_wrap=True)
     t.add_column(justify="right", no_wrap=True, style="bold")
     t.add_column(no_wrap=True, style="#4fc3f7")
-    t.add_column(no_wrap=True, style="dim", justify="right")
+    t.add_column(no_wrap=True, justify="right", ratio=1, overflow="ellipsis")
     knobs = frame.snapshot.knobs
+    wide = width >= RANGE_FROM_W
     for name, spec in SPECS.items():
         value = knobs.get(name)
-        shown = format_value(name, value)
+        shown = format_value(name, value) if wide or spec.unit != "tok" or value is None \
+            else f"{value:g}"
         if value is None and spec.bounds_from == "device":
             limits = [d.limit_w for d in frame.devices if d.limit_w is not None]
-            shown = f"unset ({max(limits):g} W)" if limits else "unset"
+            shown = (f"unset ({max(limits):g} W)" if wide else f"{max(limits):g} W") \
+                if limits else "unset"
         elif value is None:
-            shown = spec.unset or "-"
-        t.add_row(spec.label or name, shown, STEP_KEYS.get(name, "k") if live else "",
-                  knob_range(frame, name))
-    if live:
-        cap = SPECS["power_cap"].step
-        cap_text = f"±{cap.amount:g} W" if cap is not None else ""
-        note = Text.assemble(("\n[ ]", "#4fc3f7"), (f" cap {cap_text}   ", "dim"),
-                             (", .", "#4fc3f7"),
-                             (f" batch {step_text('batch_limit', -1)} "
-                              f"{step_text('batch_limit', 1)}   ", "dim"),
-                             ("k", "#4fc3f7"), (" type", "dim"))
-    else:
-        note = Text("\nreplay: knobs as recorded, read-only", style="dim italic")
+            shown = (spec.unset or "-") if wide else "-"
+        status = frame.knob_status.get(name)
+        last: Text | str
+        if status is not None:
+            # Narrow: the first word here, the whole of it on the panel's border.
+            last = Text(status if wide else status.split()[0], style=STATUS_STYLE)
+        elif wide:
+            last = Text(knob_range(frame, name), style="dim")
+        else:
+            last = ""
+        t.add_row(spec.label or name, shown, STEP_KEYS.get(name, "k") if live else "", last)
+    if not live:
+        return Group(t, Text("replay: as recorded, read-only", style="dim italic"))
+    if not wide:
+        return Group(t)
+    cap = SPECS["power_cap"].step
+    cap_text = f"±{cap.amount:g} W" if cap is not None else ""
+    note = Text.assemble(("[ ]", "#4fc3f7"), (f" cap {cap_text}  ", "dim"),
+                         (", .", "#4fc3f7"),
+                         (f" batch {step_text('batch_limit', -1)} "
+                          f"{step_text('batch_limit', 1)}  ", "dim"),
+                         ("k", "#4fc3f7"), (" type", "dim"), no_wrap=True, overflow="ellipsis")
     return Group(t, note)
 
 
@@ -80,4 +99,11 @@ class KnobsPanel(Static):
         self.live = live
 
     def show(self, frame: Frame) -> None:
-        self.update(knobs_table(frame, live=self.live))
+        width = self.content_region.width or 60
+        self.update(knobs_table(frame, live=self.live, width=width))
+        # Narrow, the row says which knob is "draining"; the bottom border says the
+        # rest, where it fits whole ("draining 46 -> 2 · restarting -> 128").
+        subtitle = " · ".join(frame.knob_status.values()) if width < RANGE_FROM_W else ""
+        if len(subtitle) > width - 2:  # two at once: "draining 46->2 · restarting->128"
+            subtitle = subtitle.replace(" -> ", "->")
+        self.border_subtitle = subtitle
