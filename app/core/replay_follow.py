@@ -92,8 +92,8 @@ class FollowedSession(SessionStream):
         started = clock()
         while not _first_line_ready(path):
             if clock() - started > timeout_s:
-                what = "appeared" if not path.exists() else "got its header line"
-                raise FollowTimeout(f"{path}: not {what} within {timeout_s:g} s"
+                what = "did not appear" if not path.exists() else "got no header line"
+                raise FollowTimeout(f"{path}: {what} within {timeout_s:g} s"
                                     " (is a run recording it? --follow-timeout)")
             sleep(poll_s)
         super().__init__(path)

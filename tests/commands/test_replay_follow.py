@@ -207,7 +207,7 @@ def test_waits_for_the_file_and_its_header(tmp_path: Path, source: bytes) -> Non
     path.unlink(missing_ok=True)
     fs = FollowedSession(path, timeout_s=5.0, poll_s=0.1, sleep=w.sleep, clock=w.clock)
     assert fs.header.kind == "session" and w.polls == 3
-    with pytest.raises(FollowTimeout, match="not appeared within 1 s"):
+    with pytest.raises(FollowTimeout, match="did not appear within 1 s"):
         w2 = Writer(tmp_path / "never.jsonl", [])
         FollowedSession(tmp_path / "never.jsonl", timeout_s=1.0, sleep=w2.sleep,
                         clock=w2.clock)
