@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.bus import EventBus
-from app.core.events import Event
+from app.core.events import ErrorEvent, Event
 from app.core.replay import Replayer
 from app.core.session_reader import (
     MAX_LINE_BYTES,
@@ -178,6 +178,10 @@ class FollowPlayer(Replayer):
                 if item is None:
                     break
                 if isinstance(item, BaseException):
+                    if isinstance(item, SessionError):
+                        # Said on the bus too: a dashboard shows it in its event log.
+                        self.bus.publish(ErrorEvent(t_s=self.position_s, source="follow",
+                                                    message=str(item), fatal=True))
                     raise item
                 while self._paused:
                     self._changed.clear()

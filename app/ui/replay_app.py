@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar
 
+from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
+from textual.screen import Screen
 from textual.widget import Widget
 
+from app.ui import keys
 from app.ui.app import DashboardApp, FrameReady
 from app.ui.replay_seek import SeekableReplayBackend, format_time
 from app.ui.screens.seek_input import SeekInputScreen
@@ -49,6 +52,14 @@ class ReplayDashboardApp(DashboardApp):
             if widget.id == "header":
                 yield Timeline(self.seekable.duration_s,
                                [Track("", self.seekable.index.landmarks)], id="timeline")
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """The command palette: the seek actions too, by name."""
+        for k in keys.keys_for("seek"):
+            if k.palette and "seek" in k.modes:
+                yield SystemCommand(k.palette, f"{k.help} (key {k.shown})",
+                                    self._runner_for(k.action))
+        yield from super().get_system_commands(screen)
 
     def on_frame_ready(self, message: FrameReady) -> None:
         # DashboardApp's own handler paints the panels (Textual calls both).

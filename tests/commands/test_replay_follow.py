@@ -294,3 +294,25 @@ def test_the_dashboard_follows_a_session_as_it_is_written(tmp_path: Path, source
     assert app.frame is not None and app.frame.ended is not None
     assert app.frame.snapshot.output_tokens == ref.snapshot().output_tokens > 0
     assert app.frame.snapshot.energy_j == ref.snapshot().energy_j
+
+
+def test_a_dead_writer_under_the_dashboard_is_said_in_its_event_log(tmp_path: Path,
+                                                                   source: bytes) -> None:
+    import asyncio
+
+    from app.core.bus import EventBus
+    from app.core.events import ErrorEvent
+    from app.core.replay_follow import FollowPlayer
+
+    path = tmp_path / "dies.jsonl"
+    path.write_bytes(b"".join(source.splitlines(keepends=True)[:30]))  # and no more
+    bus = EventBus()
+    seen: list[object] = []
+    bus.subscribe(seen.append)
+    player = FollowPlayer(FollowedSession(path, timeout_s=0.3, poll_s=0.05), bus)
+    with pytest.raises(FollowTimeout):
+        asyncio.run(player.run())
+    errors = [ev for ev in seen if isinstance(ev, ErrorEvent)]
+    assert len(errors) == 1 and errors[0].source == "follow" and errors[0].fatal
+    assert "no new data for 0.3 s" in errors[0].message
+    assert len(seen) == 31  # the header, the 29 events after it, the error

@@ -284,3 +284,17 @@ def test_times_typed() -> None:
             parse_time(bad)
     assert format_time(330.0) == "5:30" and format_time(3723.0) == "1:02:03"
     assert parse_time(format_time(4000.0)) == 4000.0
+
+
+def test_the_command_palette_has_the_seek_actions(session: Path) -> None:
+    app, _backend, _replayer = seekable_app(session)
+    titles: list[str] = []
+
+    async def main() -> None:
+        async with app.run_test(size=(140, 44)) as pilot:
+            await pilot.pause(0.1)
+            titles.extend(c.title for c in app.get_system_commands(app.screen))
+
+    asyncio.run(main())
+    assert {"Go to a time", "Next knob change, mark or error",
+            "Previous knob change, mark or error", "Pause or play the replay"} <= set(titles)
