@@ -157,6 +157,14 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed of prompts, lengths and arrivals (default 0)")
     p.add_argument("--session", default=None, metavar="PATH",
                    help="session file; must not exist (default: a new sessions/NAME.jsonl)")
+    p.add_argument("--compress", action="store_true",
+                   help="compress the session when it closes: NAME.jsonl.zst, read by every"
+                        " command (also implied by a --session name ending in .zst)")
+    p.add_argument("--thin", default=0.0, metavar="SECONDS",
+                   type=_number(float, 0, 3600, unit=" s"),
+                   help="for long runs: record at most one meter sample per device and one"
+                        " engine-state line every SECONDS (every request, stage, workflow"
+                        " and knob line is kept; default 0: everything)")
     p.add_argument("--headless", action="store_true", help="no dashboard: progress lines")
     p.add_argument("--fast", action="store_true",
                    help="virtual time: as fast as the machine allows (sim engine only)")
@@ -206,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("sessions", help="list recorded sessions")
     ls.add_argument("dir", nargs="?", default="sessions")
+
+    cat = sub.add_parser("cat", help="a session's records whole, one JSON line each (for jq)")
+    cat.add_argument("sessions", nargs="+")
 
     sub.add_parser("doctor", help="what this machine can measure and control, and why not")
     sub.add_parser("restore", help="put back a GPU power limit a killed run left behind")
@@ -268,8 +279,13 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
         engine_options["url"] = args.url[0] if len(args.url) == 1 else list(args.url)
     if args.gpu_spec:
         engine_options["gpu"] = args.gpu_spec
-    if not getattr(args, "session_default", False) and session.exists():
-        raise UsageError(f"session file {session} already exists")
+    compress = bool(args.compress)
+    if session.suffix == ".zst":  # --session NAME.jsonl.zst: recorded as NAME.jsonl first
+        session, compress = session.with_suffix(""), True
+    if not getattr(args, "session_default", False):
+        for path in (session, *([session.with_name(session.name + ".zst")] if compress else [])):
+            if path.exists():
+                raise UsageError(f"session file {path} already exists")
     try:
         workload = create(args.workload, dict(args.param))
     except WorkloadError as exc:
@@ -289,6 +305,7 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
         max_backlog=args.max_backlog, session_unique=bool(getattr(args, "session_default", False)),
         autopilot=args.autopilot, autopilot_bounds=list(args.autopilot_bound),
         meter_options=_meter_options(args.meter_opt),
+        session_compress=compress, session_thin_s=args.thin,
     )
     return config, workload
 
@@ -472,7 +489,7 @@ def _sweep(args: argparse.Namespace) -> int:
         except _RunFailed as exc:
             print(f"wattflow: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        paths.append(folder / f"{label}.jsonl")
+        paths.append(outcome.session_path or folder / f"{label}.jsonl")
         s = outcome.summary
         tps, jpt = s.get("tokens_per_s"), s.get("j_per_output_token")
         print(f"    {s.get('requests_finished')} requests, "
@@ -501,6 +518,7 @@ _COMMANDS = {
     "replay": "app.commands.replay",
     "report": "app.commands.report",
     "sessions": "app.commands.sessions",
+    "cat": "app.commands.cat",
     "doctor": "app.commands.doctor",
     "restore": "app.commands.restore",
     "serve": "app.commands.serve",

@@ -8,6 +8,10 @@ flight with 64-token prompts:
   raw       wattflow's OpenAIEngine alone (generate() consumed by 64 workers)
   runner    the full Runner: one-call workflows, closed loop of 64, admission,
             stats, event bus and a session file
+  cli       `wattflow run --engine openai` with a one-stage TOML workflow, headless,
+            session recorded: the command a user runs. Its start-up (imports) is
+            taken out by running it for n/10 requests and for n and counting only the
+            difference, in CPU and in wall time
   vllm      `vllm bench serve`'s own request function
             (vllm.benchmarks.lib.endpoint_request_func.async_request_openai_completions)
             driven the way its benchmark() does (a semaphore of 64 over all requests),
@@ -19,6 +23,7 @@ in several processes and starts slowly, so its CPU is that of all its processes 
 of n requests minus a run of n/10, scaled to n (start-up cancels out).
 
     python bench/client_overhead.py --requests 20000
+    python bench/client_overhead.py --requests 5000 --modes cli,raw,runner
     python bench/client_overhead.py --modes raw,runner,vllm,guidellm \\
         --vllm-python .venv-vllm/bin/python --guidellm /tmp/venv-guidellm/bin/guidellm
 
@@ -213,6 +218,59 @@ def _runner(url: str, n: int, concurrency: int, warmup: int, session: bool) -> d
             "wall_s": wall, "cpu_s": cpu, "session_bytes": size}
 
 
+ONE_CALL_TOML = f"""
+name = "onecall"
+[arrival]
+concurrency = {{concurrency}}
+[[stage]]
+name = "call"
+prompt = "{{{{passage:{PROMPT_TOKENS}}}}}"
+output_tokens = {OUTPUT_TOKENS}
+"""
+
+
+def _cli_once(url: str, n: int, concurrency: int, folder: Path,
+              extra: list[str]) -> dict[str, Any]:
+    toml = folder / "one.toml"
+    toml.write_text(ONE_CALL_TOML.format(concurrency=concurrency))
+    session = folder / f"s{n}.jsonl"
+    cmd = [sys.executable, "-m", "app", "run", "--engine", "openai", "--url", url,
+           "--workload", str(toml), "--workflows", str(n), "--batch-limit", str(concurrency),
+           "--meter", "none", "--headless", "--session", str(session), *extra]
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        cmd = ["taskset", "-c", "0", *cmd]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:
+        tail = (out.stderr or out.stdout).strip().splitlines()
+        return {"error": tail[-1] if tail else "failed"}
+    from app.core.session_reader import summarize
+
+    path = session.with_name(session.name + ".zst") if not session.exists() else session
+    summary = summarize(path)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"requests": summary.requests or 0, "wall_s": wall, "cpu_s": cpu,
+            "session_bytes": path.stat().st_size}
+
+
+def _cli(url: str, n: int, concurrency: int, extra: list[str]) -> dict[str, Any]:
+    """The whole command for n/10 requests and for n: the difference is what the n - n/10
+    requests cost, start-up (imports, the engine's start) cancelled out."""
+    with tempfile.TemporaryDirectory() as tmp:
+        small = _cli_once(url, max(concurrency, n // 10), concurrency, Path(tmp), extra)
+        big = _cli_once(url, n, concurrency, Path(tmp), extra)
+    if "error" in small or "error" in big:
+        return {"error": small.get("error") or big.get("error")}
+    extra_requests = big["requests"] - small["requests"]
+    return {"requests": extra_requests, "wall_s": big["wall_s"] - small["wall_s"],
+            "cpu_s": big["cpu_s"] - small["cpu_s"],
+            "session_bytes_per_request": round(big["session_bytes"] / big["requests"]),
+            "command_cpu_s": round(big["cpu_s"], 2), "command_wall_s": round(big["wall_s"], 2)}
+
+
 # -- other clients -----------------------------------------------------------------------
 VLLM_DRIVER = r"""
 import asyncio, json, sys, time, os
@@ -351,6 +409,10 @@ def main() -> None:
                 _pin(0)
                 results[mode] = _runner(url, args.requests, args.concurrency, args.warmup,
                                         session=False)
+            elif mode == "cli":
+                results[mode] = _cli(url, args.requests, args.concurrency, [])
+            elif mode == "cli-compress":
+                results[mode] = _cli(url, args.requests, args.concurrency, ["--compress"])
             elif mode == "vllm":
                 results[mode] = _vllm(args.vllm_python, url, args.requests, args.concurrency,
                                       args.warmup)

@@ -1,22 +1,35 @@
-"""How many events per second SessionRecorder sustains, and what one write() costs the loop.
+"""How many events per second SessionRecorder sustains, what one write() costs the loop,
+how fast sessions read back, and how big real sessions are.
 
-A realistic mix: 8 GPUs + CPU + DRAM sampled at 20 Hz, requests (submitted,
+Part 1, a synthetic mix: 8 GPUs + CPU + DRAM sampled at 20 Hz, requests (submitted,
 first_token, finished with attributed energy) and engine-state events, as a busy
-8-GPU run would publish them. All events are written from this one thread (the
-loop thread in wattflow) while the recorder's flusher thread moves the buffer to a
-file on this disk.
+8-GPU run would publish them, written in session format version 1 (full lines) and
+version 2 (compact lines). All events are written from this one thread (the loop
+thread in wattflow) while the recorder's flusher thread moves the buffer to a file.
+
+Part 2, real sessions (skip with --no-real): `wattflow run --headless --fast
+--duration 3600` (the one-hour composite on the twin) recorded plainly, with
+--compress and with --thin 5; their sizes, how long read_session and `wattflow report`
+take on them, and the same for a version-1 recording of the same run if one is given
+(--v1 PATH, e.g. recorded by an older checkout).
+
+CPU times are process CPU (time.process_time), the best of a few tries: on a shared
+machine they move far less than wall time.
 
     python bench/recorder_throughput.py [--events 400000] [--repeat 3] [--dir bench/out]
-                                        [--no-results]
+                                        [--no-real] [--v1 SESSION] [--no-results]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import random
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +48,12 @@ from app.core.events import (  # noqa: E402
     Sample,
     SessionHeader,
 )
-from app.core.session_writer import SessionRecorder, _event_line  # noqa: E402
+from app.core.session_reader import read_session  # noqa: E402
+from app.core.session_writer import (  # noqa: E402
+    SessionRecorder,
+    _event_line,
+    compress_session,
+)
 
 
 def mixed_events(n: int, seed: int = 0) -> list[Event]:
@@ -101,11 +119,125 @@ def mixed_events(n: int, seed: int = 0) -> list[Event]:
     return events[:n]
 
 
+def _best_cpu(fn: Any, tries: int = 3) -> float:
+    best = float("inf")
+    for _ in range(tries):
+        gc.collect()
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def measure_writes(events: list[Event], path: Path, version: int,
+                   repeat: int) -> dict[str, str]:
+    n = len(events)
+    lat: list[float] = []
+    runs: list[tuple[float, float, float]] = []  # (write s, close s, total s) per run
+    perf = time.perf_counter
+    cpu: list[float] = []
+    for _ in range(repeat):
+        if path.exists():
+            path.unlink()
+        rec = SessionRecorder(path)
+        rec.open(SessionHeader(t_s=0.0, name="bench", version=version))
+        t_start, c_start = perf(), time.process_time()
+        for i, ev in enumerate(events):
+            if i % 64 == 0:  # time one call in 64: timing each would dominate the cost
+                a = perf()
+                rec.write(ev)
+                lat.append(perf() - a)
+            else:
+                rec.write(ev)
+        t_written = perf()
+        cpu.append(time.process_time() - c_start)
+        rec.close(EndEvent(t_s=events[-1].t_s))
+        t_closed = perf()
+        runs.append((t_written - t_start, t_closed - t_written, t_closed - t_start))
+    size = path.stat().st_size
+    lines = path.read_bytes().count(b"\n")
+    if version == 1:
+        assert lines == n + 2, (lines, n)
+    read_cpu = _best_cpu(lambda: read_session(path))
+    lat.sort()
+    rates = sorted(n / w for w, _, _ in runs)
+    mid = len(runs) // 2
+    return {
+        "file size": f"{size / 1e6:.1f} MB ({size / n:.0f} B/event)",
+        "lines in file": f"{lines:,}",
+        "write() loop, events/s (median; min-max)": (
+            f"{rates[mid]:,.0f} ({rates[0]:,.0f}-{rates[-1]:,.0f})"
+        ),
+        "write() CPU, us/event (best run)": f"{min(cpu) / n * 1e6:.2f}",
+        "write() median / p99 / max of 1 in 64 calls, us": (
+            f"{statistics.median(lat) * 1e6:.2f} / {lat[int(0.99 * len(lat))] * 1e6:.2f} / "
+            f"{lat[-1] * 1e6:.0f}"
+        ),
+        "close() (last flush + fsync), ms (median)": (
+            f"{sorted(c for _, c, _ in runs)[mid] * 1e3:.1f}"
+        ),
+        "read_session, CPU s (events/s)": f"{read_cpu:.3f} ({n / read_cpu:,.0f})",
+    }
+
+
+def real_sessions(folder: Path, v1: Path | None) -> list[str]:
+    """The one-hour composite on the twin, recorded three ways; sizes and read times."""
+    rows: list[tuple[str, Path]] = []
+    for label, extra in (("version 2", []), ("version 2, --thin 5", ["--thin", "5"]),
+                         ("version 2, --compress", ["--compress"])):
+        path = folder / f"hour-{len(rows)}-{os.getpid()}.jsonl"
+        cmd = [sys.executable, "-m", "app", "run", "--headless", "--fast", "--duration",
+               "3600", "--session", str(path), *extra]
+        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=900)
+        rows.append((label, path if path.exists() else path.with_name(path.name + ".zst")))
+    if v1 is not None:
+        rows.insert(0, ("version 1 (given)", v1))
+    plain = rows[1][1] if v1 is not None else rows[0][1]
+    out = ["| session | size | events | read_session, CPU s | `wattflow report`, wall s"
+           " (CPU s), best of 3 |",
+           "|---|---|---|---|---|"]
+    for label, path in rows:
+        n = len(read_session(path).events)
+        read_cpu = _best_cpu(lambda p=path: read_session(p))  # type: ignore[misc]
+        report_s, report_cpu = float("inf"), float("inf")
+        for _ in range(3):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "app", "report", str(path)], cwd=ROOT,
+                           check=True, capture_output=True, timeout=300)
+            report_s = min(report_s, time.perf_counter() - t0)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            report_cpu = min(report_cpu, after.ru_utime - before.ru_utime
+                             + after.ru_stime - before.ru_stime)
+        size = path.stat().st_size
+        ratio = f" ({plain.stat().st_size / size:.1f}x smaller)" if size < plain.stat(
+        ).st_size else (f" ({size / plain.stat().st_size:.1f}x larger)" if path != plain
+                        else "")
+        out.append(f"| {label} | {size / 1e6:.2f} MB{ratio} | {n:,} | {read_cpu:.3f} "
+                   f"({n / read_cpu:,.0f} events/s) | {report_s:.2f} ({report_cpu:.2f}) |")
+    # zstandard on the plain version-2 file, at the level --compress uses, timed.
+    copy = folder / f"copy-{os.getpid()}.jsonl"
+    copy.write_bytes(plain.read_bytes())
+    t0 = time.perf_counter()
+    packed = compress_session(copy)
+    took = time.perf_counter() - t0
+    out += ["", f"Compressing the plain version-2 hour ({plain.stat().st_size / 1e6:.1f} MB)"
+            f" took {took:.2f} s of wall time: {packed.stat().st_size / 1e6:.2f} MB, a ratio"
+            f" of {plain.stat().st_size / packed.stat().st_size:.1f}."]
+    packed.unlink()
+    for _, path in rows:
+        if path != v1:
+            path.unlink()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=400_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dir", default=str(ROOT / "bench" / "out"))
+    ap.add_argument("--no-real", action="store_true", help="skip the one-hour sessions")
+    ap.add_argument("--v1", default=None, help="a version-1 session of the same hour")
     ap.add_argument("--no-results", action="store_true", help="don't rewrite RESULTS-recorder.md")
     args = ap.parse_args()
 
@@ -125,88 +257,55 @@ def main() -> int:
         _event_line(ev)
     line_us = (time.perf_counter() - t0) / min(50_000, len(events)) * 1e6
 
-    n = len(events)
-    lat: list[float] = []
-    runs: list[tuple[float, float, float]] = []  # (write s, close s, total s) per run
-    perf = time.perf_counter
-    for _ in range(args.repeat):
-        if path.exists():
-            path.unlink()
-        rec = SessionRecorder(path)
-        rec.open(SessionHeader(t_s=0.0, name="bench"))
-        t_start = perf()
-        for i, ev in enumerate(events):
-            if i % 64 == 0:  # time one call in 64: timing each would dominate the cost
-                a = perf()
-                rec.write(ev)
-                lat.append(perf() - a)
-            else:
-                rec.write(ev)
-        t_written = perf()
-        rec.close(EndEvent(t_s=events[-1].t_s))
-        t_closed = perf()
-        runs.append((t_written - t_start, t_closed - t_written, t_closed - t_start))
-
-    size = path.stat().st_size
-    lines = path.read_bytes().count(b"\n")
+    by_version = {v: measure_writes(events, path, v, args.repeat) for v in (1, 2)}
     path.unlink()
-    lat.sort()
-    rates = sorted(n / w for w, _, _ in runs)
-    totals = sorted(n / t for _, _, t in runs)
-    mid = len(runs) // 2
-    rows = {
-        "events per run, runs": f"{n:,}, {len(runs)}",
-        "file size": f"{size / 1e6:.1f} MB ({size / n:.0f} B/event)",
-        "lines in file": f"{lines:,} (header + events + end)",
-        "write() loop, events/s (median; min-max)": (
-            f"{rates[mid]:,.0f} ({rates[0]:,.0f}-{rates[-1]:,.0f})"
-        ),
-        "including close (flush + fsync), events/s (median)": f"{totals[mid]:,.0f}",
-        "write() mean, us (median run)": f"{1e6 / rates[mid]:.2f}",
-        "write() median / p99 / max of 1 in 64 calls, us": (
-            f"{statistics.median(lat) * 1e6:.2f} / {lat[int(0.99 * len(lat))] * 1e6:.2f} / "
-            f"{lat[-1] * 1e6:.0f}"
-        ),
-        "serialising alone: recorder's path / orjson.dumps(ev.to_dict()), us/event": (
-            f"{line_us:.2f} / {to_dict_us:.2f}"
-        ),
-        "close() (last flush + fsync), ms (median)": (
-            f"{sorted(c for _, c, _ in runs)[mid] * 1e3:.1f}"
-        ),
-    }
-    assert lines == n + 2, (lines, n)
+    rows = {k: (by_version[1][k], by_version[2][k]) for k in by_version[1]}
     width = max(len(k) for k in rows)
-    for k, v in rows.items():
-        print(f"{k:<{width}}  {v}")
+    print(f"{'':<{width}}  version 1 | version 2")
+    for k, (a, b) in rows.items():
+        print(f"{k:<{width}}  {a} | {b}")
+    print(f"serialising alone, v1 line / orjson.dumps(ev.to_dict()): {line_us:.2f} / "
+          f"{to_dict_us:.2f} us/event")
+    real = [] if args.no_real else real_sessions(out, Path(args.v1) if args.v1 else None)
+    print("\n".join(real))
 
     if not args.no_results:
         cmd = (
             "python bench/recorder_throughput.py"
             + (f" --events {args.events}" if args.events != 400_000 else "")
             + (f" --repeat {args.repeat}" if args.repeat != 3 else "")
+            + (f" --v1 {args.v1}" if args.v1 else "")
         )
         md = [
-            "# SessionRecorder throughput",
+            "# SessionRecorder throughput, session sizes, reading",
             "",
             f"Command: `{cmd}` (from the repository root).",
             "",
             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
             f"{platform.python_version()}, orjson {orjson.__version__}; file on "
             f"`{out}`. Date: {time.strftime('%Y-%m-%d')}. Load average before the run: "
-            f"{load_before:.2f} (a shared machine: other jobs were running).",
+            f"{load_before:.2f} (a shared machine: other jobs were running; CPU times are"
+            " the steadier figures).",
             "",
-            "Mixed events: 8 GPUs + CPU + DRAM sampled at 20 Hz, 2-6 request events and",
-            "one engine_state per sampling round. All written from one thread while the",
-            "flusher thread writes to the file every 0.25 s.",
+            f"Mixed events ({len(events):,}, {args.repeat} runs): 8 GPUs + CPU + DRAM sampled"
+            " at 20 Hz, 2-6 request events and one engine_state per sampling round. All",
+            "written from one thread while the flusher thread writes to the file every 0.25 s.",
             "",
-            "| measure | value |",
-            "|---|---|",
-            *(f"| {k} | {v} |" for k, v in rows.items()),
+            "| measure | version 1 (full lines) | version 2 (compact lines) |",
+            "|---|---|---|",
+            *(f"| {k} | {a} | {b} |" for k, (a, b) in rows.items()),
+            "",
+            f"Serialising alone: a version-1 line {line_us:.2f} us/event,"
+            f" orjson.dumps(ev.to_dict()) {to_dict_us:.2f} us/event.",
             "",
             "For scale: a busy 8-GPU run publishes ~200 samples/s plus at most a few",
             "thousand request events/s, far below what the recorder sustains; a write()",
             "costs the loop a few microseconds.",
             "",
+            *(["## The one-hour composite on the twin",
+               "",
+               "`wattflow run --headless --fast --duration 3600` (seed 0), recorded three ways:",
+               "", *real, ""] if real else []),
         ]
         (ROOT / "bench" / "RESULTS-recorder.md").write_text("\n".join(md))
     return 0

@@ -231,9 +231,14 @@ async def run_workflow(
                         latency_s=finish_t[s.node] - ts))
         done[s.node].set_result(results)
 
-    tasks = [asyncio.create_task(run_stage(s)) for s in order]
+    # A workflow of one stage (a chat turn, a load generator's call) runs it in its own
+    # task: no task and no gather per stage where nothing runs beside it.
+    tasks = [asyncio.create_task(run_stage(s)) for s in order] if len(order) != 1 else []
     try:
-        await asyncio.gather(*tasks)
+        if len(order) == 1:
+            await run_stage(order[0])
+        else:
+            await asyncio.gather(*tasks)
     except BaseException as exc:
         cancelled = isinstance(exc, asyncio.CancelledError)
         for t in tasks:

@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
         what = "is not a directory" if directory.exists() else "no such directory"
         print(f"wattflow: error: {directory}: {what}", file=sys.stderr)
         return 2
-    files = sorted(directory.glob("*.jsonl"))
+    files = sorted([*directory.glob("*.jsonl"), *directory.glob("*.jsonl.zst")])
     if not files:
         print(f"no sessions in {directory}")
         return 0

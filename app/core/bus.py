@@ -88,16 +88,20 @@ class QueueSubscription:
 
 class EventBus:
     def __init__(self) -> None:
-        self._handlers: list[Handler] = []
+        # A tuple, replaced (not changed) by subscribe/unsubscribe: publish iterates it
+        # without the copy a list would need against changes made by a handler.
+        self._handlers: tuple[Handler, ...] = ()
         self._queues: list[QueueSubscription] = []
         self.published = 0
 
     def subscribe(self, handler: Handler) -> None:
-        self._handlers.append(handler)
+        self._handlers = (*self._handlers, handler)
 
     def unsubscribe(self, handler: Handler) -> None:
         if handler in self._handlers:
-            self._handlers.remove(handler)
+            handlers = list(self._handlers)
+            handlers.remove(handler)
+            self._handlers = tuple(handlers)
 
     def subscribe_queue(self, soft_limit: int = 1000) -> QueueSubscription:
         sub = QueueSubscription(soft_limit)
@@ -106,12 +110,12 @@ class EventBus:
 
     def publish(self, ev: Event) -> None:
         self.published += 1
-        for h in list(self._handlers):
+        for h in self._handlers:
             try:
                 h(ev)
             except Exception:
                 log.exception("event subscriber %r failed; dropping it", h)
-                self._handlers.remove(h)
+                self.unsubscribe(h)
         for q in self._queues:
             q.put(ev)
 

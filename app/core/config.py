@@ -52,6 +52,11 @@ class RunConfig:
     # A default session name: if the file exists, the next free `-2`, `-3`... is used,
     # so two runs started in the same second (or in parallel) never collide.
     session_unique: bool = False
+    # The session's size on long runs (app/core/session_writer.py): compress it to
+    # NAME.jsonl.zst when it closes; record at most one meter sample per device and one
+    # engine-state line per source every `session_thin_s` seconds (0: everything).
+    session_compress: bool = False
+    session_thin_s: float = 0.0
     # Starting knob values beyond the fields above (a sweep's grid point), by knob name,
     # and the source their knob events carry. An engine-restart knob (max_num_seqs) is
     # an engine option at start instead.

@@ -12,7 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-SESSION_VERSION = 1
+#: The session format version written (docs/session-format.md); the reader also reads
+#: the versions in READABLE_VERSIONS.
+SESSION_VERSION = 2
+READABLE_VERSIONS = frozenset({1, 2})
 
 #: The reason given to requests and workflows cut off by the end of the run (the
 #: duration was reached, or the run was stopped): counted apart from failures.

@@ -286,6 +286,7 @@ class Runner:
         with contextlib.suppress(Exception):
             recorder.write(ErrorEvent(t_s=t, source="run", fatal=reason == "failed",
                                       message=message))
+        recorder.compress = False  # no time for it: the process exits right after
         with contextlib.suppress(Exception):
             recorder.close(EndEvent(t_s=t, reason=reason, summary=summary))
         return recorder.path
@@ -480,7 +481,8 @@ class Runner:
             if cfg.session_path is not None:
                 from app.core.session_writer import SessionError, SessionRecorder
 
-                recorder = SessionRecorder(cfg.session_path)
+                recorder = SessionRecorder(cfg.session_path, thin_s=cfg.session_thin_s,
+                                           compress=cfg.session_compress)
                 try:
                     recorder.open(header, unique=cfg.session_unique)
                 except (SessionError, OSError) as exc:
@@ -691,6 +693,7 @@ class Runner:
             except SessionError as exc:
                 self._final_reason = "failed"
                 self._final_message = f"session could not be written: {exc}"
+            self.config.session_path = self._recorder.path  # NAME.jsonl.zst if compressed
         self.bus.publish(end)
         self.bus.close()
         return summary

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import datetime
 import functools
+import gc
+import io
 import math
 import os
 import stat
@@ -31,17 +33,29 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
+import zstandard
 
 from app.core.events import (
     EVENT_KINDS,
-    SESSION_VERSION,
+    READABLE_VERSIONS,
     EndEvent,
     Event,
+    RequestEvent,
     SessionHeader,
     event_from_dict,
+    field_names,
+)
+from app.core.session_codec import (
+    FIRST_TOKEN,
+    RESET,
+    STAGE_FINISHED,
+    STAGE_STARTED,
+    STAGES,
+    LineDecoder,
+    unpack,
 )
 
 NOT_A_SESSION = "not a wattflow session (first line is not a session header)"
@@ -260,7 +274,15 @@ def check_event_dict(d: dict[str, Any]) -> str | None:
     cls = EVENT_KINDS.get(kind) if type(kind) is str else None
     if cls is None:
         return None
-    c = _checks(cls)
+    t_s = d.get("t_s", 0.0)
+    if t_s != t_s or t_s in _INFINITIES:  # JSON has no inf; a number near it is fine
+        return f"t_s is not a finite number, got {d['t_s']}"
+    return _check(cls, d)
+
+
+def _check(cls: type[Event], d: dict[str, Any]) -> str | None:
+    """check_event_dict for a line whose kind is known to be `cls`'s."""
+    c = _CHECKS.get(cls) or _checks(cls)
     # The usual line is right: one pass of type lookups; the message only when not.
     allowed = c.types
     for key, value in d.items():
@@ -271,11 +293,34 @@ def check_event_dict(d: dict[str, Any]) -> str | None:
         value = d.get(key)
         if value and not items(value):  # its type is right by now
             return _type_error(d, c.fields)
-    if not math.isfinite(d.get("t_s", 0.0)):  # JSON has no inf; a number near it is fine
-        return f"t_s is not a finite number, got {d['t_s']}"
     if cls is EndEvent and "summary" in d:
         return _type_error(d["summary"], _SUMMARY_TYPES, "summary.")
     return None
+
+
+_INFINITIES = (math.inf, -math.inf)
+
+_LINE_KEYS: dict[type[Event], frozenset[str]] = {}
+
+
+def _line_keys(cls: type[Event]) -> frozenset[str]:
+    keys = _LINE_KEYS.get(cls)
+    if keys is None:
+        keys = _LINE_KEYS[cls] = field_names(cls) | {"kind"}
+    return keys
+
+
+def _build(cls: type[Event], d: dict[str, Any]) -> Event:
+    """The event of a checked line object `d` (the reader's own: it is consumed).
+    Fields this version does not know are ignored (a newer writer's additions)."""
+    keys = _line_keys(cls)
+    if "t_s" not in d:
+        d = {**d, "t_s": 0.0}
+    if d.keys() <= keys:
+        del d["kind"]
+        return cls(**d)
+    names = field_names(cls)
+    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _parse_header(path: Path, line: bytes) -> SessionHeader:
@@ -290,10 +335,11 @@ def _parse_header(path: Path, line: bytes) -> SessionHeader:
     version = d.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise SessionError(f"{path}: unknown session version {show(version)}")
-    if version != SESSION_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(str(v) for v in sorted(READABLE_VERSIONS))
         raise SessionError(
             f"{path}: session version {show(version)} is not supported "
-            f"(this wattflow reads version {SESSION_VERSION})"
+            f"(this wattflow reads versions {readable})"
         )
     bad = check_event_dict(d)
     if bad is not None:
@@ -306,20 +352,93 @@ def _parse_header(path: Path, line: bytes) -> SessionHeader:
     return header
 
 
+# -- compressed sessions -------------------------------------------------------------
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def is_compressed(path: Path) -> bool:
+    """Whether the file is zstandard-compressed (by its first bytes, not its name)."""
+    with open(path, "rb") as f:
+        return f.read(4) == _ZSTD_MAGIC
+
+
+def _open_lines(path: Path) -> tuple[IO[bytes], bool]:
+    """The session file for reading lines, and whether it is compressed: decompressed
+    on the fly when it is a `.jsonl.zst` (any zstandard file), as it is otherwise."""
+    f = open(path, "rb")  # noqa: SIM115 - the caller closes it (or the reader over it)
+    try:
+        compressed = f.read(4) == _ZSTD_MAGIC
+        f.seek(0)
+        if not compressed:
+            return f, False
+        return io.BufferedReader(_ZstdStream(f), 1 << 20), True
+    except BaseException:
+        f.close()
+        raise
+
+
+class _ZstdStream(io.RawIOBase):
+    """The decompressed bytes of a zstandard file (its frames one after the other).
+    Unlike zstandard's own stream reader, a file that ends inside a frame (cut in a
+    copy) is an error, not a quiet end: a compressed session is only ever written
+    whole."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self._d = zstandard.ZstdDecompressor().decompressobj()
+        self._out = memoryview(b"")
+        self._started = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._out:
+            chunk = self._f.read(1 << 20)
+            if not chunk:
+                if self._started and not self._d.eof:
+                    raise zstandard.ZstdError("the data ends inside a frame (a cut file?)")
+                return 0
+            self._started = True
+            out = self._d.decompress(chunk)
+            while self._d.eof and self._d.unused_data:  # the next frame
+                rest = self._d.unused_data
+                self._d = zstandard.ZstdDecompressor().decompressobj()
+                out += self._d.decompress(rest)
+            self._out = memoryview(out)
+        n = min(len(b), len(self._out))
+        b[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def _damaged(path: Path, e: Exception) -> SessionError:
+    return SessionError(f"{path}: compressed data is damaged ({e})")
+
+
 class SessionStream:
     """A session read lazily: the header is read (and checked) at once; iterating
     yields the events after it, one line at a time, so big files need little memory.
-    `end`, `truncated` and `warnings` are complete once iteration has finished."""
+    `end`, `truncated` and `warnings` are complete once iteration has finished.
+    A zstandard-compressed file (`NAME.jsonl.zst`) is read the same way."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         _check_regular(self.path)
         try:
-            with open(self.path, "rb") as f:
+            f, self.compressed = _open_lines(self.path)
+            with f:
                 first = f.readline(MAX_LINE_BYTES)
-                self._body_offset = f.tell()
+                self._body_offset = 0 if self.compressed else f.tell()
         except OSError as e:
             raise _open_error(self.path, e) from None
+        except zstandard.ZstdError as e:
+            raise _damaged(self.path, e) from None
         if len(first) == MAX_LINE_BYTES and not first.endswith(b"\n"):
             raise SessionError(f"{self.path}: {NOT_A_SESSION}")
         self.header = _parse_header(self.path, first)
@@ -329,22 +448,36 @@ class SessionStream:
         self.last_t_s = 0.0
 
     def __iter__(self) -> Iterator[Event]:
+        try:
+            yield from self._events()
+        except zstandard.ZstdError as e:
+            raise _damaged(self.path, e) from None
+
+    def _events(self) -> Iterator[Event]:
         self.end, self.truncated, self.warnings = None, False, []
         unknown: Counter[str] = Counter()
         after_end = 0
         path = self.path
+        decoder = LineDecoder() if self.header.version >= 2 else None
+        kinds = EVENT_KINDS
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        number = _NUMBER
+        isfinite = math.isfinite
         try:
-            f = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+            f, _ = _open_lines(path)
         except OSError as e:
             raise _open_error(path, e) from None
         try:
-            f.seek(self._body_offset)
+            if self.compressed:
+                f.readline(MAX_LINE_BYTES)
+            else:
+                f.seek(self._body_offset)
             for lineno, raw in enumerate(self._source(f), start=2):
                 if len(raw) == MAX_LINE_BYTES and not raw.endswith(b"\n"):
                     raise _too_long(path, lineno)
                 try:
-                    d = orjson.loads(raw)
-                except orjson.JSONDecodeError:
+                    d = loads(raw)
+                except decode_error:
                     if not raw.endswith(b"\n"):
                         # The writer always ends a line with its newline in the same
                         # write: a last line without one was cut by a crash.
@@ -356,13 +489,13 @@ class SessionStream:
                     if not raw.strip():
                         continue  # a stray blank line carries nothing
                     raise SessionError(f"{path} line {lineno}: not valid JSON") from None
-                if not isinstance(d, dict):
+                if type(d) is not dict:
                     raise SessionError(f"{path} line {lineno}: not an event (not a JSON object)")
                 kind = d.get("kind")
-                if not isinstance(kind, str):
+                if type(kind) is not str:
                     raise SessionError(f"{path} line {lineno}: not an event (no kind)")
                 t_s = d.get("t_s", 0.0)
-                if type(t_s) not in _NUMBER or not math.isfinite(t_s):
+                if type(t_s) not in number or not isfinite(t_s):
                     raise SessionError(f"{path} line {lineno}: t_s is not a number,"
                                        f" got {show(t_s)}")
                 if not -1.0 <= t_s <= MAX_T_S:
@@ -371,31 +504,56 @@ class SessionStream:
                     # for ever.
                     raise SessionError(f"{path} line {lineno}: t_s {t_s:g} is outside a"
                                        f" run (0 to {MAX_T_S:g} s)")
-                if kind == "session":
+                cls = kinds.get(kind)
+                if cls is None:
+                    unknown[kind] += 1
+                    continue
+                if cls is SessionHeader:
                     raise SessionError(
                         f"{path} line {lineno}: a second session header "
                         "(two sessions joined into one file?)"
                     )
-                bad = check_event_dict(d)
+                bad = _check(cls, d)
                 if bad is not None:
                     raise SessionError(f"{path} line {lineno}: bad {kind} event: {bad}")
-                try:
-                    ev = event_from_dict(d)
-                except ValueError:
-                    unknown[kind] += 1
-                    continue
-                except TypeError as e:
-                    raise SessionError(f"{path} line {lineno}: bad {kind} event: {e}") from None
-                if isinstance(ev, EndEvent):
-                    if not isinstance(ev.summary, dict):
-                        raise SessionError(f"{path} line {lineno}: bad end record (summary)")
+                if decoder is not None and cls is not EndEvent:
+                    if "t_s" not in d:
+                        d["t_s"] = 0.0
+                    if (STAGES in d or STAGE_STARTED in d or STAGE_FINISHED in d
+                            or FIRST_TOKEN in d or RESET in d):
+                        for ev in self._unpacked(decoder, cls, d, lineno):
+                            if ev.t_s > self.last_t_s:
+                                self.last_t_s = ev.t_s
+                            if self.end is not None:
+                                after_end += 1
+                            yield ev
+                        continue
+                    if not d.keys() <= (_LINE_KEYS.get(cls) or _line_keys(cls)):
+                        names = _line_keys(cls)  # a newer writer's fields: dropped
+                        d = {k: v for k, v in d.items() if k in names}
+                    full = decoder.decode(cls, d)
+                    if "kind" in full:
+                        del full["kind"]
+                    try:
+                        ev = cls(**full)
+                    except TypeError as e:
+                        raise SessionError(f"{path} line {lineno}: bad {kind} event: {e}"
+                                           ) from None
+                else:
+                    try:
+                        ev = _build(cls, d)
+                    except TypeError as e:
+                        raise SessionError(f"{path} line {lineno}: bad {kind} event: {e}"
+                                           ) from None
+                if cls is EndEvent:
                     if self.end is not None:
                         raise SessionError(f"{path} line {lineno}: a second end record")
-                    self.end = ev
+                    self.end = ev  # type: ignore[assignment]
                     continue
                 if self.end is not None:
                     after_end += 1
-                self.last_t_s = max(self.last_t_s, ev.t_s)
+                if ev.t_s > self.last_t_s:
+                    self.last_t_s = ev.t_s
                 yield ev
         finally:
             f.close()
@@ -413,6 +571,49 @@ class SessionStream:
         return _lines(f)
 
 
+    def _unpacked(self, decoder: LineDecoder, cls: type[Event], d: dict[str, Any],
+                  lineno: int) -> list[Event]:
+        """The events of a version-2 line that packs several (session_codec.unpack)."""
+        path = self.path
+        if d.pop(RESET, None) is not None:
+            decoder.reset()
+        parts = unpack(d)
+        if isinstance(parts, str):
+            raise SessionError(f"{path} line {lineno}: bad {cls.kind} event: {parts}")
+        if cls is RequestEvent and len(parts) > 1:
+            wid, node = decoder.request_identity(d)
+            for part in parts:
+                if part["kind"] == "stage":
+                    part["workflow_id"], part["node"] = wid, node
+        out = []
+        for part in parts:
+            pcls = EVENT_KINDS[part["kind"]]
+            if part is not d:
+                part.setdefault("t_s", 0.0)  # as for a line of its own
+                bad = _check(pcls, part)
+                if bad is not None:
+                    raise SessionError(f"{path} line {lineno}: bad {pcls.kind} event"
+                                       f" packed in a {cls.kind} line: {bad}")
+            out.append(_decoded(decoder, pcls, part, path, lineno))
+        return out
+
+
+def _decoded(decoder: LineDecoder, cls: type[Event], d: dict[str, Any], path: Path,
+             lineno: int) -> Event:
+    """The event of a checked version-2 line object (unpacked): what it leaves out put
+    back. Fields this version does not know are dropped first (a newer writer's)."""
+    if not d.keys() <= _line_keys(cls):
+        names = _line_keys(cls)
+        d = {k: v for k, v in d.items() if k in names}
+    full = decoder.decode(cls, d)
+    try:
+        if "kind" in full:
+            del full["kind"]
+        return cls(**full)
+    except TypeError as e:
+        raise SessionError(f"{path} line {lineno}: bad {cls.kind} event: {e}") from None
+
+
 def open_session(path: Path | str) -> SessionStream:
     return SessionStream(path)
 
@@ -428,7 +629,15 @@ def read_header(path: Path | str) -> SessionHeader:
 
 def read_session(path: Path | str) -> SessionData:
     stream = SessionStream(path)
-    events = list(stream)
+    # Every event is kept, none in a reference cycle: the cyclic collector would only
+    # rescan the growing list again and again (a sixth of the time of a long session).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        events = list(stream)
+    finally:
+        if collecting:
+            gc.enable()
     return SessionData(
         path=stream.path,
         header=stream.header,
@@ -442,9 +651,24 @@ def read_session(path: Path | str) -> SessionData:
 # -- summaries for `wattflow sessions` -------------------------------------------------
 
 
+def _last_lines_compressed(path: Path) -> tuple[bytes, bytes | None]:
+    """_last_lines of a compressed file: decompressed from the start (no seeking in a
+    zstandard stream), which runs at hundreds of MB/s."""
+    last, prev = b"", None
+    f, _ = _open_lines(path)
+    with f:
+        for n, line in enumerate(_lines(f)):
+            if n:
+                prev = last
+            last = line
+    return last, prev
+
+
 def _last_lines(path: Path) -> tuple[bytes, bytes | None]:
     """The file's last line (possibly without its newline) and the one before it
     (None if the file has a single line), read from the end of the file."""
+    if is_compressed(path):
+        return _last_lines_compressed(path)
     with open(path, "rb") as f:
         f.seek(0, 2)
         size = f.tell()
@@ -495,6 +719,8 @@ def summarize(path: Path | str) -> SessionSummary:
         last, prev = _last_lines(stream.path)
     except OSError as e:
         raise _open_error(stream.path, e) from None
+    except zstandard.ZstdError as e:
+        raise _damaged(stream.path, e) from None
     truncated = False
     end_line: bytes | None = last
     if not last.endswith(b"\n"):

@@ -5,20 +5,30 @@ serialises the event into an in-memory buffer. A small daemon thread moves the b
 to the file at least every `flush_interval_s` of *wall* time: the loop may be idle or
 running on virtual time, so its own timers cannot be trusted to flush. Data handed to
 the OS survives a SIGKILL of this process, so a crash loses at most the last interval.
+
+Events are written in the compact lines of format version 2 (app/core/session_codec.py)
+unless the header asks for version 1 (full lines). Two options shrink a session further:
+`thin_s` keeps at most one meter sample per device and one engine-state line per source
+every `thin_s` seconds of the run (request, stage, workflow, knob... lines are all kept,
+and so is each device's last reading, so energy totals stay exact), and `compress`
+turns the closed file into `NAME.jsonl.zst` (zstandard), which every reader accepts.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from app.core.events import EndEvent, ErrorEvent, Event, SessionHeader
+from app.core.session_codec import COMPACT_VERSION, LineEncoder
 from app.core.session_reader import SessionError
 
 __all__ = ["SessionError", "SessionRecorder", "is_secret_key", "redact_secrets"]
@@ -37,6 +47,14 @@ _WAKE_FLUSHER_BYTES = 1 << 20
 _INLINE_FLUSH_BYTES = 16 << 20
 
 _OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+#: The zstandard level of compressed sessions: ~10x smaller than the JSONL at about
+#: 100 MB/s on one core (bench/RESULTS-recorder.md).
+ZSTD_LEVEL = 9
+ZSTD_SUFFIX = ".zst"
+
+#: Kinds that `thin_s` decimates: telemetry read on a timer. Everything else is kept.
+_THINNED_KINDS = frozenset({"sample", "engine_state"})
 
 
 def is_secret_key(key: str) -> bool:
@@ -87,17 +105,37 @@ def _event_line(event: Event) -> bytes:
     return orjson.dumps(d, default=_default, option=_OPTS)
 
 
+def _full_line(event: Event) -> list[bytes]:
+    """Version 1: every field of every event, on a line of its own."""
+    return [_event_line(event)]
+
+
 class SessionRecorder:
     """Writes one session file. `open` once, `write` per event, `close` once."""
 
-    def __init__(self, path: Path | str, *, flush_interval_s: float = 0.25) -> None:
+    def __init__(self, path: Path | str, *, flush_interval_s: float = 0.25,
+                 thin_s: float = 0.0, compress: bool = False) -> None:
         self.path = Path(path)
         self.flush_interval_s = flush_interval_s
+        if not thin_s >= 0.0:
+            raise ValueError(f"thin_s must be 0 or more, got {thin_s}")
+        self.thin_s = thin_s
+        self.compress = compress
         self.events_written = 0
+        self.events_thinned = 0  # telemetry lines left out by thin_s
+        self._encode: Callable[[Event], list[bytes]] = _full_line  # open() sets the version's
+        self._encoder: LineEncoder | None = None
+        # thin_s: per (kind, device or source), the time of the last line written and
+        # the newest event left out since (written at close, so totals stay exact).
+        self._thin_last: dict[tuple[str, str], float] = {}
+        self._thin_held: dict[tuple[str, str], Event] = {}
         self._file: IO[bytes] | None = None
         self._buf: list[bytes] = []
         self._buf_bytes = 0
         self._buf_lock = threading.Lock()  # guards _buf/_buf_bytes (loop vs flusher)
+        # The compact encoding has state: the stop watchdog may close the session from
+        # its own thread while the loop is writing.
+        self._encode_lock = threading.Lock()
         self._file_lock = threading.Lock()  # one writer of the file at a time
         self._wake = threading.Event()
         self._stop = False
@@ -138,6 +176,11 @@ class SessionRecorder:
             if isinstance(header.config, dict) and "session_path" in header.config:
                 header.config["session_path"] = str(self.path)
         header_dict = redact_secrets(header.to_dict())
+        if header.version >= COMPACT_VERSION:
+            self._encoder = LineEncoder()
+            self._encode = self._compact_lines
+        else:
+            self._encode = _full_line
         try:
             f.write(orjson.dumps(header_dict, default=_default, option=_OPTS))
             f.flush()
@@ -162,21 +205,20 @@ class SessionRecorder:
             if self._error is not None:
                 raise SessionError(self._error)
             raise SessionError(f"{self.path}: write() before open() or after close()")
-        try:
-            line = _event_line(event)
-        except orjson.JSONEncodeError as e:
-            # One odd value (an int past 64 bits...) must not stop the recording: keep
-            # a trace of it instead. Raising here would get the recorder unsubscribed.
-            line = _event_line(
-                ErrorEvent(
-                    t_s=event.t_s,
-                    source="recorder",
-                    message=f"could not record a {event.kind} event: {e}",
-                )
-            )
+        with self._encode_lock:
+            if self.thin_s and event.kind in _THINNED_KINDS and self._thinned(event):
+                return
+            try:
+                lines = self._encode(event)
+            except orjson.JSONEncodeError as e:
+                # One odd value (an int past 64 bits...) must not stop the recording:
+                # keep a trace of it instead. Raising here would get the recorder
+                # unsubscribed.
+                lines = self._unrecordable(event, e)
         with self._buf_lock:
-            self._buf.append(line)
-            self._buf_bytes += len(line)
+            for line in lines:
+                self._buf.append(line)
+                self._buf_bytes += len(line)
             size = self._buf_bytes
         self.events_written += 1
         if size >= _WAKE_FLUSHER_BYTES:
@@ -188,6 +230,71 @@ class SessionRecorder:
                 self._wake.set()
         if self._error is not None:
             raise SessionError(self._error)
+
+    def _compact_lines(self, event: Event) -> list[bytes]:
+        assert self._encoder is not None
+        return [orjson.dumps(d, default=_default, option=_OPTS)
+                for d in self._encoder.encode(event)]
+
+    def _unrecordable(self, event: Event, e: Exception) -> list[bytes]:
+        """The line written instead of an event that cannot be encoded. The compact
+        encoding starts afresh from it (lines held back with it are lost too)."""
+        d = ErrorEvent(t_s=event.t_s, source="recorder",
+                       message=f"could not record a {event.kind} event: {e}").to_dict()
+        if self._encoder is not None:
+            d.update(self._encoder.reset())
+        return [orjson.dumps(d, default=_default, option=_OPTS)]
+
+    def _finish_lines(self) -> None:
+        """The line the compact encoding holds back, if any, into the buffer."""
+        if self._encoder is None:
+            return
+        try:
+            lines = [orjson.dumps(d, default=_default, option=_OPTS)
+                     for d in self._encoder.finish()]
+        except orjson.JSONEncodeError as e:
+            lines = self._unrecordable(ErrorEvent(t_s=0.0), e)
+        with self._buf_lock:
+            for line in lines:
+                self._buf.append(line)
+                self._buf_bytes += len(line)
+
+    def _thinned(self, event: Event) -> bool:
+        """Whether `event` is left out by thin_s. A line with a note (the drain's start)
+        is always kept."""
+        if getattr(event, "note", None):
+            return False
+        key = (event.kind, str(getattr(event, "device", None) or getattr(event, "source", "")))
+        last = self._thin_last.get(key)
+        if last is None or event.t_s - last >= self.thin_s or event.t_s < last:
+            self._thin_last[key] = event.t_s
+            self._thin_held.pop(key, None)
+            return False
+        self._thin_held[key] = event
+        self.events_thinned += 1
+        return True
+
+    def _write_held(self) -> None:
+        """The newest reading of each device left out by thin_s (the last word on its
+        energy counter, so the session's totals are those of the run), and the lines
+        the compact encoding holds back."""
+        with self._encode_lock:
+            self._write_held_locked()
+
+    def _write_held_locked(self) -> None:
+        held, self._thin_held = self._thin_held, {}
+        self.events_thinned -= len(held)
+        for ev in sorted(held.values(), key=lambda e: e.t_s):
+            try:
+                lines = self._encode(ev)
+            except orjson.JSONEncodeError as e:
+                lines = self._unrecordable(ev, e)
+            with self._buf_lock:
+                for line in lines:
+                    self._buf.append(line)
+                    self._buf_bytes += len(line)
+            self.events_written += 1
+        self._finish_lines()
 
     def flush(self) -> None:
         """Move everything buffered so far to the OS (survives a crash of this process)."""
@@ -212,6 +319,7 @@ class SessionRecorder:
         if f is None:
             return
         try:
+            self._write_held()
             with self._buf_lock:
                 self._buf.append(_event_line(end))
             self.flush()
@@ -225,6 +333,8 @@ class SessionRecorder:
                 f.close()
         if self._error is not None:
             raise SessionError(self._error)
+        if self.compress:
+            self.path = compress_session(self.path)
 
     def abort(self) -> None:
         """Flush what was buffered and close without an end line (the reader will say the
@@ -233,6 +343,8 @@ class SessionRecorder:
             return
         self._closed = True
         self._stop_flusher()
+        with contextlib.suppress(Exception):
+            self._write_held()
         self.flush()
         with self._file_lock:
             if self._file is not None:
@@ -267,3 +379,33 @@ class SessionRecorder:
             self.flush()
             if self._error is not None:
                 return
+
+
+def compressed_path(path: Path) -> Path:
+    return path.with_name(path.name + ZSTD_SUFFIX)
+
+
+def compress_session(path: Path, *, level: int = ZSTD_LEVEL, keep: bool = False) -> Path:
+    """Compress a closed session to `PATH.zst` (written beside it, fsynced, then renamed
+    into place) and remove the original unless `keep`. Returns the new path. A file of
+    that name already there is never overwritten."""
+    import zstandard
+
+    target = compressed_path(path)
+    part = target.with_name(target.name + ".part")
+    try:
+        if target.exists():
+            raise SessionError(f"cannot compress {path}: {target} already exists")
+        cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        with open(path, "rb") as src, open(part, "xb") as dst:
+            cctx.copy_stream(src, dst, size=os.fstat(src.fileno()).st_size)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(part, target)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise SessionError(f"cannot compress {path}: {e.strerror or e}") from None
+    if not keep:
+        path.unlink()
+    return target

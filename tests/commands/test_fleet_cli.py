@@ -19,11 +19,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.commands.serve_process import ROOT, ServeProcess
+from tests.session_records import session_records
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -66,7 +66,7 @@ def test_a_fleet_of_four_servers_measured_and_one_killed(tmp_path: Path) -> None
         for s in servers:
             s.kill()
     assert run.returncode == 0, err
-    lines = [orjson.loads(x) for x in session.read_bytes().splitlines()]
+    lines = session_records(session)
     header, end = lines[0], lines[-1]
     assert end["kind"] == "end" and end["reason"] == "completed"
     # The killed server: lost, its requests failed over or failed; nothing went missing.

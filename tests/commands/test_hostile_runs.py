@@ -16,9 +16,9 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 
+from app.core.session_reader import read_session
 from tests.fakes.loopback_server import Behaviour, FakeOpenAIServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,11 @@ def wattflow(*args: str, cwd: Path, timeout: float = 90) -> subprocess.Completed
 
 
 def lines(path: Path) -> list[dict[str, object]]:
-    return [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
+    """The session's lines as full records (the reader restores what compact lines
+    leave out), header and end record included."""
+    data = read_session(path)
+    return [data.header.to_dict(), *(e.to_dict() for e in data.events),
+            *([data.end.to_dict()] if data.end is not None else [])]
 
 
 def assert_clean_failure(out: subprocess.CompletedProcess[str], code: int, needle: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from app.commands import report
 from tests.data.make_golden import record
+from tests.session_records import session_records
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def same(a: Any, b: Any, where: str = "") -> None:
 
 
 def test_the_live_figures_in_the_end_record_are_what_report_computes(session: Path) -> None:
-    end = orjson.loads(session.read_bytes().splitlines()[-1])
+    end = session_records(session)[-1]
     live = end["summary"]
     again = report.analyse(session).stats.to_dict()
     for key in ("views", "knob_segments", "streamed_output_tokens", "streamed_tokens_per_s",

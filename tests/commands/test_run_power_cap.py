@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from app.core.events import KnobEvent
+from app.core.session_reader import read_session
 from tests.fakes.fake_pynvml import FakeGpu, FakeNvml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,9 +55,9 @@ def test_limit_is_back_after_a_normal_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert _limit(fake_state) == 650.0
     assert not (tmp_path / "state" / "powercap.json").exists()
-    knobs = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()
-             if '"kind":"knob"' in line and '"knob":"power_cap"' in line]
-    assert [(k["value"], k["source"]) for k in knobs] == [(300.0, "cli"), (650.0, "restore")]
+    knobs = [e for e in read_session(tmp_path / "s.jsonl").events
+             if isinstance(e, KnobEvent) and e.knob == "power_cap"]
+    assert [(k.value, k.source) for k in knobs] == [(300.0, "cli"), (650.0, "restore")]
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 0), (signal.SIGTERM, 1)])

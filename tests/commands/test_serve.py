@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from tests.commands.serve_process import ROOT, ServeProcess
+from tests.session_records import session_records
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -81,7 +82,7 @@ def test_wattflow_run_against_wattflow_serve(tmp_path: Path) -> None:
         assert p.returncode == 0, p.stderr
         code, out, _ = srv.terminate()
     assert code == 0 and "stopped after 4 requests" in out
-    lines = [orjson.loads(x) for x in session.read_bytes().splitlines()]
+    lines = session_records(session)
     finished = [e for e in lines if e["kind"] == "request" and e["phase"] == "finished"]
     assert len(finished) == 4 and all(e["output_tokens"] == 16 for e in finished)
     assert lines[-1]["kind"] == "end" and lines[-1]["reason"] == "completed"

@@ -3,7 +3,10 @@
 session kept in tests/data. Refactors of the core must not change what a run records;
 knob events and the header (host, pid, start time) are set aside, numbers are compared
 to 1e-9 relative. A change meant to alter recordings regenerates the golden file
-(`python -m tests.data.make_golden`) and says so."""
+(`python -m tests.data.make_golden`) and says so.
+
+The same run recorded in format version 1 is kept too (golden-composite-seed7-v1): it
+must still read, and read back as the same events as today's compact recording."""
 
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ from typing import Any
 
 import orjson
 
-from tests.data.make_golden import GOLDEN, record
+from app.core.events import Event
+from app.core.session_reader import read_session
+from tests.data.make_golden import GOLDEN, GOLDEN_V1, record
 
 #: Summary entries that depend on the machine, not on the run; and the knobs in force at
 #: the end, set aside like knob events (a new knob adds a key, not a change to the run).
@@ -61,8 +66,55 @@ def test_a_seeded_run_records_what_the_golden_session_holds(tmp_path: Path) -> N
     record(session)
     now = _events(session.read_bytes())
     golden = _events(gzip.decompress(GOLDEN.read_bytes()))
-    assert len(golden) > 2000
+    assert len(golden) > 1000
     for i, (a, b) in enumerate(zip(now, golden, strict=False)):
         diff = _same(a, b, f"event {i} ({b.get('kind')})")
         assert diff is None, diff
     assert len(now) == len(golden)
+
+
+def _by_subject(events: list[Event]) -> list[dict[str, Any]]:
+    """Events as dicts in a canonical order: a version-2 session reads back a one-call
+    stage's `finished` and a request's `first_token` next to its request's last line,
+    where version 1 had them in the order they happened."""
+    out = [{"kind": e.kind, **e.to_dict()} for e in events if e.kind != "knob"]
+    names = ("kind", "request_id", "workflow_id", "node", "phase", "device", "source")
+    return sorted(out, key=lambda d: (*(str(d.get(k, "")) for k in names), d["t_s"]))
+
+
+def _close(a: Any, b: Any, where: str) -> str | None:
+    """Equal, numbers to the resolution of a version-2 session (docs/session-format.md:
+    1 us for times, 0.1 of a unit for power, percentages, clocks, temperatures)."""
+    if isinstance(a, float) or isinstance(b, float):
+        tol = 1.6e-6 if where.endswith("_s") else 0.0501
+        if isinstance(a, int | float) and isinstance(b, int | float) and math.isclose(
+                a, b, rel_tol=1e-9, abs_tol=tol):
+            return None
+        return f"{where}: {a!r} != {b!r}"
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return f"{where}: keys differ: {sorted(a.keys() ^ b.keys())}"
+        for k in a:
+            if (diff := _close(a[k], b[k], f"{where}.{k}")) is not None:
+                return diff
+        return None
+    return None if a == b else f"{where}: {a!r} != {b!r}"
+
+
+def test_the_version_1_golden_session_reads_as_todays_compact_recording(
+        tmp_path: Path) -> None:
+    v1 = tmp_path / "v1.jsonl"
+    v1.write_bytes(gzip.decompress(GOLDEN_V1.read_bytes()))
+    old = read_session(v1)
+    assert old.header.version == 1 and old.end is not None and not old.warnings
+    now_path = tmp_path / "now.jsonl"
+    record(now_path)
+    now = read_session(now_path)
+    assert now.header.version == 2
+    a, b = _by_subject(now.events), _by_subject(old.events)
+    assert len(a) == len(b) > 2000
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        diff = _close(x, y, f"event {i} ({y.get('kind')})")
+        assert diff is None, diff
+    # Version 2 is the smaller by far, for the same events.
+    assert now_path.stat().st_size < 0.5 * v1.stat().st_size

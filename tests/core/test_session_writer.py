@@ -58,7 +58,10 @@ def _value_for(annotation: str, name: str, i: int) -> object:
     if a.startswith("int"):
         return 1000 + i
     if a.startswith("float"):
-        return 0.125 + i  # exact in binary, so equality is fair
+        # Exact in binary and within the session's resolution (0.1 of a unit for
+        # power, percentages, clocks, temperatures; docs/session-format.md), so
+        # equality is fair.
+        return 0.5 + i
     raise AssertionError(f"no test value for {annotation}")
 
 
@@ -112,19 +115,45 @@ def test_every_event_kind_round_trips(tmp_path: Path) -> None:
     assert rec.events_written == len(events)
 
 
-def test_lines_are_the_events_to_dict(tmp_path: Path) -> None:
-    # The fast serialiser must write exactly what Event.to_dict says.
+def test_version_1_lines_are_the_events_to_dict(tmp_path: Path) -> None:
+    # A version-1 header gets version-1 lines: exactly what Event.to_dict says.
     path = tmp_path / "s.jsonl"
     events = one_of_each_kind()
     rec = SessionRecorder(path)
-    rec.open(header())
+    h = header()
+    h.version = 1
+    rec.open(h)
     for ev in events:
         rec.write(ev)
     rec.close(EndEvent(t_s=1.0))
     lines = path.read_bytes().splitlines()
+    assert orjson.loads(lines[0])["version"] == 1
     assert [orjson.loads(x) for x in lines[1:-1]] == [
         orjson.loads(orjson.dumps(e.to_dict())) for e in events
     ]
+    assert read_session(path).events == events
+
+
+def test_version_2_lines_leave_out_defaults_and_read_back_whole(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    events: list[Event] = [
+        MarkEvent(t_s=1.0, label="x"),
+        ErrorEvent(t_s=2.0, source="meters", message="m"),  # fatal False: the default
+        Sample(t_s=3.0, meter="sim", device="gpu0", power_w=100.0),
+    ]
+    rec = SessionRecorder(path)
+    rec.open(header())
+    for ev in events:
+        rec.write(ev)
+    rec.close(EndEvent(t_s=4.0))
+    lines = [orjson.loads(x) for x in path.read_bytes().splitlines()]
+    assert lines[0]["version"] == 2
+    assert lines[1:4] == [
+        {"kind": "mark", "t_s": 1.0, "label": "x"},
+        {"kind": "error", "t_s": 2.0, "source": "meters", "message": "m"},
+        {"kind": "sample", "t_s": 3.0, "meter": "sim", "device": "gpu0", "power_w": 100.0},
+    ]
+    assert read_session(path).events == events
 
 
 def _lines_seen(path: Path) -> int:

@@ -18,6 +18,10 @@ from app.core.knobs import ScheduledChange
 from app.core.runner import RunConfig, Runner
 
 GOLDEN = Path(__file__).with_name("golden-composite-seed7.jsonl.gz")
+#: The same run in session format version 1 (every field of every event on its own line,
+#: as wattflow wrote before compact lines), so that the reader's handling of version 1
+#: stays tested against today's recording: written from the version-2 golden's events.
+GOLDEN_V1 = Path(__file__).with_name("golden-composite-seed7-v1.jsonl.gz")
 
 
 def golden_config(session: Path) -> RunConfig:
@@ -39,7 +43,20 @@ def main() -> None:
         session = Path(d) / "golden.jsonl"
         record(session)
         GOLDEN.write_bytes(gzip.compress(session.read_bytes(), compresslevel=9, mtime=0))
-    print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size} bytes)")
+        GOLDEN_V1.write_bytes(gzip.compress(version_1_lines(session), compresslevel=9, mtime=0))
+    print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size} bytes) and {GOLDEN_V1.name}")
+
+
+def version_1_lines(session: Path) -> bytes:
+    """The session's records as version 1 wrote them: one whole record a line."""
+    import orjson
+
+    from app.core.session_reader import read_session
+
+    s = read_session(session)
+    s.header.version = 1
+    records = [s.header, *s.events, *([s.end] if s.end is not None else [])]
+    return b"".join(orjson.dumps(r.to_dict()) + b"\n" for r in records)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from app.commands.report import analyse, report_dict
@@ -21,6 +20,7 @@ from engines.base import EngineContext, EngineError, Request
 from engines.openai.endpoints import Endpoint, EndpointError, Router, make_endpoints, read_urls_file
 from engines.openai.engine import OpenAIEngine
 from engines.sim_server.server import ServeConfig, SimServer
+from tests.session_records import session_records
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -150,7 +150,7 @@ def test_requests_spread_over_the_endpoints_and_record_where_they_went(tmp_path:
     by_endpoint = collections.Counter(e.endpoint for e in done)
     assert set(by_endpoint) == names and min(by_endpoint.values()) == 12  # in turn
     assert [s.requests_total for s in servers] == [12, 12, 12]
-    lines = [orjson.loads(x) for x in session.read_bytes().splitlines()]
+    lines = session_records(session)
     assert {e["name"] for e in lines[0]["engine"]["details"]["endpoints"]} == names
     assert all(d["endpoint"] in names for d in lines
                if d["kind"] == "request" and d["phase"] != "submitted")

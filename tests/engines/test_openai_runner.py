@@ -16,6 +16,7 @@ import engines
 from app.core.clock import run_async
 from app.core.events import EngineStateEvent, Event, RequestEvent
 from app.core.runner import RunConfig, Runner, RunOutcome
+from app.core.session_reader import read_session
 from engines.openai.engine import OpenAIEngine
 from tests.fakes.loopback_server import Behaviour, FakeOpenAIServer
 
@@ -94,10 +95,10 @@ def test_key_sent_but_never_in_session_and_engine_state_recorded(
     assert secret.encode() not in raw and b"3f9c2a71" not in raw
     lines = [orjson.loads(line) for line in raw.splitlines()]
     assert lines[0]["kind"] == "session" and lines[-1]["kind"] == "end"
-    states = [d for d in lines if d["kind"] == "engine_state" and d["source"] == "engine"
-              and d["note"] is None]
-    assert states and all(d["kv_cache_pct"] == pytest.approx(25.0) for d in states)
-    assert any(d["running"] and d["running"] >= 1 for d in states)
+    states = [e for e in read_session(path).events if isinstance(e, EngineStateEvent)
+              and e.source == "engine" and e.note is None]
+    assert states and all(e.kv_cache_pct == pytest.approx(25.0) for e in states)
+    assert any(e.running and e.running >= 1 for e in states)
 
 
 def test_http_500s_are_recorded_and_the_run_goes_on() -> None:

@@ -237,7 +237,7 @@ def session_file(draw: st.DrawFn) -> bytes:
 
 # Errors about the file as a whole (its first line): no line number to give.
 WHOLE_FILE_ERRORS = ("not a wattflow session", "empty file", "session version",
-                     "bad session header")
+                     "bad session header", "compressed data is damaged")
 
 
 def _check_all(data: bytes) -> None:

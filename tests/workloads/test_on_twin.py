@@ -6,8 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import orjson
 import pytest
+
+from app.core.session_reader import read_session
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +40,10 @@ def test_workload_runs_headless_on_the_twin_and_records_its_dag(
         args += ["-p", p]
     out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    lines = [orjson.loads(line) for line in session.read_bytes().splitlines()]
+    # Whole records: version-2 lines leave out what the reader restores.
+    data = read_session(session)
+    assert data.end is not None
+    lines = [data.header.to_dict(), *(e.to_dict() for e in data.events), data.end.to_dict()]
     assert lines[0]["kind"] == "session" and lines[-1]["kind"] == "end"
     assert lines[0]["workload"]["name"] in (workload, tag)
     workflows = {e["workflow_id"]: e["workload"] for e in lines if e["kind"] == "workflow"}
