@@ -207,13 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--exact", action="store_true",
                      help="exact quantiles recomputed from the file (default: within 1%%)")
 
-    from app.commands.replay import parse_speed
+    from app.commands.replay import add_arguments as replay_arguments
 
-    rp = sub.add_parser("replay", help="play a recorded session back")
-    rp.add_argument("session")
-    rp.add_argument("--speed", type=parse_speed, default=1.0,
-                    help="playback speed: 2 is twice as fast, max as fast as possible")
-    rp.add_argument("--headless", action="store_true", help="no dashboard: progress lines")
+    replay_arguments(sub.add_parser("replay", help="play a recorded session back (or two"
+                                    " side by side, or follow one being recorded)"), _number)
 
     ls = sub.add_parser("sessions", help="list recorded sessions")
     ls.add_argument("dir", nargs="?", default="sessions")

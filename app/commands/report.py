@@ -2,7 +2,8 @@
 
 Recomputes a recorded session's statistics with the same `LiveStats` the live run
 uses (so the report and the dashboard cannot disagree), then prints a table per
-stage and the run's totals, a comparison when several sessions are given, and
+stage and the run's totals, a comparison when several sessions are given (with, per
+stage, each later session's difference from the first: app/core/compare.py), and
 optionally writes the stage rows as CSV and GPU power over time as a PNG.
 
 `--json` prints one document whose schema (`"schema": 1`) is docs/report-json.md.
@@ -28,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.commands.report_fleet import FleetCollector
+from app.core.compare import METRICS, differences, format_difference
 from app.core.events import (
     AutopilotEvent,
     EndEvent,
@@ -439,6 +441,28 @@ def comparison_table(reports: list[SessionReport]) -> Table:
     return t
 
 
+def difference_table(a: SessionReport, b: SessionReport) -> Table:
+    """Per stage and for the whole run: B minus A, and relative to A, sign shown."""
+    return snapshots_difference_table(a.path.name, a.stats, b.path.name, b.stats)
+
+
+def snapshots_difference_table(name_a: str, a: StatsSnapshot, name_b: str,
+                               b: StatsSnapshot) -> Table:
+    t = Table(title=f"differences: {name_b} minus {name_a} (per stage; relative"
+                    " to the first)", title_justify="left")
+    t.add_column("stage", no_wrap=True)
+    for m in METRICS:
+        t.add_column(f"{m.title} B-A", justify="right", no_wrap=True)
+    for row in differences(a, b):
+        t.add_row(row.label, *(format_difference(row.figures[m.key], m) for m in METRICS))
+    return t
+
+
+def difference_tables(reports: list[SessionReport]) -> list[Table]:
+    """Each session after the first against the first."""
+    return [difference_table(reports[0], r) for r in reports[1:]]
+
+
 def _segment_changes(seg: KnobSegment) -> str:
     return "; ".join(seg.changes) if seg.changes else "(start)"
 
@@ -514,6 +538,8 @@ def print_reports(reports: list[SessionReport], console: Console) -> None:
         console.print()
     if len(reports) > 1:
         console.print(comparison_table(reports))
+        for table in difference_tables(reports):
+            console.print(table)
 
 
 # -- JSON (docs/report-json.md) -----------------------------------------------------------
@@ -756,15 +782,23 @@ def segment_dict(seg: KnobSegment) -> dict[str, Any]:
 
 
 def json_document(reports: list[SessionReport]) -> dict[str, Any]:
-    """The whole `--json` document: `schema`, `sessions`, and `totals` and `stages` over
-    all of them (for one session, that session's own)."""
+    """The whole `--json` document: `schema`, `sessions`, `totals` and `stages` over
+    all of them (for one session, that session's own), and `differences`: each session
+    after the first against the first."""
     sessions = [report_dict(r) for r in reports]
     return {
         "schema": JSON_SCHEMA,
         "sessions": sessions,
         "totals": aggregate_totals([s["totals"] for s in sessions]),
         "stages": aggregate_stages([s["stages"] for s in sessions]),
+        "differences": [differences_dict(reports[0], r) for r in reports[1:]],
     }
+
+
+def differences_dict(a: SessionReport, b: SessionReport) -> dict[str, Any]:
+    """One entry of `differences`: B against A, per stage and the whole run."""
+    rows = [row.to_dict() for row in differences(a.stats, b.stats)]
+    return {"a": a.path.name, "b": b.path.name, "stages": rows[:-1], "run": rows[-1]}
 
 
 def stage_rows(r: SessionReport) -> list[dict[str, Any]]:

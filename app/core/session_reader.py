@@ -472,7 +472,7 @@ class SessionStream:
                 f.readline(MAX_LINE_BYTES)
             else:
                 f.seek(self._body_offset)
-            for lineno, raw in enumerate(_lines(f), start=2):
+            for lineno, raw in enumerate(self._source(f), start=2):
                 if len(raw) == MAX_LINE_BYTES and not raw.endswith(b"\n"):
                     raise _too_long(path, lineno)
                 try:
@@ -564,6 +564,11 @@ class SessionStream:
             )
         if after_end:
             self.warnings.append(f"{after_end} event(s) after the end record")
+
+    def _source(self, f: Any) -> Iterator[bytes]:
+        """The body's lines as read from `f` (placed after the header). A subclass that
+        tails a file still being written (replay --follow) yields them as they come."""
+        return _lines(f)
 
 
     def _unpacked(self, decoder: LineDecoder, cls: type[Event], d: dict[str, Any],

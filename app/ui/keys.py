@@ -13,6 +13,7 @@ from app.core.knobs import SPECS, step_text
 LIVE = frozenset({"live"})
 REPLAY = frozenset({"replay"})
 BOTH = LIVE | REPLAY
+SEEK = frozenset({"seek"})  # a replay that can seek: its keys and the replay's
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,19 @@ KEYS: tuple[Key, ...] = (
         "Replay slower (half speed)"),
     Key("greater_than_sign", ">", "speed(2)", "faster", "replay twice as fast", REPLAY,
         "Replay faster (double speed)"),
+    # A replay that can seek (app/ui/replay_app.py, docs/replay.md): mode "seek"
+    Key("g", "g", "goto", "go to", "jump to a time: type 5:30, 1:02:03 or 330", SEEK,
+        "Go to a time"),
+    Key("n", "n", "landmark(1)", "next", "the next knob change, mark or error", SEEK,
+        "Next knob change, mark or error"),
+    Key("p", "p", "landmark(-1)", "prev", "the previous knob change, mark or error", SEEK,
+        "Previous knob change, mark or error"),
+    Key("left", "←", "step(-10)", "-10s", "10 s back", SEEK),
+    Key("right", "→", "step(10)", "+10s", "10 s on", SEEK),
+    Key("shift+left", "shift+←", "step(-60)", "-60s", "60 s back", SEEK),
+    Key("shift+right", "shift+→", "step(60)", "+60s", "60 s on", SEEK),
+    Key("home", "home", "seek(0)", "start", "the start of the session", SEEK),
+    Key("end", "end", "seek_end", "end", "the end of the session", SEEK),
     Key("question_mark", "?", "help", "help", "this help", BOTH),
     Key("ctrl+p", "^p", "command_palette", "commands",
         "the command palette: every action above by name", BOTH),
@@ -67,7 +81,8 @@ KEYS: tuple[Key, ...] = (
 
 
 def keys_for(mode: str) -> list[Key]:
-    return [k for k in KEYS if mode in k.modes]
+    modes = {mode, "replay"} if mode == "seek" else {mode}
+    return [k for k in KEYS if modes & k.modes]
 
 
 def bindings() -> list[Binding]:

@@ -64,6 +64,12 @@ OBJECT_SECTION = {
     "totals.window": "totals.window",
     "totals.drain": "totals.drain",
     "stages[]": "stages[]",
+    "differences[]": "differences[]",
+    "differences[].stages[]": "differences[].stages[]",
+    "differences[].run": "differences[].stages[]",
+    **{f"differences[].{row}.{figure}": "differences[] figure"
+       for row in ("stages[]", "run")
+       for figure in ("j_per_output_token", "tokens_per_s", "latency_p90_s", "energy_j")},
 }
 
 
@@ -110,7 +116,8 @@ def check(obj: dict[str, Any], path: str = "") -> None:
             check(value, where)
         elif base == "list" and where in ("sessions", "stages", "sessions[].stages",
                                           "sessions[].knob_changes",
-                                          "sessions[].knob_segments"):
+                                          "sessions[].knob_segments", "differences",
+                                          "differences[].stages"):
             for item in value:
                 check(item, f"{where}[]")
         elif base == "list":

@@ -87,7 +87,10 @@ def _fleet(kill_after_s: float | None) -> tuple[Any, list[Event], list[str], dic
 
         out = run_async(main(), virtual=False)
     counters: dict[str, float] = {}
+    killed = {FLEET[1][0]} if kill_after_s is not None else set()
     for node, devs in _node_energy(events).items():
+        if node in killed:
+            continue  # its last readings race its death: no counter to compare with
         total = 0.0
         for dev, samples in devs.items():
             gpu = int(dev.rsplit("gpu", 1)[1])
