@@ -97,12 +97,15 @@ class Measurement:
 
     def queue_grows(self, min_growth: int) -> bool:
         """Whether requests pile up: the waiting queue gained a quarter of itself (and
-        `min_growth`), or the outstanding requests rose by a quarter of their mean (and
-        `min_growth` / 2) over the epoch."""
+        `min_growth`), or the outstanding requests rose by more than their arrivals'
+        fluctuation (three square roots of their mean, and `min_growth` / 2) over the
+        epoch."""
         waiting = self.backlog_end - self.backlog_start > max(min_growth,
                                                               self.backlog_start // 4)
+        # Requests in flight fluctuate as the arrivals do (Poisson: a standard deviation
+        # of about the square root of their mean): growth beyond three of those is a trend.
         outstanding = self.outstanding_growth > max(min_growth / 2,
-                                                    0.25 * self.outstanding_mean)
+                                                    3.0 * self.outstanding_mean ** 0.5)
         return waiting or outstanding
 
     def ratio(self, t: Target) -> float | None:
