@@ -197,9 +197,17 @@ def test_p_right_after_n_while_playing_goes_to_the_one_before(session: Path) -> 
     async def main() -> None:
         async with app.run_test(size=(140, 44)) as pilot:
             await pilot.pause(0.2)
-            await pilot.press("n", "n")  # the mark at 70 s; playing on past it
-            await pilot.pause(0.05)  # p comes within its 2 s of the jump, even on a loaded host
-            await pilot.press("p")
+            await pilot.press("n")  # the knob change at 40 s
+            for _ in range(200):  # each seek done before the next key (a loaded host)
+                if replayer.now_s() >= 39.0:
+                    break
+                await pilot.pause(0.01)
+            await pilot.press("n")  # the mark at 70 s; playing on past it
+            for _ in range(200):
+                if replayer.now_s() >= 69.0:
+                    break
+                await pilot.pause(0.01)
+            await pilot.press("p")  # within its 2 s of the jump
             got.append(replayer.now_s())
 
     asyncio.run(main())
