@@ -11,6 +11,7 @@ requests (an epoch holds hundreds, not millions).
 from __future__ import annotations
 
 import bisect
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -330,16 +331,12 @@ class EpochMeter:
             return [v for when, stage, v in self._first if a < when <= b and v is not None
                     and (t.stage is None or stage == t.stage)] + (
                         self._waited(t) if b >= self._now else [])
-        return [v for v, when in self._timed_values(t) if a < when <= b]
-
-    def _timed_values(self, t: Target) -> list[tuple[float, float]]:
-        out: list[tuple[float, float]] = []
+        out: list[float] = []
         for d in self._done:
-            if t.stage is not None and d.stage != t.stage:
-                continue
-            v = d.ttft if t.metric == "ttft" else d.tpot if t.metric == "tpot" else d.latency
-            if v is not None:
-                out.append((v, d.t))
+            if a < d.t <= b and (t.stage is None or d.stage == t.stage):
+                v = d.tpot if t.metric == "tpot" else d.latency
+                if v is not None:
+                    out.append(v)
         return out
 
     def recent(self, now: float, window_s: float) -> Measurement:
@@ -359,22 +356,10 @@ class EpochMeter:
         m.finished = sum(1 for d in self._done if d.t > since)
         return m
 
-    def _values(self, t: Target, since: float = -1e300) -> list[float]:
-        if t.metric == "workflow":
-            return [lat for when, lat in self._workflows if when > since]
-        if t.metric == "ttft":
-            return [v for when, stage, v in self._first if when > since and v is not None
-                    and (t.stage is None or stage == t.stage)] + self._waited(t)
-        out: list[float] = []
-        for d in self._done:
-            if d.t <= since:
-                continue
-            if t.stage is not None and d.stage != t.stage:
-                continue
-            v = d.ttft if t.metric == "ttft" else d.tpot if t.metric == "tpot" else d.latency
-            if v is not None:
-                out.append(v)
-        return out
+    def _values(self, t: Target, since: float = -math.inf) -> list[float]:
+        """The target's values of the requests (or workflows) since `since`, and the
+        waiting requests' lower bounds for TTFT."""
+        return self._values_between(t, since, math.inf)
 
     def _fit(self, parts: int) -> PowerFit | None:
         """Power against token rate over `parts` equal parts of the epoch."""
