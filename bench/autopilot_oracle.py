@@ -46,7 +46,7 @@ BATCHES = [16, 64, 256]
 WINDOW_S = 30.0
 
 # Steady rates that keep the twin busy without a queue growing (workflows/s).
-STEADY: dict[str, float] = {"sequential": 0.5, "interactive": 1.0, "agentic": 0.05,
+STEADY: dict[str, float] = {"sequential": 0.5, "interactive": 1.0, "agentic": 0.02,
                             "composite": 1.2}
 
 

@@ -208,7 +208,7 @@ class Autopilot:
         recent = self.meter.recent(now, self.params.violation_window_s)
         early = self.policy.early_violation(recent) if now >= self._quiet_until else []
         if early or (now >= self._quiet_until
-                     and recent.queue_grows(2 * self.params.backlog_growth)):
+                     and recent.waiting_grows(2 * self.params.backlog_growth)):
             recent.j_per_token, recent.load_per_s = m.j_per_token, m.load_per_s
             self._apply(self.policy.on_violation(cell, early, recent, now), now,
                         recent.to_dict())

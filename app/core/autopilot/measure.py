@@ -96,18 +96,23 @@ class Measurement:
     outstanding_growth: float = 0.0
     outstanding_mean: float = 0.0
 
-    def queue_grows(self, min_growth: int) -> bool:
-        """Whether requests pile up: the waiting queue gained a quarter of itself (and
-        `min_growth`), or the outstanding requests rose by more than their arrivals'
-        fluctuation (three square roots of their mean, and `min_growth` / 2) over the
-        epoch."""
-        waiting = self.backlog_end - self.backlog_start > max(min_growth,
-                                                              self.backlog_start // 4)
+    def waiting_grows(self, min_growth: int) -> bool:
+        """Whether the waiting queue gained a quarter of itself (and `min_growth`)."""
+        return self.backlog_end - self.backlog_start > max(min_growth, self.backlog_start // 4)
+
+    def outstanding_grows(self, min_growth: int) -> bool:
+        """Whether the outstanding requests rose by more than their arrivals' fluctuation
+        (three square roots of their mean, and `min_growth` / 2) over the epoch. One
+        epoch of this is a hint, not proof: requests of ~20 s make the count wander by
+        that much over 30 s now and then (the policy asks for two epochs running)."""
         # Requests in flight fluctuate as the arrivals do (Poisson: a standard deviation
         # of about the square root of their mean): growth beyond three of those is a trend.
-        outstanding = self.outstanding_growth > max(min_growth / 2,
-                                                    3.0 * self.outstanding_mean ** 0.5)
-        return waiting or outstanding
+        return self.outstanding_growth > max(min_growth / 2, 3.0 * self.outstanding_mean ** 0.5)
+
+    def queue_grows(self, min_growth: int) -> bool:
+        """Whether requests pile up, on this epoch alone: the waiting queue grows, or the
+        outstanding requests do."""
+        return self.waiting_grows(min_growth) or self.outstanding_grows(min_growth)
 
     def ratio(self, t: Target) -> float | None:
         v = self.observed.get(t.name)
@@ -151,6 +156,7 @@ class _Done:
     latency: float | None
     queue: float | None
     tokens: int
+    first_at: float | None = None  # when its first token came
 
 
 class EpochMeter:
@@ -190,8 +196,10 @@ class EpochMeter:
                 self._first.append((ev.t_s, ev.stage, ev.ttft_s))
             elif ev.phase == "finished":
                 self._pending.pop(ev.request_id, None)
+                first_at = (ev.t_s - ev.latency_s + ev.ttft_s
+                            if ev.latency_s is not None and ev.ttft_s is not None else None)
                 self._done.append(_Done(ev.t_s, ev.stage, ev.ttft_s, ev.tpot_s, ev.latency_s,
-                                        ev.queue_s, ev.output_tokens))
+                                        ev.queue_s, ev.output_tokens, first_at))
             else:
                 self._pending.pop(ev.request_id, None)
             if ev.phase == "submitted":
@@ -347,13 +355,22 @@ class EpochMeter:
         m = Measurement(max(self.t0, since), now, backlog_start=self._backlog_start,
                         backlog_end=self.backlog)
         for target in self.objective.targets:
-            values = self._values(target, since)
+            if target.metric == "tpot":
+                # Time per token of requests that decoded under this setting only: one
+                # that began decoding before the epoch (the last change and its settle)
+                # tells of the setting before.
+                values = [d.tpot for d in self._done if d.t > since and d.tpot is not None
+                          and (target.stage is None or d.stage == target.stage)
+                          and d.first_at is not None and d.first_at >= self.t0]
+            else:
+                values = self._values(target, since)
             m.counts[target.name] = len(values)
             if values:
                 values.sort()
                 m.observed[target.name] = _quantile(values, target.quantile)
                 m.over[target.name] = len(values) - bisect.bisect_right(values, target.limit_s)
         m.finished = sum(1 for d in self._done if d.t > since)
+        m.tokens = self._tokens(m.t0, now)  # the load right now, for the policy's trust
         return m
 
     def _values(self, t: Target, since: float = -math.inf) -> list[float]:

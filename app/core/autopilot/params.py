@@ -51,7 +51,12 @@ class AutopilotParams:
     cap_step_w: float = 50.0
     load_change: float = 0.25  # arrival-rate change that makes old measurements stale
     reexplore_s: float = 600.0  # measurements older than this are forgotten...
-    infeasible_s: float = 600.0  # ...and a violation this long (re-trying costs ~15 s)
+    infeasible_s: float = 600.0  # ...and a setting that violated is not tried for this
+    # long, doubled at each violation there (re-trying costs a window or two)
+    typical_load: float = 0.9  # a lower cap is tried only after an epoch whose token
+    # rate is at least this share of the recent epochs' median (not in a lull); backing
+    # off trusts a setting that met the objective at this share of the load now
+    min_load_epochs: int = 4  # epochs of load seen before the first lower cap is tried
     override_hold_s: float = 300.0  # after the user turns a knob, hands off this long
     tick_s: float = 1.0  # how often the controller looks
     batch_binds: float = 0.10  # share of TTFT spent waiting for admission: the limit binds

@@ -24,6 +24,8 @@ The policy is a pure function of the measurements it is given; the controller
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 
 from app.core.autopilot.measure import Measurement
@@ -65,10 +67,12 @@ class Grid:
 
 @dataclass(slots=True)
 class Record:
-    j_per_token: float
+    j_per_token: float  # the mean of `values`
     worst_ratio: float  # the largest observed/limit over the targets
     t_s: float
-    noise: float
+    noise: float  # the mean's relative uncertainty (95% half-width)
+    values: list[float] = field(default_factory=list)  # J/token of each epoch here, last few
+    rate: float = 0.0  # the highest token rate it met the objective at, tok/s
 
 
 @dataclass(slots=True)
@@ -85,7 +89,9 @@ class Policy:
         self.grid = grid
         self.p = params
         self.table: dict[Cell, Record] = {}
-        self.infeasible: dict[Cell, float] = {}  # cell -> when it violated
+        self.infeasible: dict[Cell, float] = {}  # cell -> until when it is not tried
+        self._strikes: dict[Cell, int] = {}  # violations per cell at this load
+        self._ban_why: dict[Cell, str] = {}  # "tpot" (time per token) or "wait" (the rest)
         self.load_ref: float | None = None
         self._load_known = False
         self.incumbent: Cell | None = None  # the best cell met so far: the search's base
@@ -93,6 +99,16 @@ class Policy:
         # epoch's, until the table starts afresh.
         self.r_ref: float | None = None
         self.state = MEASURING
+        # Outstanding requests that rose over an epoch in this cell: a second epoch of it
+        # is a setting that cannot keep up, one alone is the arrivals' wander.
+        self._grew: tuple[Cell, float] | None = None  # (cell, the epoch's start)
+        # Each target's window scatter, pooled over the last epochs: one epoch's three
+        # parts give a scatter that itself scatters by half.
+        self._scatters: dict[str, deque[float]] = {}
+        # How much one epoch's J/token at one setting moves between epochs (relative SD),
+        # pooled: the fit's own uncertainty misses the drift of bursty arrivals.
+        self._epoch_sd: deque[float] = deque(maxlen=16)
+        self._rates: deque[tuple[float, float]] = deque(maxlen=20)  # (epoch start, tok/s)
 
     # -- judging one measurement ----------------------------------------------------
     def judged(self, m: Measurement) -> dict[str, float]:
@@ -105,11 +121,20 @@ class Policy:
         return out
 
     def safety(self, t: Target, m: Measurement) -> float:
-        """The share of the limit kept free for target `t`: its measured scatter."""
+        """The share of the limit kept free for target `t`. A window's quantile scatters
+        around the epoch's by a relative SD `s` (pooled over recent epochs): at a quantile
+        of r x the limit, a window goes over when 1 + s Z > 1 / r, so keeping windows over
+        the limit rarer than the one-sided z means r <= 1 / (1 + z s): a share
+        z s / (1 + z s) of the limit kept free."""
+        pooled = self._scatters.get(t.name)
         sc = m.scatter.get(t.name)
-        if sc is None:
-            return self.p.safety
-        return min(self.p.max_safety, max(self.p.safety, self.p.safety_z * sc))
+        vals = [*(pooled or ()), *(() if sc is None or pooled else (sc,))]
+        if not vals:
+            zs = self.p.safety
+        else:
+            rms = (sum(v * v for v in vals) / len(vals)) ** 0.5
+            zs = min(self.p.max_safety, max(self.p.safety, self.p.safety_z * rms))
+        return zs / (1.0 + zs)
 
     def early_violation(self, m: Measurement) -> list[Target]:
         """Targets already clearly over mid-epoch: with at least `min_violation_requests`
@@ -130,14 +155,15 @@ class Policy:
         """The objective is violated (`violated`), or the queue grows (`violated` empty):
         toward performance at once."""
         self._check_load(m)
-        self.infeasible[cell] = now
+        span = m.t1 - m.t0
+        now_rate = m.tokens / span if span > 0 else 0.0
+        self._ban(cell, now, "tpot" if any(t.metric == "tpot" for t in violated) else "wait")
         self.table.pop(cell, None)
         names = ", ".join(f"{t.name} {m.observed.get(t.name, 0):.3g}s over "
                           f"{(1.0 - self.safety(t, m)) * t.limit_s:.3g}s" for t in violated
-                          ) or (f"the queue grows ({m.backlog_start} -> {m.backlog_end} "
-                                "waiting): this setting cannot keep up")
+                          ) or self._piling_up(m)
         inc = self.incumbent
-        if inc is not None and inc != cell and inc in self.table:
+        if inc is not None and inc != cell and inc in self.table and self._trusted(inc, now_rate):
             # An exploratory move went too far: back to the setting that met it.
             self.state = BACKING_OFF
             return Decision(BACKING_OFF, f"{names}: back to the best setting known to meet it",
@@ -149,7 +175,8 @@ class Policy:
         target = dict(cell)
         if "power_cap" in target:
             safer = [c for c in self.table
-                     if dict(c).get("power_cap", 0.0) > target["power_cap"]]
+                     if dict(c).get("power_cap", 0.0) > target["power_cap"]
+                     and self._trusted(c, now_rate)]
             if safer:
                 best = min(safer, key=lambda c: self.table[c].j_per_token)
                 self.incumbent = best
@@ -168,6 +195,17 @@ class Policy:
         for knob in ("batch_limit", "max_num_seqs"):
             if knob in target and direction != 0:
                 nxt = self.grid.step(knob, target[knob], direction)
+                other = cell_of({**target, knob: nxt}) if nxt is not None else None
+                if other in self.infeasible and not (
+                        direction < 0 and self._ban_why.get(other) == "wait"):
+                    # That way violated too, just now (TTFT asks for a larger batch, time
+                    # per token for a smaller): going back and forth meets neither. Once
+                    # only, a smaller batch that violated by waiting is tried again: a
+                    # queue drains, time per token at a batch too large does not.
+                    self.state = HOLDING
+                    return Decision(HOLDING, f"{names}: {knob} {nxt:g} violated it too, "
+                                    "just before; the objective cannot be met at this load "
+                                    "in bounds: holding")
                 if nxt is not None:
                     self.state = BACKING_OFF
                     word = "up: requests wait for admission" if direction > 0 else \
@@ -189,9 +227,21 @@ class Policy:
     def on_epoch(self, cell: Cell, m: Measurement, now: float, epoch_len: float) -> Decision:
         """The epoch in `cell` has run its course: decide what to do next."""
         self._age(now)
+        self._note_rate(m)
+        for name, sc in m.scatter.items():
+            self._scatters.setdefault(name, deque(maxlen=8)).append(sc)
         judged = self.judged(m)
         violated = [t for t in self.objective.targets if judged.get(t.name, 0.0) > 1.0]
-        if violated or m.queue_grows(self.p.backlog_growth):
+        grew = m.outstanding_grows(self.p.backlog_growth)
+        # An epoch extended ("measuring longer") is the same epoch again, not a second.
+        confirmed = grew and self._grew is not None and self._grew[0] == cell \
+            and self._grew[1] < m.t0
+        if not grew:
+            self._grew = None
+        elif self._grew is None or self._grew[0] != cell:
+            self._grew = (cell, m.t0)
+        if violated or m.waiting_grows(self.p.backlog_growth) or confirmed:
+            self._grew = None
             return self.on_violation(cell, violated, m, now)
         # Met, but within the scatter of one window of the limit: too close to stay in
         # when an exploratory move brought it here; where it is the best known, it holds
@@ -200,7 +250,7 @@ class Policy:
                  if judged.get(t.name, 0.0) > 1.0 - self.safety(t, m)]
         inc = self.incumbent
         if tight and inc is not None and inc != cell and inc in self.table:
-            self.infeasible[cell] = now
+            self._ban(cell, now)
             self.table.pop(cell, None)
             self.state = EXPLORING
             names = ", ".join(f"{t.name} {m.observed.get(t.name, 0):.3g}s" for t in tight)
@@ -234,18 +284,18 @@ class Policy:
                    default=None)
         if self.r_ref is None and m.fit is not None:
             self.r_ref = m.fit.r_mean
-        self.table[cell] = Record(jpt, worst, now, noise)
+        rec = self._record(cell, jpt, noise, worst, now, m)
         self.infeasible.pop(cell, None)
-        rec = self.table[cell]
         inc = self.incumbent if self.incumbent in self.table else None
         if inc is None or inc == cell:
             self.incumbent = cell
         elif rec.j_per_token < self.table[inc].j_per_token * (
                 1.0 - self._gain(rec, self.table[inc])) or (
                 self._cap_down(inc, cell) and rec.j_per_token <= self.table[inc].j_per_token * (
-                1.0 + self._gain(rec, self.table[inc]))):
-            # The move paid, or it lowered a cap that does not bind yet (the same energy:
-            # the study's lower caps save once they bind): the search goes on from here.
+                1.0 + 2.0 * self._gain(rec, self.table[inc]))):
+            # The move paid, or it lowered a cap that does not bind yet: the same energy
+            # within two standard errors (the study's lower caps save once they bind, and
+            # a cap past the knee costs far more than the noise): the search goes on.
             self.incumbent = cell
         else:
             self.state = EXPLORING
@@ -254,7 +304,8 @@ class Policy:
                             self._moves(cell, inc))
         inc_worst = self.table[self.incumbent].worst_ratio
         binds = m.queue_share is not None and m.queue_share > self.p.batch_binds
-        nxt = self._next_candidate(self.incumbent, inc_worst, tpot, binds)
+        typical, rate, usual = self._typical()
+        nxt = self._next_candidate(self.incumbent, inc_worst if typical else 1.0, tpot, binds)
         if nxt is not None:
             knob, value, why = nxt
             self.state = EXPLORING
@@ -262,10 +313,85 @@ class Policy:
                             f"J/token {rec.j_per_token:.4g}: try {why}",
                             self._moves(cell, cell_of({**dict(self.incumbent), knob: value})))
         self.state = HOLDING
+        lull = "" if typical or len(self._rates) < self.p.min_load_epochs else (
+            f"; the load is below its usual ({rate:.0f} against {usual:.0f} tokens/s): no "
+            "lower cap tried on it")
         return Decision(HOLDING, f"holding at the best setting found: J/token "
-                        f"{rec.j_per_token:.4g}, objective met (worst {worst:.0%} of its usable limit)")
+                        f"{rec.j_per_token:.4g}, objective met (worst {worst:.0%} of its usable "
+                        f"limit){lull}")
 
     # -- helpers ------------------------------------------------------------------------
+    def _record(self, cell: Cell, jpt: float, noise: float, worst: float,
+                now: float, m: Measurement) -> Record:
+        """This epoch's J/token joined to what was measured in `cell` before (the last
+        few epochs' mean): a setting held for minutes is known better than one tried
+        once, and a one-epoch try is given the epoch-to-epoch scatter seen so far."""
+        prev = self.table.get(cell)
+        values = [*(prev.values[-5:] if prev is not None else ()), jpt]
+        if len(values) >= 2:
+            self._epoch_sd.append(abs(values[-1] - values[-2]) / max(values[-2], 1e-12)
+                                  / 2 ** 0.5)
+        mean = sum(values) / len(values)
+        epoch_noise = 2.0 * statistics.median(self._epoch_sd) if len(self._epoch_sd) >= 3 \
+            else 0.0
+        noise = max(noise, epoch_noise) / len(values) ** 0.5
+        span = m.t1 - m.t0
+        rate = max(prev.rate if prev is not None else 0.0, m.tokens / span if span > 0 else 0.0)
+        rec = Record(mean, worst, now, noise, values, rate)
+        self.table[cell] = rec
+        return rec
+
+    def _ban(self, cell: Cell, now: float, why: str = "wait") -> None:
+        """Not to be tried again for `infeasible_s`, doubled at each new violation there
+        (a setting that fails in every burst of a bursty load is not worth a try every
+        ten minutes)."""
+        n = self._strikes.get(cell, 0) + 1
+        self._strikes[cell] = n
+        until = now + self.p.infeasible_s * 2 ** min(n - 1, 4)
+        self.infeasible[cell] = until
+        self._ban_why[cell] = why
+        # A lower cap with the rest the same is slower still: not tried either.
+        here = dict(cell)
+        if "power_cap" in here:
+            for v in self.grid.values.get("power_cap", []):
+                if v < here["power_cap"]:
+                    lower = cell_of({**here, "power_cap": v})
+                    self.infeasible[lower] = max(self.infeasible.get(lower, 0.0), until)
+                    self.table.pop(lower, None)
+
+    def _trusted(self, cell: Cell, now_rate: float = 0.0) -> bool:
+        """Whether `cell` met the objective at a load like the usual one and the one now
+        (not only in a lull)."""
+        usual = statistics.median(r for _, r in self._rates) if self._rates else 0.0
+        return self.table[cell].rate >= self.p.typical_load * max(usual, now_rate)
+
+    def _note_rate(self, m: Measurement) -> None:
+        """Keep each epoch's token rate (once per epoch, its last look)."""
+        span = m.t1 - m.t0
+        rate = m.tokens / span if span > 0 else 0.0
+        if self._rates and self._rates[-1][0] == m.t0:
+            self._rates[-1] = (m.t0, rate)
+        else:
+            self._rates.append((m.t0, rate))
+
+    def _typical(self) -> tuple[bool, float, float]:
+        """Whether this epoch carried at least the usual load (its token rate against
+        the median of the recent epochs'), with both rates: a setting that copes with a
+        lull says nothing of the next burst, so a lower cap is tried only after a
+        typical epoch."""
+        rate = self._rates[-1][1] if self._rates else 0.0
+        usual = statistics.median(r for _, r in self._rates) if self._rates else rate
+        known = len(self._rates) >= self.p.min_load_epochs
+        return known and rate >= self.p.typical_load * usual, rate, usual
+
+    @staticmethod
+    def _piling_up(m: Measurement) -> str:
+        if m.backlog_end > m.backlog_start:
+            return (f"the queue grows ({m.backlog_start} -> {m.backlog_end} waiting): this "
+                    "setting cannot keep up")
+        return (f"requests outstanding rose by {m.outstanding_growth:.0f} (mean "
+                f"{m.outstanding_mean:.0f}) two epochs running: this setting cannot keep up")
+
     def best_feasible(self) -> Cell | None:
         """The measured cell with the least J/token (all in the table met the objective);
         among cells within the noise of it, the one with the most headroom."""
@@ -333,7 +459,7 @@ class Policy:
         keep = now - self.p.reexplore_s
         for c in [c for c, r in self.table.items() if r.t_s < keep]:
             del self.table[c]
-        for c in [c for c, t in self.infeasible.items() if t < now - self.p.infeasible_s]:
+        for c in [c for c, until in self.infeasible.items() if until <= now]:
             del self.infeasible[c]
         if not self.table:
             self.r_ref = None
@@ -353,6 +479,10 @@ class Policy:
             return
         self.table.clear()
         self.infeasible.clear()
+        self._strikes.clear()
+        self._ban_why.clear()
+        self._rates.clear()
         self.incumbent = None
         self.r_ref = None
         self.load_ref = load
+        self._scatters.clear()
