@@ -240,7 +240,11 @@ class Policy:
             self._grew = None
         elif self._grew is None or self._grew[0] != cell:
             self._grew = (cell, m.t0)
-        if violated or m.waiting_grows(self.p.backlog_growth) or confirmed:
+        # Requests piling up with latencies still well inside the limits and nothing
+        # waiting are a burst being served (a chain's or a project's fan-out), not a
+        # setting that cannot keep up: that shows as waiting, or as latency near the limit.
+        strained = m.backlog_end > 0 or any(r > 1.0 - self.p.margin for r in judged.values())
+        if violated or m.waiting_grows(self.p.backlog_growth) or (confirmed and strained):
             self._grew = None
             return self.on_violation(cell, violated, m, now)
         # Met, but within the scatter of one window of the limit: too close to stay in
