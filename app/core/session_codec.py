@@ -333,10 +333,10 @@ def _minimal_stage(line: dict[str, Any], phase: str) -> bool:
 
 
 class LineEncoder:
-    """Turns events into version-2 line objects (dicts for orjson), one run's worth:
-    it remembers each subject's last line, as the reader will. `encode` returns the
-    lines ready to write: a line that can travel inside a later one is held until it
-    comes (`finish` returns those still held when the run ends)."""
+    """Turns events into compact line objects (dicts for orjson) of format `version` (2
+    or 3), one run's worth: it remembers each subject's last line, as the reader will.
+    `encode` returns the lines ready to write: a line that can travel inside a later one
+    is held until it comes (`finish` returns those still held when the run ends)."""
 
     def __init__(self, version: int = SESSION_VERSION) -> None:
         self.version = version
@@ -664,7 +664,8 @@ def unpack(d: dict[str, Any]) -> list[dict[str, Any]] | str:
 
 
 class LineDecoder:
-    """Restores version-2 line objects to full field dicts, line by line, in file order."""
+    """Restores compact line objects (format `version`, 2 or 3) to full field dicts, line
+    by line, in file order."""
 
     def __init__(self, version: int = SESSION_VERSION) -> None:
         self.version = version
