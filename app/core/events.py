@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Literal
 
 #: The session format version written (docs/session-format.md); the reader also reads
 #: the versions in READABLE_VERSIONS.
-SESSION_VERSION = 2
-READABLE_VERSIONS = frozenset({1, 2})
+SESSION_VERSION = 3
+READABLE_VERSIONS = frozenset({1, 2, 3})
 
 #: The reason given to requests and workflows cut off by the end of the run (the
 #: duration was reached, or the run was stopped): counted apart from failures.

@@ -1,7 +1,8 @@
-"""The compact session lines of format version 2: what is left out, and how it comes back.
+"""The compact session lines of format versions 2 and 3: what is left out, and how it
+comes back.
 
-A version-2 line is still one JSON object with `kind` and `t_s`; it leaves out what
-the reader can restore exactly:
+A compact line is still one JSON object with `kind` and `t_s`; it leaves out what the
+reader can restore exactly:
 
 - a field equal to its reference value: the value it had on the previous line of the
   same *subject* (the same request, stage, workflow, device or engine-state source,
@@ -11,10 +12,14 @@ the reader can restore exactly:
 - a duration that is the difference of two times already on record (`DERIVED`): a
   request's `latency_s` (from its `submitted` line), `ttft_s` on `first_token`,
   `tpot_s`, a stage's and a workflow's `latency_s` (from their `started` lines). It
-  is left out only when recomputing it gives exactly the value written.
+  is left out only when recomputing it gives the value to the microsecond (the value
+  read back is then the recomputed one).
 - digits below the resolution of a session (`decimals`): times and durations to the
-  microsecond, energy in mJ and J to the microjoule, power to the milliwatt, the other
-  unit fields to a thousandth: finer than any meter reads, and than the loop's timers.
+  microsecond, energy in mJ to the microjoule and in J to the millijoule, power and the
+  other unit fields to a tenth: finer than any meter reads, and than the loop's timers.
+- (version 3) a sample's `device` when it is the next of the devices in turn
+  (`_DeviceCycle`), and a finished request's `queue_s` equal to the previous finished
+  request's (as its `reason` in both versions).
 
 `LineEncoder` (the recorder) and `LineDecoder` (the reader) keep the same table of
 subjects seen, so they agree line by line; a subject is forgotten at its last phase
@@ -24,15 +29,19 @@ subjects seen, so they agree line by line; a subject is forgotten at its last ph
 from __future__ import annotations
 
 import dataclasses
-import operator
 import typing
 from collections.abc import Callable
 from typing import Any
 
-from app.core.events import EVENT_KINDS, Event
+from app.core.events import EVENT_KINDS, SESSION_VERSION, Event
 
-#: Format version the encoder writes.
+#: The first format version with compact lines; the encoder writes SESSION_VERSION
+#: (app/core/events.py) unless asked for this one.
 COMPACT_VERSION = 2
+#: From this version on: a `sample` line leaves out its `device` when it is the next in
+#: the cycle of devices seen (`_DeviceCycle`), and a finished request's `queue_s` defaults
+#: to the previous finished request's.
+CYCLE_VERSION = 3
 
 #: The fields that name a line's subject, per kind: lines with the same values of these
 #: fields inherit from one another. A kind not here has no subject (defaults only).
@@ -119,17 +128,18 @@ class _Plan:
     subject: tuple[str, ...]
     last_phases: frozenset[str]
     derived: dict[str, tuple[tuple[str, str], ...]]  # phase -> [(field, from phase)]
-    values: Callable[[Event], tuple[Any, ...]]
+    values: Callable[[Event], list[Any]]  # the fields in order, rounded (_read_source)
+    diff: Callable[[list[Any], list[Any] | tuple[Any, ...], dict[str, Any]], None]
     refs: dict[str, Any]  # every field -> its default, or _NONE (no default)
     one_subject: str | None  # the subject field when there is one only
     ref_values: tuple[Any, ...]  # refs in field order, _NONE at subject fields (written)
     index: dict[str, int]  # field -> its position in `names`
-    rounded_at: tuple[tuple[int, float], ...]  # (position, 10**places) of the floats
     subject_at: tuple[int, ...]  # positions of the subject fields
     base: dict[str, Any]  # the defaults that are immutable (a missing list: a new one)
     derived_at: dict[str, tuple[tuple[int, str], ...]]  # phase -> [(position, from phase)]
     at: tuple[int, ...]  # positions of phase, workflow_id, node, request_id, stage,
-    #                      output_tokens, reason, tpot_s (-1: the class has none)
+    #                      output_tokens, reason, tpot_s, queue_s, device (-1: none)
+    telemetry: bool  # one subject field, no phase: a device's samples, a state source
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:
@@ -143,6 +153,41 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 _PLANS: dict[type[Event], _Plan] = {}
 
 
+def _generated(cls: type[Event], names: tuple[str, ...], places: tuple[int | None, ...]
+               ) -> tuple[Any, Any]:
+    """Two functions written out for one event class, as dataclasses writes its
+    __init__: `values(ev)`, the event's fields in order, rounded to the session's
+    resolution; `diff(vals, ref, out)`, which puts into `out` each field whose value is
+    not its reference's. They run for every event recorded: written out field by field,
+    they cost about half the loops over the plan's tables they replace."""
+    src = ["def values(ev):"]
+    for i, (name, pl) in enumerate(zip(names, places, strict=True)):
+        src.append(f"    v{i} = ev.{name}")
+        if pl is not None:
+            scale = repr(10.0**pl)
+            src += [f"    if type(v{i}) is float:",
+                    "        try:",
+                    f"            v{i} = round(v{i} * {scale}) / {scale}",
+                    "        except (ValueError, OverflowError):",
+                    "            pass  # NaN or infinite: written as null, as ever",
+                    f"    elif type(v{i}) is dict:",
+                    f"        v{i} = _round_value(v{i}, {scale})"]
+    src.append(f"    return [{', '.join(f'v{i}' for i in range(len(names)))}]")
+    src.append("def diff(vals, ref, out):")
+    if names:
+        src.append(f"    {''.join(f'v{i}, ' for i in range(len(names)))}= vals")
+        src.append(f"    {''.join(f'r{i}, ' for i in range(len(names)))}= ref")
+    else:
+        src.append("    pass")
+    for i, name in enumerate(names):
+        src += [f"    if v{i} is not r{i} and (type(v{i}) is not type(r{i}) or v{i} != r{i}):",
+                f"        out[{name!r}] = v{i}"]
+    namespace: dict[str, Any] = {"_round_value": _round_value}
+    exec(compile("\n".join(src), f"<session codec: {cls.__qualname__}>", "exec"),
+         namespace)
+    return namespace["values"], namespace["diff"]
+
+
 def plan(cls: type[Event]) -> _Plan:
     p = _PLANS.get(cls)
     if p is None:
@@ -152,9 +197,7 @@ def plan(cls: type[Event]) -> _Plan:
         defaults = {f.name: d for f in fields if (d := _default(f)) is not _NONE}
         places = tuple(decimals(n) if "float" in str(hints.get(n, "")) else None
                        for n in names)
-        getter = operator.attrgetter(*names) if names else (lambda ev: ())
-        values: Callable[[Event], tuple[Any, ...]] = (
-            getter if len(names) > 1 else (lambda ev: (getter(ev),)))
+        values, diff = _generated(cls, names, places)
         derived: dict[str, tuple[tuple[str, str], ...]] = {}
         for (kind, phase), rules in DERIVED.items():
             if kind == cls.kind:
@@ -162,19 +205,19 @@ def plan(cls: type[Event]) -> _Plan:
         subject = SUBJECT.get(cls.kind, ())
         p = _PLANS[cls] = _Plan(
             cls.kind, names, defaults, places, subject,
-            LAST_PHASES.get(cls.kind, frozenset()), derived, values,
+            LAST_PHASES.get(cls.kind, frozenset()), derived, values, diff,
             {n: defaults.get(n, _NONE) for n in names},
             subject[0] if len(subject) == 1 else None,
             tuple(_NONE if n in subject else defaults.get(n, _NONE) for n in names),
             {n: i for i, n in enumerate(names)},
-            tuple((i, 10.0**pl) for i, pl in enumerate(places) if pl is not None),
             tuple(i for i, n in enumerate(names) if n in subject),
             {n: v for n, v in defaults.items() if type(v) in (str, int, float, bool, type(None))},
             {ph: tuple((names.index(f), since) for f, since in rules)
              for ph, rules in derived.items()},
             tuple(names.index(f) if f in names else -1 for f in (
                 "phase", "workflow_id", "node", "request_id", "stage", "output_tokens",
-                "reason", "tpot_s")))
+                "reason", "tpot_s", "queue_s", "device")),
+            len(subject) == 1 and "phase" not in names)
     return p
 
 
@@ -189,6 +232,27 @@ class _Subject:
         self.times: dict[str, float] = {}
         # The encoder's: the next line's reference, in field order (_NONE at the subject).
         self.values: list[Any] = []
+
+
+class _DeviceCycle:
+    """The devices of the `sample` lines in the order they first came: a meter reads its
+    devices in turn, so a sample line of version 3 leaves out its `device` when it is the
+    one after the previous sample line's in this order (with one device: the same one
+    again). Kept alike by the encoder and the decoder."""
+
+    __slots__ = ("after", "next")
+
+    def __init__(self) -> None:
+        self.after: dict[Any, Any] = {}  # device -> the next in turn, in first-seen order
+        self.next: Any = _NONE  # the device a line without one is of (none yet)
+
+    def seen(self, device: Any) -> None:
+        nxt = self.after.get(device, _NONE)
+        if nxt is _NONE:  # a new device: the last in turn, before the first
+            order = list(self.after)
+            self.after[order[-1] if order else device] = device
+            self.after[device] = nxt = order[0] if order else device
+        self.next = nxt
 
 
 def _tpot(full: dict[str, Any], st: _Subject, t_s: float) -> Any:
@@ -269,15 +333,18 @@ def _minimal_stage(line: dict[str, Any], phase: str) -> bool:
 
 
 class LineEncoder:
-    """Turns events into version-2 line objects (dicts for orjson), one run's worth:
-    it remembers each subject's last line, as the reader will. `encode` returns the
-    lines ready to write: a line that can travel inside a later one is held until it
-    comes (`finish` returns those still held when the run ends)."""
+    """Turns events into compact line objects (dicts for orjson) of format `version` (2
+    or 3), one run's worth: it remembers each subject's last line, as the reader will.
+    `encode` returns the lines ready to write: a line that can travel inside a later one
+    is held until it comes (`finish` returns those still held when the run ends)."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: int = SESSION_VERSION) -> None:
+        self.version = version
+        # Version 3's device cycle and finished request's queue_s reference (or None).
+        self._cycle = _DeviceCycle() if version >= CYCLE_VERSION else None
+        self._last_queue: Any = None  # the last finished request's queue_s
         self._subjects: dict[tuple[str, Any], _Subject] = {}
         self._pending: dict[str, Any] | None = None  # held to absorb the next line(s)
-        self._first_token: dict[Any, dict[str, Any]] = {}  # request id -> its line
         self._one_call: dict[tuple[Any, Any], Any] = {}  # stage -> its one request id
         # request id -> its one-call stage's `finished` line (workflow id, node, time)
         self._stage_done: dict[Any, tuple[Any, Any, Any]] = {}
@@ -294,8 +361,10 @@ class LineEncoder:
         self._subjects.clear()
         self._last_ref.clear()
         self._last_reason = None
+        self._last_queue = None
+        if self._cycle is not None:
+            self._cycle = _DeviceCycle()
         self._pending = None
-        self._first_token.clear()
         self._one_call.clear()
         self._stage_done.clear()
         self._stage_done_by_stage.clear()
@@ -305,9 +374,6 @@ class LineEncoder:
         """The lines still held back, as lines of their own (the run is over)."""
         out = [] if self._pending is None else [self._pending]
         self._pending = None
-        for rid, ft in self._first_token.items():
-            out.append({"kind": "request", "request_id": rid, "phase": "first_token", **ft})
-        self._first_token.clear()
         for wid, node, t in self._stage_done.values():
             out.append({"kind": "stage", "t_s": t, "workflow_id": wid, "node": node,
                         "phase": "finished"})
@@ -319,25 +385,29 @@ class LineEncoder:
         """Held lines that must be written before `ev`'s: a line of the same subject is
         coming that will not carry them (both sides must see a subject's lines in the
         order they were encoded)."""
-        out: list[dict[str, Any]] = []
-        kind = ev.kind
-        ending = getattr(ev, "phase", None) in ("finished", "failed")
-        rid = getattr(ev, "request_id", None) if kind == "request" else None
-        if rid is not None and not ending and rid in self._first_token:
-            out.append({"kind": "request", "request_id": rid, "phase": "first_token",
-                        **self._first_token.pop(rid)})
         stage = (getattr(ev, "workflow_id", None), getattr(ev, "node", None))
         held = self._stage_done_by_stage.get(stage)
-        if held is not None and not (rid == held and ending):
-            del self._stage_done_by_stage[stage]
-            wid, node, t = self._stage_done.pop(held)
-            out.append({"kind": "stage", "t_s": t, "workflow_id": wid, "node": node,
-                        "phase": "finished"})
-        return out
+        if held is None:
+            return []
+        if (ev.kind == "request" and getattr(ev, "request_id", None) == held
+                and getattr(ev, "phase", None) in ("finished", "failed")):
+            return []  # the request's last line, which carries it
+        del self._stage_done_by_stage[stage]
+        wid, node, t = self._stage_done.pop(held)
+        return [{"kind": "stage", "t_s": t, "workflow_id": wid, "node": node,
+                 "phase": "finished"}]
 
     def encode(self, ev: Event) -> list[dict[str, Any]]:
-        out = (self._release(ev) if (self._first_token or self._stage_done)
-               and ev.kind in _RELEASING_KINDS else [])
+        p = _PLANS.get(type(ev))
+        if p is not None and p.telemetry:  # 40% of a run's events: the short path
+            line = self._telemetry(ev, p)
+            pend = self._pending
+            if pend is None:
+                return [line]
+            self._pending = None  # nothing packs into a held line but what it holds
+            return [pend, line]
+        out = (self._release(ev) if self._stage_done and ev.kind in _RELEASING_KINDS
+               else [])
         line, info = self._compact(ev)
         pend = self._pending
         if pend is not None:
@@ -399,9 +469,6 @@ class LineEncoder:
             # time order, and a request may run for minutes after its first token. The
             # reader still takes a `first_token` object on a last line (files written so).
             if phase in ("finished", "failed"):
-                ft = self._first_token.pop(rid, None)
-                if ft is not None:
-                    line[FIRST_TOKEN] = ft
                 done = self._stage_done.pop(rid, None)
                 if done is not None:
                     del self._stage_done_by_stage[done[0], done[1]]
@@ -424,27 +491,16 @@ class LineEncoder:
                 t_s = round(t_s * _TIME_SCALE) / _TIME_SCALE
             except (ValueError, OverflowError):
                 pass
-        vals = list(p.values(ev))
-        for i, scale in p.rounded_at:
-            v = vals[i]
-            if type(v) is float:
-                try:  # noqa: SIM105
-                    vals[i] = round(v * scale) / scale
-                except (ValueError, OverflowError):
-                    pass  # NaN or infinite: written as null, as ever
-            elif type(v) is dict:
-                vals[i] = _round_value(v, scale)
+        vals = p.values(ev)
         out: dict[str, Any] = {"kind": p.kind, "t_s": t_s}
-        names = p.names
         if not p.subject:
-            out.update({n: v for n, v, r in zip(names, vals, p.ref_values)  # noqa: B905
-                        if v is not r and (type(v) is not type(r) or v != r)})
+            p.diff(vals, p.ref_values, out)
             return out, None
         kind = p.kind
         sub = p.subject_at
         key = (kind, vals[sub[0]] if len(sub) == 1 else tuple(vals[i] for i in sub))
         st = self._subjects.get(key)
-        i_phase, i_wid, i_node, i_rid, _, i_out, i_reason, i_tpot = p.at
+        i_phase, i_wid, i_node, i_rid, _, i_out, i_reason, i_tpot, i_queue, i_dev = p.at
         phase = vals[i_phase] if i_phase >= 0 else None
         ref: list[Any]
         if st is not None:
@@ -483,9 +539,13 @@ class LineEncoder:
             self._last_ref[kind] = last
         if i_reason >= 0 and phase == "finished" and i_rid >= 0:
             ref[i_reason], self._last_reason = self._last_reason, vals[i_reason]
-        # (zip without strict=: the lengths are the plan's own, and this runs per event)
-        out.update({n: v for n, v, r in zip(names, vals, ref)  # noqa: B905
-                    if v is not r and (type(v) is not type(r) or v != r)})
+            if self._cycle is not None:
+                ref[i_queue], self._last_queue = self._last_queue, vals[i_queue]
+        elif i_dev >= 0 and kind == "sample" and self._cycle is not None:
+            cycle = self._cycle
+            ref[i_dev] = cycle.next  # left out when it is the next in turn
+            cycle.seen(vals[i_dev])
+        p.diff(vals, ref, out)
         info = (phase, vals[i_wid] if i_wid >= 0 else None, vals[i_node] if i_node >= 0 else None)
         if phase in p.last_phases:
             if st is not None:
@@ -502,6 +562,42 @@ class LineEncoder:
                     vals[i_phase] = after  # a phase in order is left out
             st.values = vals
         return out, info
+
+    def _telemetry(self, ev: Event, p: _Plan) -> dict[str, Any]:
+        """_compact() for a kind without phases whose subject is one field (samples,
+        engine states): the same line, by a shorter path."""
+        t_s = ev.t_s
+        if type(t_s) is float:
+            try:  # noqa: SIM105
+                t_s = round(t_s * _TIME_SCALE) / _TIME_SCALE
+            except (ValueError, OverflowError):
+                pass
+        vals = p.values(ev)
+        i = p.subject_at[0]
+        kind = p.kind
+        key = (kind, vals[i])
+        st = self._subjects.get(key)
+        ref: list[Any]
+        if st is not None:
+            self._was_first = False
+            ref = st.values  # replaced below, so it may be changed in place
+        else:
+            self._was_first = True
+            last = self._last_ref.get(kind)
+            ref = list(p.ref_values if last is None else last)
+            last = vals.copy()
+            last[i] = _NONE  # always written
+            self._last_ref[kind] = last
+            st = self._subjects[key] = _Subject()
+        cycle = self._cycle
+        if cycle is not None and kind == "sample" and p.at[9] == i:
+            ref[i] = cycle.next  # the device: left out when it is the next in turn
+            cycle.seen(vals[i])
+        out: dict[str, Any] = {"kind": kind, "t_s": t_s}
+        p.diff(vals, ref, out)
+        vals[i] = _NONE  # always written
+        st.values = vals
+        return out
 
     def _request_refs(self, ref: list[Any], p: _Plan, rid: Any, wid: Any, node: Any) -> None:
         """A request's first line: its workflow id's reference is its request id's
@@ -568,9 +664,13 @@ def unpack(d: dict[str, Any]) -> list[dict[str, Any]] | str:
 
 
 class LineDecoder:
-    """Restores version-2 line objects to full field dicts, line by line, in file order."""
+    """Restores compact line objects (format `version`, 2 or 3) to full field dicts, line
+    by line, in file order."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: int = SESSION_VERSION) -> None:
+        self.version = version
+        self._cycle = _DeviceCycle() if version >= CYCLE_VERSION else None
+        self._last_queue: Any = None
         self._subjects: dict[tuple[str, Any], _Subject] = {}
         self._last_first: dict[str, dict[str, Any]] = {}
         self._last_reason: Any = None
@@ -579,6 +679,9 @@ class LineDecoder:
         self._subjects.clear()
         self._last_first.clear()
         self._last_reason = None
+        self._last_queue = None
+        if self._cycle is not None:
+            self._cycle = _DeviceCycle()
 
     def request_identity(self, d: dict[str, Any]) -> tuple[Any, Any]:
         """The workflow id and node of request line `d` as decode() will restore them
@@ -603,6 +706,11 @@ class LineDecoder:
             return d
         kind = p.kind
         one = p.one_subject
+        cycle = self._cycle
+        if cycle is not None and kind == "sample":
+            if "device" not in d:
+                d["device"] = "" if cycle.next is _NONE else cycle.next
+            cycle.seen(d["device"])
         key = (kind, d.get(one) if one is not None else tuple(d.get(n) for n in p.subject))
         st = self._subjects.get(key)
         t_s = d.get("t_s", 0.0)
@@ -638,6 +746,10 @@ class LineDecoder:
             if "reason" not in d:
                 full["reason"] = self._last_reason
             self._last_reason = full["reason"]
+            if cycle is not None:
+                if "queue_s" not in d:
+                    full["queue_s"] = self._last_queue
+                self._last_queue = full["queue_s"]
         if phase in p.last_phases:
             if st is not None:
                 del self._subjects[key]

@@ -458,7 +458,7 @@ class SessionStream:
         unknown: Counter[str] = Counter()
         after_end = 0
         path = self.path
-        decoder = LineDecoder() if self.header.version >= 2 else None
+        decoder = LineDecoder(self.header.version) if self.header.version >= 2 else None
         kinds = EVENT_KINDS
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         number = _NUMBER

@@ -6,9 +6,9 @@ to the file at least every `flush_interval_s` of *wall* time: the loop may be id
 running on virtual time, so its own timers cannot be trusted to flush. Data handed to
 the OS survives a SIGKILL of this process, so a crash loses at most the last interval.
 
-Events are written in the compact lines of format version 2 (app/core/session_codec.py)
-unless the header asks for version 1 (full lines). Two options shrink a session further:
-`thin_s` keeps at most one meter sample per device and one engine-state line per source
+Events are written in the compact lines of the header's format version (3, or 2;
+app/core/session_codec.py), or in full lines if it asks for version 1. Two options
+shrink a session further: `thin_s` keeps at most one meter sample per device and one engine-state line per source
 every `thin_s` seconds of the run (request, stage, workflow, knob... lines are all kept,
 and so is each device's last reading, so energy totals stay exact), and `compress`
 turns the closed file into `NAME.jsonl.zst` (zstandard), which every reader accepts.
@@ -47,6 +47,7 @@ _WAKE_FLUSHER_BYTES = 1 << 20
 _INLINE_FLUSH_BYTES = 16 << 20
 
 _OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+_dumps = orjson.dumps
 
 #: The zstandard level of compressed sessions: ~10x smaller than the JSONL at about
 #: 100 MB/s on one core (bench/RESULTS-recorder.md).
@@ -105,9 +106,12 @@ def _event_line(event: Event) -> bytes:
     return orjson.dumps(d, default=_default, option=_OPTS)
 
 
-def _full_line(event: Event) -> list[bytes]:
-    """Version 1: every field of every event, on a line of its own."""
-    return [_event_line(event)]
+def _full_line(event: Event, buf: list[bytes]) -> int:
+    """Version 1: every field of every event, on a line of its own (appended to `buf`;
+    returns its length)."""
+    line = _event_line(event)
+    buf.append(line)
+    return len(line)
 
 
 class SessionRecorder:
@@ -123,7 +127,8 @@ class SessionRecorder:
         self.compress = compress
         self.events_written = 0
         self.events_thinned = 0  # telemetry lines left out by thin_s
-        self._encode: Callable[[Event], list[bytes]] = _full_line  # open() sets the version's
+        # Appends an event's lines to the buffer, returns their bytes (open() sets it).
+        self._encode: Callable[[Event, list[bytes]], int] = _full_line
         self._encoder: LineEncoder | None = None
         # thin_s: per (kind, device or source), the time of the last line written and
         # the newest event left out since (written at close, so totals stay exact).
@@ -132,10 +137,10 @@ class SessionRecorder:
         self._file: IO[bytes] | None = None
         self._buf: list[bytes] = []
         self._buf_bytes = 0
-        self._buf_lock = threading.Lock()  # guards _buf/_buf_bytes (loop vs flusher)
-        # The compact encoding has state: the stop watchdog may close the session from
-        # its own thread while the loop is writing.
-        self._encode_lock = threading.Lock()
+        # Guards _buf/_buf_bytes (the loop thread appends, the flusher takes) and the
+        # compact encoding's state (the stop watchdog may close the session from its own
+        # thread while the loop is writing). One lock: write() takes it once per event.
+        self._lock = threading.Lock()
         self._file_lock = threading.Lock()  # one writer of the file at a time
         self._wake = threading.Event()
         self._stop = False
@@ -177,7 +182,7 @@ class SessionRecorder:
                 header.config["session_path"] = str(self.path)
         header_dict = redact_secrets(header.to_dict())
         if header.version >= COMPACT_VERSION:
-            self._encoder = LineEncoder()
+            self._encoder = LineEncoder(header.version)
             self._encode = self._compact_lines
         else:
             self._encode = _full_line
@@ -205,21 +210,17 @@ class SessionRecorder:
             if self._error is not None:
                 raise SessionError(self._error)
             raise SessionError(f"{self.path}: write() before open() or after close()")
-        with self._encode_lock:
+        with self._lock:
             if self.thin_s and event.kind in _THINNED_KINDS and self._thinned(event):
                 return
             try:
-                lines = self._encode(event)
+                n = self._encode(event, self._buf)
             except orjson.JSONEncodeError as e:
                 # One odd value (an int past 64 bits...) must not stop the recording:
                 # keep a trace of it instead. Raising here would get the recorder
                 # unsubscribed.
-                lines = self._unrecordable(event, e)
-        with self._buf_lock:
-            for line in lines:
-                self._buf.append(line)
-                self._buf_bytes += len(line)
-            size = self._buf_bytes
+                n = self._unrecordable(event, e)
+            size = self._buf_bytes = self._buf_bytes + n
         self.events_written += 1
         if size >= _WAKE_FLUSHER_BYTES:
             if size >= _INLINE_FLUSH_BYTES:
@@ -231,33 +232,44 @@ class SessionRecorder:
         if self._error is not None:
             raise SessionError(self._error)
 
-    def _compact_lines(self, event: Event) -> list[bytes]:
+    def _compact_lines(self, event: Event, buf: list[bytes]) -> int:
         assert self._encoder is not None
-        return [orjson.dumps(d, default=_default, option=_OPTS)
-                for d in self._encoder.encode(event)]
+        n = 0
+        for d in self._encoder.encode(event):  # _dump(), inline: this runs per event
+            line = _dumps(d, default=_default, option=_OPTS)
+            buf.append(line)
+            n += len(line)
+        return n
 
-    def _unrecordable(self, event: Event, e: Exception) -> list[bytes]:
-        """The line written instead of an event that cannot be encoded. The compact
-        encoding starts afresh from it (lines held back with it are lost too)."""
+    @staticmethod
+    def _dump(lines: list[dict[str, Any]], buf: list[bytes]) -> int:
+        n = 0
+        for d in lines:
+            line = _dumps(d, default=_default, option=_OPTS)
+            buf.append(line)
+            n += len(line)
+        return n
+
+    def _unrecordable(self, event: Event, e: Exception) -> int:
+        """Buffers the line written instead of an event that cannot be encoded. The
+        compact encoding starts afresh from it (lines held back with it are lost, those
+        of the event written before the one that failed are kept)."""
         d = ErrorEvent(t_s=event.t_s, source="recorder",
                        message=f"could not record a {event.kind} event: {e}").to_dict()
         if self._encoder is not None:
             d.update(self._encoder.reset())
-        return [orjson.dumps(d, default=_default, option=_OPTS)]
+        return self._dump([d], self._buf)
 
     def _finish_lines(self) -> None:
-        """The line the compact encoding holds back, if any, into the buffer."""
+        """The lines the compact encoding holds back, if any, into the buffer (the lock
+        held)."""
         if self._encoder is None:
             return
         try:
-            lines = [orjson.dumps(d, default=_default, option=_OPTS)
-                     for d in self._encoder.finish()]
+            n = self._dump(self._encoder.finish(), self._buf)
         except orjson.JSONEncodeError as e:
-            lines = self._unrecordable(ErrorEvent(t_s=0.0), e)
-        with self._buf_lock:
-            for line in lines:
-                self._buf.append(line)
-                self._buf_bytes += len(line)
+            n = self._unrecordable(ErrorEvent(t_s=0.0), e)
+        self._buf_bytes += n
 
     def _thinned(self, event: Event) -> bool:
         """Whether `event` is left out by thin_s. A line with a note (the drain's start)
@@ -278,7 +290,7 @@ class SessionRecorder:
         """The newest reading of each device left out by thin_s (the last word on its
         energy counter, so the session's totals are those of the run), and the lines
         the compact encoding holds back."""
-        with self._encode_lock:
+        with self._lock:
             self._write_held_locked()
 
     def _write_held_locked(self) -> None:
@@ -286,20 +298,17 @@ class SessionRecorder:
         self.events_thinned -= len(held)
         for ev in sorted(held.values(), key=lambda e: e.t_s):
             try:
-                lines = self._encode(ev)
+                n = self._encode(ev, self._buf)
             except orjson.JSONEncodeError as e:
-                lines = self._unrecordable(ev, e)
-            with self._buf_lock:
-                for line in lines:
-                    self._buf.append(line)
-                    self._buf_bytes += len(line)
+                n = self._unrecordable(ev, e)
+            self._buf_bytes += n
             self.events_written += 1
         self._finish_lines()
 
     def flush(self) -> None:
         """Move everything buffered so far to the OS (survives a crash of this process)."""
         with self._file_lock:
-            with self._buf_lock:
+            with self._lock:
                 buf, self._buf, self._buf_bytes = self._buf, [], 0
             if not buf or self._file is None:
                 return
@@ -320,7 +329,7 @@ class SessionRecorder:
             return
         try:
             self._write_held()
-            with self._buf_lock:
+            with self._lock:
                 self._buf.append(_event_line(end))
             self.flush()
             if self._error is None:

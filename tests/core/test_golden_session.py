@@ -5,8 +5,8 @@ knob events and the header (host, pid, start time) are set aside, numbers are co
 to 1e-9 relative. A change meant to alter recordings regenerates the golden file
 (`python -m tests.data.make_golden`) and says so.
 
-The same run recorded in format version 1 is kept too (golden-composite-seed7-v1): it
-must still read, and read back as the same events as today's compact recording."""
+The same run recorded in format versions 1 and 2 is kept too (golden-composite-seed7-v1,
+-v2): they must still read, and read back as the same events as today's recording."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
-from app.core.events import Event
+from app.core.events import SESSION_VERSION, Event
 from app.core.session_reader import read_session
-from tests.data.make_golden import GOLDEN, GOLDEN_V1, record
+from tests.data.make_golden import GOLDEN, GOLDEN_V1, GOLDEN_V2, record
 
 #: Summary entries that depend on the machine, not on the run; and the knobs in force at
 #: the end, set aside like knob events (a new knob adds a key, not a change to the run).
@@ -101,20 +102,32 @@ def _close(a: Any, b: Any, where: str) -> str | None:
     return None if a == b else f"{where}: {a!r} != {b!r}"
 
 
-def test_the_version_1_golden_session_reads_as_todays_compact_recording(
-        tmp_path: Path) -> None:
-    v1 = tmp_path / "v1.jsonl"
-    v1.write_bytes(gzip.decompress(GOLDEN_V1.read_bytes()))
-    old = read_session(v1)
-    assert old.header.version == 1 and old.end is not None and not old.warnings
-    now_path = tmp_path / "now.jsonl"
-    record(now_path)
+@pytest.fixture(scope="module")
+def now_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("golden") / "now.jsonl"
+    record(path)
+    return path
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_golden_session_reads_as_todays_recording(tmp_path: Path, now_path: Path,
+                                                            version: int) -> None:
+    old_path = tmp_path / f"v{version}.jsonl"
+    old_path.write_bytes(gzip.decompress((GOLDEN_V1 if version == 1 else GOLDEN_V2)
+                                         .read_bytes()))
+    old = read_session(old_path)
+    assert old.header.version == version and old.end is not None and not old.warnings
     now = read_session(now_path)
-    assert now.header.version == 2
+    assert now.header.version == SESSION_VERSION
     a, b = _by_subject(now.events), _by_subject(old.events)
     assert len(a) == len(b) > 2000
     for i, (x, y) in enumerate(zip(a, b, strict=True)):
         diff = _close(x, y, f"event {i} ({y.get('kind')})")
         assert diff is None, diff
-    # Version 2 is the smaller by far, for the same events.
-    assert now_path.stat().st_size < 0.5 * v1.stat().st_size
+    size, old_size = now_path.stat().st_size, old_path.stat().st_size
+    if version == 1:  # compact lines are the smaller by far, for the same events
+        assert size < 0.5 * old_size
+    else:  # version 2 names the device of every sample line, version 3 rarely
+        lines = [orjson.loads(x) for x in old_path.read_bytes().splitlines()]
+        assert all("device" in x for x in lines if x["kind"] == "sample")
+        assert size < old_size

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from app.core.clock import run_async
 from app.core.events import (
+    SESSION_VERSION,
     EndEvent,
     EngineStateEvent,
     Event,
@@ -103,10 +104,12 @@ _EVENTS = st.lists(st.one_of(_REQUEST, _REQUEST, _STAGE, _STAGE, _WORKFLOW, _SAM
                              _KNOB), max_size=40)
 
 
+@pytest.mark.parametrize("version", [2, SESSION_VERSION])
 @settings(max_examples=300, deadline=None)
-@given(_EVENTS)
-def test_any_sequence_of_events_reads_back_as_written(events: list[Event]) -> None:
-    enc, dec = LineEncoder(), LineDecoder()
+@given(events=_EVENTS)
+def test_any_sequence_of_events_reads_back_as_written(version: int, events: list[Event]
+                                                      ) -> None:
+    enc, dec = LineEncoder(version), LineDecoder(version)
     lines = [line for ev in events for line in enc.encode(ev)] + enc.finish()
     back: list[Event] = []
     for raw in lines:
@@ -126,6 +129,74 @@ def test_any_sequence_of_events_reads_back_as_written(events: list[Event]) -> No
             del full["kind"]
             back.append(cls(**full))
     assert _canonical(back) == _canonical(events)
+
+
+def _lines(events: list[Event], version: int = SESSION_VERSION) -> list[dict[str, Any]]:
+    enc = LineEncoder(version)
+    return [orjson.loads(orjson.dumps(x)) for ev in events for x in enc.encode(ev)
+            ] + enc.finish()
+
+
+def test_a_sample_names_its_device_only_out_of_turn(tmp_path: Path) -> None:
+    # Three devices read in turn; gpu1 misses a reading, dram0 joins later, and a
+    # reading comes out of turn: the device is named where it is not the next in turn.
+    order = ["gpu0", "gpu1", "cpu0", "gpu0", "gpu1", "cpu0", "gpu0", "cpu0", "gpu0", "gpu1",
+             "cpu0", "dram0", "gpu0", "gpu1", "cpu0", "dram0", "gpu1", "gpu0"]
+    events: list[Event] = [Sample(t_s=i / 10, meter="m", device=d, power_w=float(i))
+                           for i, d in enumerate(order)]
+    named = [x.get("device") for x in _lines(events)]
+    assert named == ["gpu0", "gpu1", "cpu0", None, None, None, None, "cpu0", None, None,
+                     None, "dram0", None, None, None, None, "gpu1", "gpu0"]
+    path = tmp_path / "s.jsonl"
+    _record(path, events)
+    assert read_session(path).events == events
+    # Version 2 names every one.
+    assert all("device" in x for x in _lines(events, version=2))
+
+
+def test_a_finished_request_takes_its_queue_time_from_the_previous_finished() -> None:
+    events: list[Event] = []
+    for i, q in enumerate([0.0, 0.0, 0.25, 0.25]):
+        rid = f"w{i}.1"
+        events += [RequestEvent(t_s=i, request_id=rid, workflow_id=f"w{i}"),
+                   RequestEvent(t_s=i + 0.5, request_id=rid, workflow_id=f"w{i}",
+                                phase="finished", queue_s=q, reason="stop")]
+    finished = [x for x in _lines(events) if x.get("phase") == "finished"]
+    assert [x.get("queue_s") for x in finished] == [0.0, None, 0.25, None]
+    enc, dec = LineEncoder(), LineDecoder()
+    back = []
+    for ev in events:
+        for line in enc.encode(ev):
+            full = dict(dec.decode(RequestEvent, orjson.loads(orjson.dumps(line))))
+            del full["kind"]
+            back.append(RequestEvent(**full))
+    assert back == events
+
+
+def test_version_2_lines_read_as_version_2_wrote_them(tmp_path: Path) -> None:
+    # The same lines mean other things in versions 2 and 3: a sample without a device
+    # (version 2: a first line, which takes the previous first line's; version 3: the
+    # next device in turn), a finished request without queue_s (version 2: its own
+    # previous value; version 3: the previous finished request's).
+    body = (b'{"kind":"sample","t_s":1.0,"device":"gpu0","power_w":5.0}\n'
+            b'{"kind":"sample","t_s":1.0,"device":"gpu1","power_w":5.0}\n'
+            b'{"kind":"sample","t_s":1.1,"power_w":6.0}\n'
+            b'{"kind":"request","t_s":1.0,"request_id":"w.1","workflow_id":"w"}\n'
+            b'{"kind":"request","t_s":2.0,"request_id":"w.1","phase":"finished",'
+            b'"queue_s":0.5}\n'
+            b'{"kind":"request","t_s":1.5,"request_id":"v.1","workflow_id":"v",'
+            b'"queue_s":0.25}\n'
+            b'{"kind":"request","t_s":3.0,"request_id":"v.1","phase":"finished"}\n')
+    got = {}
+    for version in (2, 3):
+        path = tmp_path / f"v{version}.jsonl"
+        path.write_bytes(b'{"kind":"session","version":%d}\n' % version + body)
+        events = read_session(path).events
+        got[version] = ([e.device for e in events if isinstance(e, Sample)],
+                        [e.queue_s for e in events
+                         if isinstance(e, RequestEvent) and e.phase == "finished"])
+    assert got[2] == (["gpu0", "gpu1", "gpu1"], [0.5, 0.25])
+    assert got[3] == (["gpu0", "gpu1", "gpu0"], [0.5, 0.5])
 
 
 # -- real runs ---------------------------------------------------------------------------
@@ -164,7 +235,7 @@ def test_a_run_reads_back_as_the_bus_carried_it(tmp_path: Path, meters: list[str
     its energy share, after its stage's and workflow's lines: both orders pack."""
     seen, path = _run(tmp_path, OneCall(), meters=meters, workflows=300)
     data = read_session(path)
-    assert data.header.version == 2 and data.end is not None and not data.warnings
+    assert data.header.version == SESSION_VERSION and data.end is not None and not data.warnings
     _same_at_resolution(data.events, seen)
 
 

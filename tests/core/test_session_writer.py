@@ -17,6 +17,7 @@ import pytest
 
 from app.core.events import (
     EVENT_KINDS,
+    SESSION_VERSION,
     EndEvent,
     ErrorEvent,
     Event,
@@ -134,7 +135,7 @@ def test_version_1_lines_are_the_events_to_dict(tmp_path: Path) -> None:
     assert read_session(path).events == events
 
 
-def test_version_2_lines_leave_out_defaults_and_read_back_whole(tmp_path: Path) -> None:
+def test_compact_lines_leave_out_defaults_and_read_back_whole(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     events: list[Event] = [
         MarkEvent(t_s=1.0, label="x"),
@@ -147,12 +148,34 @@ def test_version_2_lines_leave_out_defaults_and_read_back_whole(tmp_path: Path) 
         rec.write(ev)
     rec.close(EndEvent(t_s=4.0))
     lines = [orjson.loads(x) for x in path.read_bytes().splitlines()]
-    assert lines[0]["version"] == 2
+    assert lines[0]["version"] == SESSION_VERSION
     assert lines[1:4] == [
         {"kind": "mark", "t_s": 1.0, "label": "x"},
         {"kind": "error", "t_s": 2.0, "source": "meters", "message": "m"},
         {"kind": "sample", "t_s": 3.0, "meter": "sim", "device": "gpu0", "power_w": 100.0},
     ]
+    assert read_session(path).events == events
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_header_of_an_older_compact_version_gets_its_lines(tmp_path: Path,
+                                                             version: int) -> None:
+    # Version 2 names the device of every sample; version 3 only where it is not the
+    # next of the devices seen in turn (here: the first line of each).
+    path = tmp_path / "s.jsonl"
+    events: list[Event] = [Sample(t_s=t / 10, meter="sim", device=d, energy_mj=t * 1.5)
+                           for t in range(3) for d in ("gpu0", "gpu1")]
+    rec = SessionRecorder(path)
+    h = header()
+    h.version = version
+    rec.open(h)
+    for ev in events:
+        rec.write(ev)
+    rec.close(EndEvent(t_s=4.0))
+    lines = [orjson.loads(x) for x in path.read_bytes().splitlines()]
+    assert lines[0]["version"] == version
+    named = [x.get("device") for x in lines[1:-1]]
+    assert named == (["gpu0", "gpu1"] * 3 if version == 2 else ["gpu0", "gpu1"] + [None] * 4)
     assert read_session(path).events == events
 
 
