@@ -1,0 +1,168 @@
+"""The autopilot's decision rule on hand-made measurements: what counts as a setting that
+cannot keep up, how far a violated setting is kept away, when a lower cap may be tried,
+and that the batch limit does not swing between a TTFT and a TPOT violation."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.autopilot.measure import Measurement
+from app.core.autopilot.objective import parse_objective
+from app.core.autopilot.params import AutopilotParams
+from app.core.autopilot.policy import BACKING_OFF, EXPLORING, HOLDING, Cell, Grid, Policy, cell_of
+
+OBJECTIVE = "ttft_p90=1s,tpot_p90=50ms"
+CAPS = [300.0, 400.0, 500.0, 600.0, 700.0]
+BATCHES = [16.0, 32.0, 64.0, 128.0, 256.0]
+
+
+def policy(**overrides: float) -> Policy:
+    params = AutopilotParams()
+    for k, v in overrides.items():
+        setattr(params, k, v)
+    return Policy(parse_objective(OBJECTIVE), Grid({"power_cap": list(CAPS),
+                                                    "batch_limit": list(BATCHES)}), params)
+
+
+def cell(cap: float = 700.0, batch: float = 64.0) -> Cell:
+    return cell_of({"power_cap": cap, "batch_limit": batch})
+
+
+def measured(t0: float, t1: float, ttft: float = 0.4, tpot: float = 0.02,
+             rate: float = 1000.0, jpt: float = 0.5, backlog: tuple[int, int] = (0, 0),
+             growth: float = 0.0, mean_out: float = 20.0, queue_share: float = 0.0,
+             n: int = 200) -> Measurement:
+    """One epoch: every target judged on `n` requests, J/token `jpt` told with 1% noise,
+    `rate` tokens/s over the epoch."""
+    m = Measurement(t0, t1, finished=n, j_per_token=jpt, noise=0.01,
+                    tokens=rate * (t1 - t0), backlog_start=backlog[0], backlog_end=backlog[1],
+                    outstanding_growth=growth, outstanding_mean=mean_out,
+                    queue_share=queue_share)
+    for name, v in (("ttft_p90", ttft), ("tpot_p90", tpot)):
+        m.observed[name] = v
+        m.counts[name] = n
+        m.over[name] = 0
+        m.scatter[name] = 0.05
+    return m
+
+
+# -- requests piling up ------------------------------------------------------------------
+
+def test_one_epoch_of_outstanding_growth_is_not_yet_a_violation() -> None:
+    p = policy()
+    d = p.on_epoch(cell(), measured(0, 30, growth=40, backlog=(0, 3)), 30, 30)
+    assert d.state != BACKING_OFF
+
+
+def test_two_epochs_of_outstanding_growth_with_requests_waiting_back_off() -> None:
+    p = policy()
+    p.on_epoch(cell(600), measured(0, 30, growth=40, backlog=(0, 3)), 30, 30)
+    d = p.on_epoch(cell(600), measured(40, 70, growth=40, backlog=(3, 6)), 70, 30)
+    assert d.state == BACKING_OFF
+    assert "outstanding rose by 40" in d.reason or "queue grows" in d.reason
+    assert d.moves.get("power_cap", 0) > 600
+
+
+def test_an_extended_epoch_is_not_a_second_epoch_of_growth() -> None:
+    p = policy()
+    p.on_epoch(cell(600), measured(0, 30, growth=40, backlog=(0, 3)), 30, 30)
+    # The same epoch (same start) looked at again after measuring longer.
+    d = p.on_epoch(cell(600), measured(0, 45, growth=40, backlog=(0, 3)), 45, 45)
+    assert d.state != BACKING_OFF
+
+
+def test_a_served_burst_is_not_a_setting_that_cannot_keep_up() -> None:
+    """Outstanding requests rising two epochs running, but nothing waiting and every
+    latency well inside its limit: a fan-out being served."""
+    p = policy()
+    p.on_epoch(cell(600), measured(0, 30, growth=40), 30, 30)
+    d = p.on_epoch(cell(600), measured(40, 70, growth=40), 70, 30)
+    assert d.state != BACKING_OFF
+
+
+# -- where a lower cap is tried ----------------------------------------------------------
+
+def settle_in(p: Policy, c: Cell, epochs: int, rate: float, t: float = 0.0) -> float:
+    for _ in range(epochs):
+        p.on_epoch(c, measured(t, t + 30, rate=rate), t + 30, 30)
+        t += 40
+    return t
+
+
+def test_no_lower_cap_is_tried_before_the_load_is_known() -> None:
+    p = policy(min_load_epochs=4)
+    d = p.on_epoch(cell(700), measured(0, 30), 30, 30)
+    assert d.moves == {} and d.state == HOLDING
+
+
+def test_no_lower_cap_is_tried_in_a_lull() -> None:
+    p = policy(min_load_epochs=4)
+    # The first epochs hold (load not yet known), then a lower cap would be tried...
+    t = 0.0
+    for _ in range(3):
+        d = p.on_epoch(cell(700), measured(t, t + 30, rate=1000), t + 30, 30)
+        t += 40
+    assert d.moves == {}
+    # ...but this epoch carries half the usual load: a setting that copes with a lull
+    # says nothing of the next burst.
+    d = p.on_epoch(cell(700), measured(t, t + 30, rate=500), t + 30, 30)
+    assert d.moves == {} and "below its usual" in d.reason
+    t += 40
+    d = p.on_epoch(cell(700), measured(t, t + 30, rate=1000), t + 30, 30)
+    assert d.state == EXPLORING and d.moves == {"power_cap": 600.0}
+
+
+# -- how long a violated setting is left alone ---------------------------------------------
+
+def test_a_violated_setting_and_the_lower_caps_below_it_are_left_alone() -> None:
+    p = policy(infeasible_s=600.0)
+    p.on_violation(cell(500), [], measured(0, 30, backlog=(0, 30)), 100.0)
+    assert p.infeasible[cell(500)] == pytest.approx(700.0)
+    # A lower cap with the same batch limit is slower still.
+    assert p.infeasible[cell(400)] >= 700.0 and p.infeasible[cell(300)] >= 700.0
+    assert cell(600) not in p.infeasible and cell(500, 128) not in p.infeasible
+
+
+def test_a_setting_that_violates_again_is_left_alone_twice_as_long() -> None:
+    p = policy(infeasible_s=600.0)
+    p.on_violation(cell(500), [], measured(0, 30, backlog=(0, 30)), 100.0)
+    p.on_violation(cell(500), [], measured(800, 830, backlog=(0, 30)), 900.0)
+    assert p.infeasible[cell(500)] == pytest.approx(900.0 + 1200.0)
+
+
+# -- the batch limit between TTFT and TPOT -----------------------------------------------
+
+def test_the_batch_limit_does_not_swing_between_ttft_and_tpot_violations() -> None:
+    p = policy()
+    objective = p.objective.targets
+    ttft = [t for t in objective if t.metric == "ttft"]
+    tpot = [t for t in objective if t.metric == "tpot"]
+    # At the highest cap, TTFT over with requests waiting: a larger batch limit.
+    d1 = p.on_violation(cell(700, 64), ttft, measured(0, 10, ttft=3.0, backlog=(5, 20),
+                                                      queue_share=0.8), 10.0)
+    assert d1.moves == {"batch_limit": 128.0}
+    # There, time per token over: back to the smaller batch once (a queue drains, time
+    # per token at a batch too large does not)...
+    d2 = p.on_violation(cell(700, 128), tpot, measured(20, 30, tpot=0.09), 30.0)
+    assert d2.moves == {"batch_limit": 64.0}
+    # ...and when TTFT is over there again, it holds: the objective cannot be met.
+    d3 = p.on_violation(cell(700, 64), ttft, measured(40, 50, ttft=3.0, backlog=(20, 30),
+                                                      queue_share=0.8), 50.0)
+    assert d3.state == HOLDING and d3.moves == {}
+    assert "cannot be met" in d3.reason
+
+
+# -- the share of the limit kept free ----------------------------------------------------
+
+@pytest.mark.parametrize("scatter", [0.05, 0.1, 0.15])
+def test_the_share_kept_free_keeps_windows_over_the_limit_rare(scatter: float) -> None:
+    """A quantile at (1 - share) x limit, scattering by `scatter` relative SD from window to
+    window, goes over the limit in a window only beyond z standard deviations."""
+    p = policy(safety=0.0, max_safety=1.0)
+    t = p.objective.targets[0]
+    m = measured(0, 30)
+    m.scatter[t.name] = scatter
+    share = p.safety(t, m)
+    q = (1.0 - share) * t.limit_s
+    z_over = (t.limit_s / q - 1.0) / scatter
+    assert z_over == pytest.approx(p.p.safety_z, rel=1e-9)
