@@ -6,14 +6,17 @@ bounds). The autopilot measures the cell it is in for one epoch after the readin
 settle: J/token (told at one reference token rate, from a fit of power against token
 rate over the epoch's parts, so bursts of arrivals do not pass for savings) and each
 latency quantile, judged against the limit less its measured window-to-window scatter.
-If the objective is violated, or the queue grows, it backs off at once toward
-performance: to the best cell known to meet the objective, else one step that raises
+If the objective is violated, or requests pile up, it backs off at once toward
+performance: to the best cell known to meet the objective at the load of now (not one
+met only in a lull), else one step that raises
 performance (a higher power cap first; then a larger batch limit when requests wait for
 admission, a smaller one when time per token is over). If the objective holds with
 headroom it tries the neighbour the study expects to save energy: a lower power cap
 (kept while J/token does not rise: a cap that does not bind yet costs nothing), or a
 larger batch limit where the limit binds; it keeps a move that lowered J/token by more
-than the noise and otherwise returns. With no neighbour left to try it holds, re-measuring
+than the noise and otherwise returns. A lower cap is tried only after an epoch of
+typical load; a violated cell (and the lower caps below it) is left alone for a while,
+doubling at each violation. With no neighbour left to try it holds, re-measuring
 each epoch; a new offered load (the rate knob) or the age of the measurements starts the
 search again. Too few requests, or J/token too noisy, and it holds still and measures
 longer.
