@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
@@ -84,10 +83,12 @@ class GpuTwin:
         self.power_limits_w = [gpu.tdp_w] * self.n_gpus
         self.power_limit_range_w = (gpu.min_power_limit_w, gpu.tdp_w)
         self.mem_used_mib = _CUDA_CONTEXT_MIB
-        self._segs: deque[Segment] = deque()
+        # Lists, not deques: the readings bisect them, and `prune` drops the old
+        # history in one slice deletion.
+        self._segs: list[Segment] = []
         # Each segment's t1, beside it: energy_j bisects these without a key function
         # (three readings per meter sample, 36,000 samples an hour).
-        self._ends: deque[float] = deque()
+        self._ends: list[float] = []
         self._base_t = 0.0  # energy counter known exactly here...
         self._base_j = 0.0  # ...with this value
         self._listeners: list[Callable[[], None]] = []
@@ -299,7 +300,9 @@ class GpuTwin:
         through the base point)."""
         self.temperature_c(t)  # the engine prunes about once a second: keeps heat exact
         keep = t - _HISTORY_S
-        while self._segs and self._segs[0].t1 < keep:
-            s = self._segs.popleft()
-            self._ends.popleft()
+        old = bisect_left(self._ends, keep)  # the segments that end before `keep`
+        if old:
+            s = self._segs[old - 1]
             self._base_t, self._base_j = s.t1, s.energy_end_j
+            del self._segs[:old]
+            del self._ends[:old]
