@@ -10,7 +10,15 @@ import sys
 import time
 from typing import IO, Any
 
-from app.core.events import AutopilotEvent, ErrorEvent, Event, KnobEvent
+from app.core.events import (
+    AutopilotEvent,
+    ErrorEvent,
+    Event,
+    KnobEvent,
+    RequestEvent,
+    Sample,
+    StageEvent,
+)
 from app.core.saturation import SaturationWatch
 from app.core.stats import LiveStats, StatsSnapshot
 
@@ -33,6 +41,11 @@ def progress_line(s: StatsSnapshot) -> str:
     )
 
 
+#: Kinds that neither the printer nor its saturation watch reads: most of a run's
+#: events (meter samples, requests, stages) skip the type checks.
+_SILENT_KINDS = frozenset({Sample.kind, RequestEvent.kind, StageEvent.kind})
+
+
 class HeadlessPrinter:
     def __init__(self, stats: LiveStats, out: IO[str] | None = None, period_s: float = 1.0) -> None:
         self._stats = stats
@@ -44,6 +57,21 @@ class HeadlessPrinter:
         self._saturated: str | None = None
 
     def on_event(self, ev: Event) -> None:
+        if ev.kind not in _SILENT_KINDS:
+            self._note(ev)
+        now = time.monotonic()
+        if now - self._last >= self._period_s:
+            self._last = now
+            snap = self._stats.snapshot()
+            saturated = self._saturation.reason(snap.t_s)
+            if saturated != self._saturated and saturated is not None:
+                self._print(f"{saturated.upper().split(':')[0]}: {saturated.split(': ', 1)[1]}"
+                            " (the engine cannot keep up with the arrivals)")
+            self._saturated = saturated
+            self._print(progress_line(snap) + ("  SATURATED" if saturated else ""))
+
+    def _note(self, ev: Event) -> None:
+        """An event the printer or its saturation watch reads."""
         self._saturation.on_event(ev)
         if isinstance(ev, KnobEvent) and ev.is_change:
             why = f": {ev.reason}" if ev.reason else ""
@@ -58,16 +86,6 @@ class HeadlessPrinter:
             level = "error" if ev.fatal else "warning"
             first = (ev.message or "").strip().splitlines()
             self._print(f"{level} [{ev.source}] {first[0] if first else '(no message)'}")
-        now = time.monotonic()
-        if now - self._last >= self._period_s:
-            self._last = now
-            snap = self._stats.snapshot()
-            saturated = self._saturation.reason(snap.t_s)
-            if saturated != self._saturated and saturated is not None:
-                self._print(f"{saturated.upper().split(':')[0]}: {saturated.split(': ', 1)[1]}"
-                            " (the engine cannot keep up with the arrivals)")
-            self._saturated = saturated
-            self._print(progress_line(snap) + ("  SATURATED" if saturated else ""))
 
     def _print(self, line: str) -> None:
         try:

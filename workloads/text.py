@@ -37,6 +37,18 @@ def corpus_words() -> tuple[str, ...]:
     return tuple(words)
 
 
+@lru_cache(maxsize=1)
+def _joined() -> tuple[str, tuple[int, ...]]:
+    """The corpus as one string of its words joined by single spaces, and where each
+    word starts in it (one more entry: the length plus one): a passage is then one
+    slice instead of a join of thousands of words."""
+    words = corpus_words()
+    starts = [0]
+    for w in words:
+        starts.append(starts[-1] + len(w) + 1)
+    return " ".join(words), tuple(starts)
+
+
 def words_for_tokens(tokens: int) -> int:
     return max(1, round(tokens / TOKENS_PER_WORD))
 
@@ -85,12 +97,18 @@ def passage(tokens: int, rng: random.Random) -> str:
 
 
 def _cut(start: int, n: int) -> str:
-    words = corpus_words()
-    # Slices, not a per-word modulo: this runs for every prompt of a long virtual run.
-    out = list(words[start : start + n])
-    while len(out) < n:
-        out.extend(words[: n - len(out)])
-    return " ".join(out)
+    """`n` words from word `start`, wrapping around the corpus, joined by spaces."""
+    # String slices of the joined corpus, not a join of words: this runs for every
+    # prompt of a long virtual run, and a snippet is thousands of words.
+    text, starts = _joined()
+    count = len(starts) - 1
+    parts = []
+    while n > 0:
+        take = min(n, count - start)
+        parts.append(text[starts[start] : starts[start + take] - 1])
+        n -= take
+        start = 0
+    return " ".join(parts)
 
 
 def _fit_words(tokens: int, start: int, n: int) -> int:

@@ -10,7 +10,6 @@ an `error` event and polled again next time: one bad read does not end a run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Callable
 
@@ -38,7 +37,9 @@ class MeterPoller:
         self._interval_override = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        # The pending callback of each loop-polled meter (its timer, or its reading
+        # once the timer has fired).
+        self._handles: dict[int, asyncio.Handle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._errors_reported: set[str] = set()
         # Abilities are known at construction; an isinstance check per read costs µs.
@@ -52,7 +53,7 @@ class MeterPoller:
         blocking = [m for m in self._meters if m.info().blocking]
         for m in self._meters:
             if not m.info().blocking:
-                self._tasks.append(asyncio.create_task(self._poll_task(m)))
+                self._handles[id(m)] = self._loop.call_soon(self._tick, m, self._interval(m))
         if blocking:
             self._thread = threading.Thread(
                 target=self._poll_thread, args=(blocking,), name="wattflow-meters", daemon=True
@@ -80,11 +81,19 @@ class MeterPoller:
         for ev in events:
             self._publish(ev)
 
-    async def _poll_task(self, m: Meter) -> None:
-        interval = self._interval(m)
-        while True:
-            self._deliver(self._read(m))
-            await asyncio.sleep(interval)
+    # A loop-polled meter is read by callbacks, not by a task that sleeps: an hour of
+    # the twin takes 36,000 readings, and each sleep cost a future and a task step. The
+    # timer fires `_due`, which queues the reading behind what is ready at that instant,
+    # as the wake-up of a sleeping task was; the readings come at the same times and in
+    # the same order among the run's other events.
+    def _tick(self, m: Meter, interval: float) -> None:
+        assert self._loop is not None
+        self._deliver(self._read(m))
+        self._handles[id(m)] = self._loop.call_later(interval, self._due, m, interval)
+
+    def _due(self, m: Meter, interval: float) -> None:
+        assert self._loop is not None
+        self._handles[id(m)] = self._loop.call_soon(self._tick, m, interval)
 
     def _poll_thread(self, meters: list[Meter]) -> None:
         assert self._loop is not None
@@ -104,11 +113,14 @@ class MeterPoller:
         """Stop polling, then take one last reading of every meter so that energy
         up to this instant is counted."""
         self._stop.set()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        if self._handles:
+            for h in self._handles.values():
+                h.cancel()
+            self._handles.clear()
+            # Two turns of the loop, as the cancelled polling tasks took to end: what
+            # was ready at this instant still comes before the last readings.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5.0)
         for m in self._meters:

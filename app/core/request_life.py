@@ -24,6 +24,10 @@ from app.core.events import RUN_ENDED, WORKFLOW_FAILED, Event, RequestEvent
 from engines.base import Engine, EngineError, InlineProgress, Request
 from workloads.base import CallResult
 
+#: Stands in for asyncio.timeout(None) (the default: no request timeout), which costs
+#: a context object and a look-up of the current task for each request.
+_NO_TIMEOUT = contextlib.nullcontext()
+
 
 class RequestFailed(RuntimeError):
     """A request ended without a finish (engine error, timeout, the run's end)."""
@@ -152,7 +156,8 @@ class Requests:
 
         engine = self._engine
         try:
-            async with asyncio.timeout(self._timeout_s), contextlib.aclosing(
+            async with (asyncio.timeout(self._timeout_s) if self._timeout_s is not None
+                        else _NO_TIMEOUT), contextlib.aclosing(
                 engine.generate_inline(req, progress) if self._inline  # type: ignore[attr-defined]
                 else engine.generate(req)  # type: ignore[type-var]
             ) as stream:

@@ -479,25 +479,24 @@ class SimEngine:
             if t >= deadline - 1e-9:
                 break
         twin.record_steps(t0, ends, energies, clock, util)
-        if len(ends) > 1 and not self._reserve_decode(batch, len(ends)):
+        if len(ends) > 1 and not self._room_for(batch, len(ends)):
             twin.truncate(ends[0])
             del ends[1:]
         return ends
 
-    def _reserve_decode(self, batch: list[tuple[Seq, int]], k: int) -> bool:
-        """KV blocks for k decode steps (step 1's were allocated by the scheduler)."""
-        sch = self.sched
+    def _room_for(self, batch: list[tuple[Seq, int]], k: int) -> bool:
+        """Whether the KV pool has the blocks of k decode steps of `batch` (step 1's
+        were allocated by the scheduler). Each request takes its blocks as the steps
+        are committed (_commit_decode): nothing reads the pool before that."""
+        free = self.sched.free_blocks
+        # The scheduler gave each request the blocks of step 1, so steps 2..k take at
+        # most ceil((k - 1) / 16) more each: when the pool has that, no pass is needed.
+        if len(batch) * -(-(k - 1) // BLOCK_TOKENS) <= free:
+            return True
         need = 0
         for s, _ in batch:
             need += -(-(s.num_computed + k - s.prefix_hit) // BLOCK_TOKENS) - s.own_blocks
-        if need > sch.free_blocks:
-            return False
-        for s, _ in batch:
-            extra = -(-(s.num_computed + k - s.prefix_hit) // BLOCK_TOKENS) - s.own_blocks
-            if extra > 0:
-                s.own_blocks += extra
-                sch.used_blocks += extra
-        return True
+        return need <= free
 
     # ---- committing steps -----------------------------------------------------------
 
@@ -558,25 +557,39 @@ class SimEngine:
         self._flush(t)
 
     def _commit_decode(self, batch: list[tuple[Seq, int]], k: int, t: float) -> None:
+        """Commit k steps of a pure-decode batch (the whole running set, in its order):
+        tokens, finishes, each request's KV blocks, and the token events that are due,
+        in one pass (this is _commit_step and _flush for the fast-forward path)."""
         sch = self.sched
+        due = t - self.token_event_interval_s + 1e-9
+        live = 0
         for seq, _ in batch:
             if seq.aborted:
-                continue
+                continue  # reaped before the next step; its consumer is gone
+            live += 1
             seq.num_computed += k
-            seq.num_output += k
+            out = seq.num_output = seq.num_output + k
             seq.pending_decode += k
-            self.output_tokens_total += k
-            if seq.num_output >= seq.max_tokens:
+            if out >= seq.max_tokens:
                 sch.finish(seq)
                 self._event(seq, t, finished=True)
-        # Blocks reserved for steps that were withdrawn go back to the pool.
-        for seq, _ in batch:
-            if not seq.finished and not seq.aborted:
-                keep = -(-(seq.num_computed - seq.prefix_hit) // BLOCK_TOKENS)
-                if seq.own_blocks > keep:
-                    sch.used_blocks -= seq.own_blocks - keep
-                    seq.own_blocks = keep
-        self._flush(t)
+                continue
+            # The blocks its tokens now fill (_plan checked that the pool had them).
+            keep = -(-(seq.num_computed - seq.prefix_hit) // BLOCK_TOKENS)
+            if keep != seq.own_blocks:
+                sch.used_blocks += keep - seq.own_blocks
+                seq.own_blocks = keep
+            if seq.last_event_t <= due:
+                progress = seq.progress
+                if progress is not None and seq.first_sent and not seq.events:
+                    # _event's inline branch, kept here: this is the hot loop.
+                    prefill, decode = seq.pending_prefill, seq.pending_decode
+                    seq.pending_prefill = seq.pending_decode = 0
+                    seq.last_event_t = t
+                    progress(prefill, decode, out)
+                else:
+                    self._event(seq, t)
+        self.output_tokens_total += k * live
 
     def _flush(self, t: float) -> None:
         due = t - self.token_event_interval_s + 1e-9

@@ -25,10 +25,10 @@ engines/sim/README.md.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-from collections import deque
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 
 from engines.sim.power import PowerCoefficients, PowerModel, StepPower
 from engines.sim.roofline import Calibration, Roofline, StepWork
@@ -44,10 +44,6 @@ _AMBIENT_C = 30.0
 _THERMAL_TAU_S = 20.0
 _CUDA_CONTEXT_MIB = 500.0
 _HISTORY_S = 5.0  # timeline kept behind the newest query (for 1 s averages)
-
-
-def _segment_end(s: Segment) -> float:
-    return s.t1
 
 
 @dataclass(slots=True)
@@ -87,7 +83,12 @@ class GpuTwin:
         self.power_limits_w = [gpu.tdp_w] * self.n_gpus
         self.power_limit_range_w = (gpu.min_power_limit_w, gpu.tdp_w)
         self.mem_used_mib = _CUDA_CONTEXT_MIB
-        self._segs: deque[Segment] = deque()
+        # Lists, not deques: the readings bisect them, and `prune` drops the old
+        # history in one slice deletion.
+        self._segs: list[Segment] = []
+        # Each segment's t1, beside it: energy_j bisects these without a key function
+        # (three readings per meter sample, 36,000 samples an hour).
+        self._ends: list[float] = []
         self._base_t = 0.0  # energy counter known exactly here...
         self._base_j = 0.0  # ...with this value
         self._listeners: list[Callable[[], None]] = []
@@ -174,6 +175,7 @@ class GpuTwin:
             return
         e0 = last_j + self.idle_w * (t0 - last_t)
         self._segs.append(Segment(t0, t1, power_w, clock, util, e0 + power_w * (t1 - t0)))
+        self._ends.append(t1)
 
     def record_steps(self, t0: float, ends: list[float], energies_j: list[float],
                      clock: float, util: float) -> None:
@@ -181,18 +183,20 @@ class GpuTwin:
         last_t, e = self._last_point()
         t0 = max(t0, last_t)
         e += self.idle_w * (t0 - last_t)
-        append = self._segs.append
+        append, append_end = self._segs.append, self._ends.append
         for t1, ej in zip(ends, energies_j, strict=True):
             if t1 <= t0:
                 continue
             e += ej
             append(Segment(t0, t1, ej / (t1 - t0), clock, util, e))
+            append_end(t1)
             t0 = t1
 
     def truncate(self, t: float) -> None:
         """Withdraw planned steps that start at or after `t`."""
         while self._segs and self._segs[-1].t0 >= t - 1e-12:
             self._segs.pop()
+            self._ends.pop()
 
     def timeline_end(self) -> float:
         """Where the recorded (or planned) GPU activity ends."""
@@ -214,7 +218,7 @@ class GpuTwin:
         segs = self._segs
         # The first segment ending after t (the timeline is ordered): a bisection, as a
         # one-second average reaches back over dozens of decode steps.
-        i = bisect_right(segs, t, key=_segment_end)
+        i = bisect_right(self._ends, t)
         if i < len(segs):
             s = segs[i]
             if s.t0 < t:
@@ -229,11 +233,13 @@ class GpuTwin:
 
     def at(self, t: float) -> Segment | None:
         """The step running at `t`, if any."""
-        for s in reversed(self._segs):
-            if s.t0 <= t < s.t1:
+        # The first segment ending after t (bisection: steps planned ahead of t, a
+        # decode run's worth, are not scanned); t may fall in the idle gap before it.
+        i = bisect_right(self._ends, t)
+        if i < len(self._segs):
+            s = self._segs[i]
+            if s.t0 <= t:
                 return s
-            if s.t1 <= t:
-                return None
         return None
 
     def power_w(self, t: float) -> float:
@@ -246,28 +252,43 @@ class GpuTwin:
             s = self.at(t1)
             return s.util if s else 0.0
         busy = 0.0
-        for s in reversed(self._segs):
+        segs = self._segs
+        # Newest first, from the first segment ending at or after t1: those after it,
+        # planned ahead, start after t1.
+        ahead = len(segs) - 1 - bisect_left(self._ends, t1)
+        for s in islice(reversed(segs), ahead if ahead > 0 else 0, None):
             if s.t1 <= t0:
                 break
-            overlap = min(s.t1, t1) - max(s.t0, t0)
+            overlap = (s.t1 if s.t1 < t1 else t1) - (s.t0 if s.t0 > t0 else t0)
             if overlap > 0:
                 busy += overlap * s.util
         return min(1.0, busy / (t1 - t0))
 
+    def power_and_clock(self, t: float) -> tuple[float, float]:
+        """`power_w(t)` and `clock_mhz(t)` from one look-up (the meter reads both)."""
+        s = self.at(t)
+        if s is None:
+            return self.idle_w, self._clock_between_steps(t, 0.1)
+        return s.power_w, s.clock * self.gpu.max_clock_mhz
+
     def clock_mhz(self, t: float, window_s: float = 0.1) -> float:
         s = self.at(t)
         if s is None:
-            # Boost clock persists briefly after work; a long idle drops it.
-            recent = self.busy_fraction(t - window_s, t) > 0
-            return self.gpu.max_clock_mhz if recent else self.gpu.idle_clock_mhz
+            return self._clock_between_steps(t, window_s)
         return s.clock * self.gpu.max_clock_mhz
 
-    def temperature_c(self, t: float) -> float:
-        """First-order thermal response to the average power since the last reading."""
+    def _clock_between_steps(self, t: float, window_s: float) -> float:
+        # Boost clock persists briefly after work; a long idle drops it.
+        recent = self.busy_fraction(t - window_s, t) > 0
+        return self.gpu.max_clock_mhz if recent else self.gpu.idle_clock_mhz
+
+    def temperature_c(self, t: float, energy_j: float | None = None) -> float:
+        """First-order thermal response to the average power since the last reading
+        (`energy_j`: the counter at `t`, when already read)."""
         dt = t - self._temp_t
         if dt <= 0:
             return self._temp_c
-        e = self.energy_j(t)
+        e = self.energy_j(t) if energy_j is None else energy_j
         p = (e - self._temp_e) / dt
         steady = _AMBIENT_C + (60.0 / self.gpu.tdp_w) * p
         self._temp_c = steady + (self._temp_c - steady) * math.exp(-dt / _THERMAL_TAU_S)
@@ -279,6 +300,9 @@ class GpuTwin:
         through the base point)."""
         self.temperature_c(t)  # the engine prunes about once a second: keeps heat exact
         keep = t - _HISTORY_S
-        while self._segs and self._segs[0].t1 < keep:
-            s = self._segs.popleft()
+        old = bisect_left(self._ends, keep)  # the segments that end before `keep`
+        if old:
+            s = self._segs[old - 1]
             self._base_t, self._base_j = s.t1, s.energy_end_j
+            del self._segs[:old]
+            del self._ends[:old]

@@ -91,11 +91,10 @@ class SimMeter:
         self._last_t = t_s
         e_now = t.energy_j(t_s)
         window = min(_AVG_WINDOW_S, t_s)
-        avg = ((e_now - t.energy_j(t_s - window)) / window) if window > 0 else t.power_w(t_power)
-        power = t.power_w(t_power)
+        power, clock = t.power_and_clock(t_power)
+        avg = ((e_now - t.energy_j(t_s - window)) / window) if window > 0 else power
         util = 100.0 * t.busy_fraction(max(0.0, t_s - _UTIL_WINDOW_S), t_s)
-        clock = t.clock_mhz(t_power)
-        temp = t.temperature_c(t_s)
+        temp = t.temperature_c(t_s, e_now)
         limits = t.power_limits_w
         return [
             Sample(

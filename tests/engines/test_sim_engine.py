@@ -201,6 +201,49 @@ def test_tiny_kv_cache_preempts_and_still_finishes_everything() -> None:
     assert roomy.engine.sched.preempted_total == 0
 
 
+def test_fast_forwarded_decode_never_overdraws_a_tight_kv_pool(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of decode steps are planned several steps at once, their KV blocks checked
+    against the pool as a sum: in a pool too small for every request's next 16 tokens,
+    no request ever holds blocks the pool lacks, each holds exactly the blocks its
+    tokens fill after every commit, and everything finishes."""
+    checks: list[tuple[int, int, int, bool]] = []  # (requests, steps, free blocks, room)
+    commits: list[int] = []  # steps committed at once
+    room_for, commit = SimEngine._room_for, SimEngine._commit_decode
+
+    def checked_room(self: SimEngine, batch: Any, k: int) -> bool:
+        room = room_for(self, batch, k)
+        checks.append((len(batch), k, self.sched.free_blocks, room))
+        return room
+
+    def checked_commit(self: SimEngine, batch: Any, k: int, t: float) -> None:
+        commit(self, batch, k, t)
+        sch = self.sched
+        held = 0
+        for seq in sch.running:
+            assert seq.own_blocks == -(-seq.num_computed // 16), "blocks of its tokens"
+            held += seq.own_blocks
+        assert sch.used_blocks == held <= sch.total_blocks
+        commits.append(k)
+
+    monkeypatch.setattr(SimEngine, "_room_for", checked_room)
+    monkeypatch.setattr(SimEngine, "_commit_decode", checked_commit)
+    # 0.1 GiB holds 819 tokens (51 blocks): 5 requests of 100 + 60 tokens (10 blocks
+    # each) fit, and decode runs fill it to the last few blocks; 100 + 80 tokens (12
+    # blocks each) outgrow it as they decode (token events every 5 s: long runs).
+    for out, interval in ((60, None), (80, 5.0)):
+        run = drive(reqs(5, 100, out), concurrency=5,
+                    options={"kv_cache_gb": 0.1, "token_event_interval_s": interval})
+        for evs in run.events.values():
+            assert evs[-1].finished and evs[-1].output_tokens == out
+    assert max(commits) > 1  # decode runs were fast-forwarded
+    # Too tight for the quick bound, the blocks were counted request by request: some
+    # runs fitted, some did not (one step, then the scheduler preempts).
+    tight = [room for n, k, free, room in checks if n * -(-(k - 1) // 16) > free]
+    assert True in tight and False in tight
+    assert run.engine.sched.preempted_total > 0
+
+
 def test_prefix_caching_skips_shared_prefix_compute() -> None:
     def shared(n: int) -> list[Request]:
         return [Request(f"q{i}", "", 3000, 5, prefix_key="system", prefix_tokens=2800)
