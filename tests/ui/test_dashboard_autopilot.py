@@ -38,7 +38,9 @@ def test_autopilot_state_setters_and_the_a_key(tmp_path: Path) -> None:
         await pilot.press("a")
         await until(pilot, lambda: pilot_.enabled)
 
-    _, events, _ = drive(tmp_path, script, virtual=True, duration_s=3600.0,
+    # Ten virtual hours: the twin must not finish them before the script is done (a
+    # virtual hour takes ~5 s of wall time, less on a quiet machine).
+    _, events, _ = drive(tmp_path, script, virtual=True, duration_s=36000.0,
                          autopilot="ttft_p90=2s,tpot_p90=80ms",
                          autopilot_bounds=["power_cap=300..700"])
     assert "autopilot" in seen["title"]

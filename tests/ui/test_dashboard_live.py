@@ -181,7 +181,9 @@ def test_virtual_time_runner_on_its_own_thread_takes_keys_and_quits(tmp_path: Pa
         wall["virtual"] = app.frame.now_s if app.frame else 0.0
         assert "virtual (wall" in screen_text(app)
 
-    outcome, events, _ = drive(tmp_path, script, virtual=True, duration_s=3600.0)
+    # Ten virtual hours, so that the run is still going when the script quits it (an hour
+    # of the twin takes ~5 s of wall time).
+    outcome, events, _ = drive(tmp_path, script, virtual=True, duration_s=36000.0)
     assert knob_events(events) == [("power_cap", 700.0, 675.0, "ui"),
                                    ("batch_limit", 8, 4, "ui")]
     assert wall["virtual"] > 5 * wall["elapsed"]  # time jumped: not paced by the UI
