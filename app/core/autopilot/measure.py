@@ -109,11 +109,6 @@ class Measurement:
         # of about the square root of their mean): growth beyond three of those is a trend.
         return self.outstanding_growth > max(min_growth / 2, 3.0 * self.outstanding_mean ** 0.5)
 
-    def queue_grows(self, min_growth: int) -> bool:
-        """Whether requests pile up, on this epoch alone: the waiting queue grows, or the
-        outstanding requests do."""
-        return self.waiting_grows(min_growth) or self.outstanding_grows(min_growth)
-
     def ratio(self, t: Target) -> float | None:
         v = self.observed.get(t.name)
         return None if v is None else v / t.limit_s

@@ -60,7 +60,7 @@ class AutopilotParams:
     override_hold_s: float = 300.0  # after the user turns a knob, hands off this long
     tick_s: float = 1.0  # how often the controller looks
     batch_binds: float = 0.10  # share of TTFT spent waiting for admission: the limit binds
-    backlog_growth: int = 12  # requests piling up over an epoch (measure.queue_grows):
+    backlog_growth: int = 12  # requests piling up over an epoch (Measurement.waiting_grows):
     # the setting cannot keep up
     knobs: tuple[str, ...] = DEFAULT_KNOBS
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)

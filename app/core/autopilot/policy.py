@@ -294,7 +294,7 @@ class Policy:
             # it are known (the first epoch after a change of load is still in the
             # transition, and telling J/token far outside an epoch's own rates costs
             # its certainty: ±20% where ±5% was measured).
-            self.r_ref = statistics.median(r for _, r in self._rates)
+            self.r_ref = self._usual_rate()
         rec = self._record(cell, jpt, noise, worst, now, m)
         self.infeasible.pop(cell, None)
         inc = self.incumbent if self.incumbent in self.table else None
@@ -373,7 +373,7 @@ class Policy:
     def _trusted(self, cell: Cell, now_rate: float = 0.0) -> bool:
         """Whether `cell` met the objective at a load like the usual one and the one now
         (not only in a lull)."""
-        usual = statistics.median(r for _, r in self._rates) if self._rates else 0.0
+        usual = self._usual_rate() or 0.0
         return self.table[cell].rate >= self.p.typical_load * max(usual, now_rate)
 
     def _note_rate(self, m: Measurement) -> None:
@@ -385,13 +385,18 @@ class Policy:
         else:
             self._rates.append((m.t0, rate))
 
+    def _usual_rate(self) -> float | None:
+        """The median token rate of the recent epochs (None before any)."""
+        return statistics.median(r for _, r in self._rates) if self._rates else None
+
     def _typical(self) -> tuple[bool, float, float]:
         """Whether this epoch carried at least the usual load (its token rate against
         the median of the recent epochs'), with both rates: a setting that copes with a
         lull says nothing of the next burst, so a lower cap is tried only after a
         typical epoch."""
         rate = self._rates[-1][1] if self._rates else 0.0
-        usual = statistics.median(r for _, r in self._rates) if self._rates else rate
+        usual = self._usual_rate()
+        usual = rate if usual is None else usual
         known = len(self._rates) >= self.p.min_load_epochs
         return known and rate >= self.p.typical_load * usual, rate, usual
 
