@@ -19,7 +19,9 @@ For each workload at a steady rate:
 Then rate changes (interactive from 0.35 conversations/s: a step up 4x and back; a slow
 ramp to 3x and back): the same sweep with the same `--at` schedule, the objective from
 its 600 W / batch 64 point as above, and the autopilot's energy against every static
-point that meets the objective throughout (>= 95% of windows).
+point that meets the objective throughout: in >= 95% of the windows of every quarter hour
+(the weaker reading, >= 95% of the whole run's windows, is reported beside it: it lets a
+setting too slow for the peak pass on the easy hours around it).
 
 A window meets the objective when the p90 TTFT and p90 TPOT of the requests that
 finished in it are within the limits (windows with fewer than 5 requests are skipped).
@@ -32,7 +34,7 @@ import argparse
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +48,10 @@ CAPS = [250, 300, 350, 400, 450, 500, 550, 600, 650, 700]
 BATCHES = [16, 64, 256]
 WINDOW_S = 30.0
 CHANGE_BASE = 0.35  # interactive conversations/s before the steps and ramps
+# A static setting meets the objective "throughout" a changing load when it meets it in
+# at least 95% of the windows of every quarter hour, not only of the whole run: over the
+# whole run a setting too slow for a short peak passes on the easy hours around it.
+STRETCH_S = 900.0
 
 # Steady rates that keep the twin busy without a queue growing (workflows/s).
 STEADY: dict[str, float] = {"sequential": 0.5, "interactive": 1.0, "agentic": 0.015,
@@ -60,10 +66,16 @@ class Measured:
     windows: int
     windows_met: int
     knobs: str = ""
+    # (windows, met) in each STRETCH_S stretch of the run: "throughout" a changing load
+    stretches: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def met_share(self) -> float:
         return self.windows_met / self.windows if self.windows else 0.0
+
+    @property
+    def worst_stretch(self) -> float:
+        return min((m / n for n, m in self.stretches if n), default=0.0)
 
 
 def wattflow(*args: str) -> None:
@@ -102,16 +114,21 @@ def measure(path: Path, limits: tuple[float, float] | None, since_s: float) -> M
         if len(after) >= 2:
             joules += after[-1][1] - after[0][1]
     windows = met = 0
+    stretches: dict[int, list[int]] = {}
     if limits is not None:
         t = since_s
         while t + WINDOW_S <= t_end:
             w = [(a, b) for when, a, b in done if t <= when < t + WINDOW_S]
             if len(w) >= 5:
                 windows += 1
-                if _p90([a for a, _ in w]) <= limits[0] and _p90([b for _, b in w]) <= limits[1]:
-                    met += 1
+                ok = _p90([a for a, _ in w]) <= limits[0] and _p90([b for _, b in w]) <= limits[1]
+                met += ok
+                st = stretches.setdefault(int(t // STRETCH_S), [0, 0])
+                st[0] += 1
+                st[1] += ok
             t += WINDOW_S
-    return Measured(path, joules / tokens if tokens else float("inf"), joules, windows, met)
+    return Measured(path, joules / tokens if tokens else float("inf"), joules, windows, met,
+                    stretches=[(n, m) for _, (n, m) in sorted(stretches.items())])
 
 
 def p90s(path: Path) -> tuple[float, float]:
@@ -223,7 +240,10 @@ def changing(name: str, rate: float, at: list[str], duration: int) -> list[str]:
     limits = (ref[0] * 1.05, ref[1] * 1.05)
     objective = fmt_limits(limits)
     statics = {k: measure(p, limits, 60.0) for k, p in points.items()}
-    ok = {k: m for k, m in statics.items() if m.met_share >= 0.95}
+    # Throughout: >= 95% of the windows of every quarter hour; for comparison, the weaker
+    # reading of >= 95% of the windows of the whole run.
+    ok = {k: m for k, m in statics.items() if m.worst_stretch >= 0.95}
+    overall = {k: m for k, m in statics.items() if m.met_share >= 0.95}
     path = autopilot(f"change-{name}", "interactive", rate, duration, objective, at)
     ap = measure(path, limits, 60.0)
     lines = [f"### interactive, rate {name}: `{' '.join(at)}`, objective `{objective}`", ""]
@@ -231,18 +251,30 @@ def changing(name: str, rate: float, at: list[str], duration: int) -> list[str]:
         lines.append(f"no static point meets the objective throughout; autopilot "
                      f"{ap.energy_j:.0f} J, {ap.met_share:.0%} of windows")
         return lines
+
+    def row(label: str, m: Measured) -> str:
+        per = " / ".join(f"{met}/{n}" for n, met in m.stretches)
+        return (f"| {label} | {m.energy_j:.0f} | {m.j_per_token:.4f} | {m.met_share:.0%} | "
+                f"{per} |")
+
     best_key, best = min(ok.items(), key=lambda kv: kv[1].energy_j)
+    weak_key, weak = min(overall.items(), key=lambda kv: kv[1].energy_j)
     saving = 1.0 - ap.energy_j / best.energy_j
+    weak_saving = 1.0 - ap.energy_j / weak.energy_j
     lines += [
-        "| | GPU energy J | J/token | windows met |",
-        "|---|---|---|---|",
-        f"| best static that meets it throughout (power_cap={best_key[0]}, "
-        f"batch_limit={best_key[1]}) | {best.energy_j:.0f} | {best.j_per_token:.4f} | "
-        f"{best.met_share:.0%} |",
-        f"| autopilot | {ap.energy_j:.0f} | {ap.j_per_token:.4f} | {ap.met_share:.0%} |",
+        f"| | GPU energy J | J/token | windows met | per {STRETCH_S / 60:.0f} min |",
+        "|---|---|---|---|---|",
+        row(f"best static that meets it throughout (power_cap={best_key[0]}, "
+            f"batch_limit={best_key[1]})", best),
+        row(f"best static that meets it in 95% of the whole run's windows (power_cap="
+            f"{weak_key[0]}, batch_limit={weak_key[1]})", weak),
+        row("autopilot", ap),
         "",
         f"autopilot uses {saving:.1%} {'less' if saving >= 0 else 'MORE'} energy than the best "
-        f"of {len(ok)} static settings that meet the objective throughout; {pilot_summary(path)}",
+        f"of {len(ok)} static settings that meet the objective throughout (every "
+        f"{STRETCH_S / 60:.0f} min), {weak_saving:.1%} "
+        f"{'less' if weak_saving >= 0 else 'MORE'} than the best of {len(overall)} that meet "
+        f"it over the whole run; {pilot_summary(path)}",
         "",
     ]
     return lines

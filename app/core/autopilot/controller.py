@@ -120,6 +120,9 @@ class Autopilot:
         # decision, not one a second, while the objective cannot be met).
         self._quiet_until = -math.inf
         self.decisions = 0
+        # The epoch after a back-off judges latency on the requests served under the new
+        # setting only (what the one before left behind drains in it).
+        self._after_backoff = False
 
     # -- the event stream ------------------------------------------------------------
     def on_event(self, ev: Event) -> None:
@@ -139,6 +142,11 @@ class Autopilot:
                                      reason="; ".join(self.notes) or "started",
                                      grid={k: v for k, v in self.grid.values.items()}))
         self.state = SETTLING
+        if self.meter.rate is None:
+            # The rate set before the autopilot subscribed (on the command line): the
+            # offered load it starts under, remembered when a schedule changes it.
+            rate = self.path.knobs.get("rate")
+            self.meter.rate = rate if isinstance(rate, int | float) else None
         # A starting point outside the user's bounds moves inside them at once.
         moves = {}
         for name, vals in self.grid.values.items():
@@ -203,7 +211,8 @@ class Autopilot:
             self._set_state(MEASURING if self.state in (SETTLING, MEASURING) else self.state,
                             self.reason, now, quiet=True)
             return
-        m = self.meter.measure(now, self.params.noise_parts, self.params.window_s)
+        m = self.meter.measure(now, self.params.noise_parts, self.params.window_s,
+                               own_only=self._after_backoff)
         cell = self.current_cell()
         recent = self.meter.recent(now, self.params.violation_window_s)
         early = self.policy.early_violation(recent) if now >= self._quiet_until else []
@@ -216,7 +225,7 @@ class Autopilot:
         if now < self._epoch_due:
             return
         d = self.policy.on_epoch(cell, m, now, now - self._epoch_start)
-        if d.extend:
+        if d.extend:  # (the same epoch, judged as it began)
             self._epoch_due = now + self.params.epoch_s / 2
             self._set_state(d.state, d.reason, now, m.to_dict())
             return
@@ -242,6 +251,7 @@ class Autopilot:
             if name == "power_cap":
                 self._last_cap_change = now
         self._set_state(d.state, d.reason, now, measured)
+        self._after_backoff = d.state == BACKING_OFF and bool(applied)
         if applied:
             pending = {k: v for k, v in applied.items() if self.path.knobs.get(k) != v}
             if pending:

@@ -258,7 +258,11 @@ class EpochMeter:
                     return tb - ta
         return float(sum(d.tokens for d in self._done if a < d.t <= b))
 
-    def measure(self, now: float, parts: int = 10, window_s: float = 30.0) -> Measurement:
+    def measure(self, now: float, parts: int = 10, window_s: float = 30.0,
+                own_only: bool = False) -> Measurement:
+        """The epoch so far; with `own_only`, latencies of the requests served under this
+        setting only (the epoch after a back-off: the requests the setting before left
+        behind drain in it and would call the new one a violation too)."""
         self._now = now
         m = Measurement(self.t0, now, finished=len(self._done),
                         backlog_start=self._backlog_start, backlog_end=self.backlog)
@@ -288,7 +292,7 @@ class EpochMeter:
         if ttfts and queues:
             m.queue_share = min(1.0, sum(queues) / max(sum(ttfts), 1e-12))
         for target in self.objective.targets:
-            values = self._values(target)
+            values = self._own_values(target) if own_only else self._values(target)
             m.counts[target.name] = len(values)
             if values:
                 values.sort()
@@ -350,15 +354,7 @@ class EpochMeter:
         m = Measurement(max(self.t0, since), now, backlog_start=self._backlog_start,
                         backlog_end=self.backlog)
         for target in self.objective.targets:
-            if target.metric == "tpot":
-                # Time per token of requests that decoded under this setting only: one
-                # that began decoding before the epoch (the last change and its settle)
-                # tells of the setting before.
-                values = [d.tpot for d in self._done if d.t > since and d.tpot is not None
-                          and (target.stage is None or d.stage == target.stage)
-                          and d.first_at is not None and d.first_at >= self.t0]
-            else:
-                values = self._values(target, since)
+            values = self._own_values(target, since)
             m.counts[target.name] = len(values)
             if values:
                 values.sort()
@@ -366,7 +362,26 @@ class EpochMeter:
                 m.over[target.name] = len(values) - bisect.bisect_right(values, target.limit_s)
         m.finished = sum(1 for d in self._done if d.t > since)
         m.tokens = self._tokens(m.t0, now)  # the load right now, for the policy's trust
+        m.load_per_s = self.rate  # (without it an early look read as a change of load)
         return m
+
+    def _own_values(self, target: Target, since: float = -math.inf) -> list[float]:
+        """The target's values since `since` of the requests served under this setting
+        only: time per token of requests that began decoding in the epoch (one that
+        began before, under the setting before, tells of that one), time to first token
+        of requests that arrived in it (one queued under the setting before still drains
+        now)."""
+        st = target.stage
+        if target.metric == "tpot":
+            return [d.tpot for d in self._done if d.t > since and d.tpot is not None
+                    and (st is None or d.stage == st)
+                    and d.first_at is not None and d.first_at >= self.t0]
+        if target.metric == "ttft":
+            return [v for when, stage, v in self._first if when > since and v is not None
+                    and when - v >= self.t0 and (st is None or stage == st)] + [
+                self._now - sub for sub, stage in self._pending.values()
+                if sub >= self.t0 and (st is None or stage == st)]
+        return self._values(target, since)
 
     def _values(self, t: Target, since: float = -math.inf) -> list[float]:
         """The target's values of the requests (or workflows) since `since`, and the

@@ -97,6 +97,11 @@ class Policy:
         self._ban_why: dict[Cell, str] = {}  # "tpot" (time per token) or "wait" (the rest)
         self.load_ref: float | None = None
         self._load_known = False
+        # What each offered load (the rate knob) ended with: its best setting met and
+        # the settings that violated there, to start from when that load, or a lower
+        # one, comes again (a setting that met a load meets any lower one).
+        self._loads: dict[float, tuple[Cell, dict[Cell, int]]] = {}
+        self._resumed_from: float | None = None
         self.incumbent: Cell | None = None  # the best cell met so far: the search's base
         # The token rate every cell's J/token is told at (measure.PowerFit): the first
         # epoch's, until the table starts afresh.
@@ -112,6 +117,7 @@ class Policy:
         # pooled: the fit's own uncertainty misses the drift of bursty arrivals.
         self._epoch_sd: deque[float] = deque(maxlen=16)
         self._rates: deque[tuple[float, float]] = deque(maxlen=20)  # (epoch start, tok/s)
+        self._noises: dict[float, float] = {}  # epoch start -> J/token's noise, last 8
 
     # -- judging one measurement ----------------------------------------------------
     def judged(self, m: Measurement) -> dict[str, float]:
@@ -157,9 +163,14 @@ class Policy:
                      now: float) -> Decision:
         """The objective is violated (`violated`), or the queue grows (`violated` empty):
         toward performance at once."""
-        self._check_load(m)
+        resume = self._check_load(m)
         span = m.t1 - m.t0
         now_rate = m.tokens / span if span > 0 else 0.0
+        if resume is not None and resume != cell and dict(resume).get(
+                "power_cap", 0.0) >= dict(cell).get("power_cap", 0.0):
+            self.state = BACKING_OFF
+            return Decision(BACKING_OFF, resume_why(self._resumed_from, m.load_per_s),
+                            self._moves(cell, resume))
         self._ban(cell, now, "tpot" if any(t.metric == "tpot" for t in violated) else "wait")
         self.table.pop(cell, None)
         names = ", ".join(f"{t.name} {m.observed.get(t.name, 0):.3g}s over "
@@ -230,7 +241,12 @@ class Policy:
     def on_epoch(self, cell: Cell, m: Measurement, now: float, epoch_len: float) -> Decision:
         """The epoch in `cell` has run its course: decide what to do next."""
         self._age(now)
+        resume = self._check_load(m)
         self._note_rate(m)
+        if resume is not None and resume != cell:
+            self.state = EXPLORING
+            return Decision(EXPLORING, resume_why(self._resumed_from, m.load_per_s),
+                            self._moves(cell, resume))
         for name, sc in m.scatter.items():
             self._scatters.setdefault(name, deque(maxlen=8)).append(sc)
         judged = self.judged(m)
@@ -272,7 +288,17 @@ class Policy:
             return Decision(HOLDING, f"too few requests to decide ({m.finished} finished in "
                             f"{epoch_len:.0f} s): holding still")
         jpt, noise = self._j_ref(m)
-        if noise > self.p.max_noise and epoch_len < self.p.max_epoch_s:
+        # A lower power cap does not raise J/token until it slows the work past the
+        # objective (the study's finding, and every sweep's): with latency well inside
+        # its limits, the step down does not wait for J/token sharper than `max_noise`,
+        # as long as the epochs' J/token is usually within `noise_limit` (one lucky
+        # epoch of a noisy plant is not enough).
+        self._noises[m.t0] = noise
+        while len(self._noises) > 8:
+            del self._noises[next(iter(self._noises))]
+        down = (statistics.median(self._noises.values()) <= self.p.noise_limit
+                and self._may_lower_cap(cell, judged, m))
+        if noise > self.p.max_noise and epoch_len < self.p.max_epoch_s and not down:
             self.state = HOLDING
             return Decision(HOLDING, f"J/token too noisy to decide (±{noise:.0%}):"
                             " measuring longer", extend=True)
@@ -280,7 +306,6 @@ class Policy:
             self.state = HOLDING
             return Decision(HOLDING, f"J/token too noisy to decide (±{noise:.0%}): "
                             "holding still")
-        self._check_load(m)
         # Each target's share of its usable limit (the limit less its window scatter):
         # headroom is judged on these.
         usable = {t.name: judged[t.name] / (1.0 - self.safety(t, m))
@@ -480,19 +505,25 @@ class Policy:
         if not self.table:
             self.r_ref = None
 
-    def _check_load(self, m: Measurement) -> None:
+    def _check_load(self, m: Measurement) -> Cell | None:
         """A new offered load (the rate knob; None is a closed loop) makes what was
-        measured stale: the search starts again from where it is."""
+        measured stale: the search starts again, from the best setting met at the
+        nearest load at least as high, if one is remembered (returned), else from where
+        it is."""
         load = m.load_per_s
         if not self._load_known:
             self.load_ref, self._load_known = load, True
-            return
+            return None
         ref = self.load_ref
         if load is None and ref is None:
-            return
+            return None
         if load is not None and ref is not None and (
                 ref <= 0 or abs(load - ref) / ref <= self.p.load_change):
-            return
+            return None
+        if ref is not None and self.incumbent in self.table:
+            assert self.incumbent is not None
+            old = self._loads.get(ref, (self.incumbent, {}))[1]
+            self._loads[ref] = (self.incumbent, {**old, **self._strikes})
         self.table.clear()
         self.infeasible.clear()
         self._strikes.clear()
@@ -502,3 +533,48 @@ class Policy:
         self.r_ref = None
         self.load_ref = load
         self._scatters.clear()
+        self._resumed_from = None
+        if load is None:
+            return None
+        # The nearest remembered load at least about as high: what met it meets this.
+        above = [x for x in self._loads if x * (1.0 + self.p.load_change) >= load]
+        if not above:
+            return None
+        nearest = min(above)
+        cell, bans = self._loads[nearest]
+        if abs(nearest - load) <= self.p.load_change * nearest:
+            # The same load again: what violated at it would violate again (banned anew,
+            # as long as it was then).
+            for c, n in bans.items():
+                self._strikes[c] = n - 1
+                self._ban(c, m.t1)
+        self._resumed_from = nearest
+        return cell
+
+    def _may_lower_cap(self, cell: Cell, judged: dict[str, float], m: Measurement) -> bool:
+        """Whether this epoch, whatever its J/token, would lead to a lower cap: the
+        objective met with headroom at a typical load, and a lower cap not yet known."""
+        here = dict(cell)
+        if "power_cap" not in here or len(judged) < len(self.objective.targets):
+            return False
+        usable = [judged[t.name] / (1.0 - self.safety(t, m)) for t in self.objective.targets]
+        if max(usable) >= 1.0 - self.p.margin or not self._typical()[0]:
+            return False
+        inc = self.incumbent if self.incumbent in self.table else None
+        if inc is not None and inc != cell and not self._cap_down(inc, cell):
+            return False  # a batch move being judged: its J/token decides
+        low = self.grid.step("power_cap", here["power_cap"], -1)
+        if low is None:
+            return False
+        cand = cell_of({**here, "power_cap": low})
+        return cand not in self.table and cand not in self.infeasible
+
+
+def resume_why(level: float | None, load: float | None) -> str:
+    if level is None or load is None:
+        return "a new offered load: to the best setting remembered for it"
+    if abs(level - load) <= 1e-9 * max(level, 1.0):
+        return (f"the offered load is back to {load:g}/s: to the best setting met at it "
+                "before")
+    return (f"the offered load is now {load:g}/s: to the best setting met at {level:g}/s "
+            "(what met a load at least as high meets this one)")
