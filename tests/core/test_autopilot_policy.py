@@ -166,3 +166,75 @@ def test_the_share_kept_free_keeps_windows_over_the_limit_rare(scatter: float) -
     q = (1.0 - share) * t.limit_s
     z_over = (t.limit_s / q - 1.0) / scatter
     assert z_over == pytest.approx(p.p.safety_z, rel=1e-9)
+
+
+# -- a load that comes again --------------------------------------------------------------
+
+def at_load(m: Measurement, load: float) -> Measurement:
+    m.load_per_s = load
+    return m
+
+
+def test_a_load_that_comes_again_starts_from_the_best_setting_met_at_it() -> None:
+    p = policy(min_load_epochs=2)
+    t = 0.0
+    # At 1/s the search walks down to 500 W (700 -> 600 -> 500), 400 W violates.
+    here = cell(700)
+    for _ in range(12):
+        d = p.on_epoch(here, at_load(measured(t, t + 30), 1.0), t + 30, 30)
+        here = cell_of({**dict(here), **d.moves})
+        t += 40
+        if dict(here)["power_cap"] == 400.0:
+            d = p.on_violation(here, [], at_load(measured(t, t + 30, backlog=(0, 30)), 1.0), t)
+            here = cell_of({**dict(here), **d.moves})
+            t += 40
+            break
+    assert here == cell(500) and cell(400) in p.infeasible
+    # The load quadruples: the search starts again (the violation backs off from 500 W).
+    d = p.on_violation(here, [], at_load(measured(t, t + 30, backlog=(0, 30)), 4.0), t)
+    here = cell_of({**dict(here), **d.moves})
+    assert dict(here)["power_cap"] > 500.0
+    for _ in range(3):
+        t += 40
+        d = p.on_epoch(here, at_load(measured(t, t + 30), 4.0), t + 30, 30)
+        here = cell_of({**dict(here), **d.moves})
+    # Back to 1/s after far longer than bans last: straight to 500 W, not a new walk...
+    t += 2000.0
+    d = p.on_epoch(here, at_load(measured(t, t + 30), 1.0), t + 30, 30)
+    assert d.state == EXPLORING and d.moves.get("power_cap") == 500.0
+    assert "back to 1/s" in d.reason
+    # ...and 400 W, which violated at this load, is left alone anew.
+    assert p.infeasible.get(cell(400), 0.0) > t + 30
+
+
+def test_a_lower_load_starts_from_what_met_a_higher_one() -> None:
+    p = policy(min_load_epochs=2)
+    t = 0.0
+    here = cell(700)
+    for _ in range(5):
+        d = p.on_epoch(here, at_load(measured(t, t + 30), 2.0), t + 30, 30)
+        here = cell_of({**dict(here), **d.moves})
+        t += 40
+    assert p.incumbent is not None  # the best setting met (the last move is a try)
+    met_at_2 = dict(p.incumbent)["power_cap"]
+    assert met_at_2 < 700.0
+    # The load quadruples and the autopilot backs off to 700 W...
+    d = p.on_violation(here, [], at_load(measured(t, t + 30, backlog=(0, 30)), 8.0), t)
+    here = cell(700)
+    t += 40
+    p.on_epoch(here, at_load(measured(t, t + 30), 8.0), t + 30, 30)
+    # ...then falls to 1.5/s, below 2/s: what met 2/s meets it.
+    t += 40
+    d = p.on_epoch(here, at_load(measured(t, t + 30), 1.5), t + 30, 30)
+    assert d.moves.get("power_cap") == met_at_2
+    assert "met at 2/s" in d.reason
+
+
+def test_a_higher_load_than_any_met_keeps_searching_from_where_it_is() -> None:
+    p = policy(min_load_epochs=2)
+    t = 0.0
+    for _ in range(3):
+        p.on_epoch(cell(600), at_load(measured(t, t + 30), 1.0), t + 30, 30)
+        t += 40
+    d = p.on_epoch(cell(600), at_load(measured(t, t + 30), 3.0), t + 30, 30)
+    assert d.moves == {}  # nothing remembered meets 3/s: nothing to jump to

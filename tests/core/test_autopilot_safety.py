@@ -215,3 +215,13 @@ def test_a_starved_queue_raises_the_batch_limit_before_any_request_finishes() ->
     assert ups and ups[0] == 8.0 and all(b > a for a, b in itertools.pairwise(ups))
     decisions = [e for e in published if isinstance(e, AutopilotEvent)]
     assert len(decisions) < 60  # not one a second
+
+
+def test_the_offered_load_set_before_it_started_is_known() -> None:
+    """The rate set on the command line comes before the autopilot subscribes: it is the
+    load the first epochs are remembered under (else a schedule's first change of rate
+    reads as a change from no load at all, and nothing is remembered of the first)."""
+    pilot, _, _ = make(knobs={"power_cap": 700.0, "batch_limit": 64, "rate": 0.35})
+    assert pilot.meter.rate == 0.35
+    closed, _, _ = make()
+    assert closed.meter.rate is None
