@@ -333,6 +333,15 @@ class Policy:
             # within two standard errors (the study's lower caps save once they bind, and
             # a cap past the knee costs far more than the noise): the search goes on.
             self.incumbent = cell
+        elif self._cap_down(inc, cell) and len(rec.values) < 2 and worst < 1.0 - self.p.margin:
+            # A lower cap with latency still well inside its limits looks dearer after
+            # one epoch: by the study it should not be (a cap that does not slow the work
+            # draws no more power), so once, it is measured again before it is given up
+            # (bursty loads move one epoch's J/token by more than its noise tells).
+            self.state = HOLDING
+            return Decision(HOLDING, f"J/token {rec.j_per_token:.4g} here against "
+                            f"{self.table[inc].j_per_token:.4g} at the higher cap, with "
+                            "latency well inside: measuring it again before deciding")
         else:
             self.state = EXPLORING
             return Decision(EXPLORING, f"J/token {rec.j_per_token:.4g} here, no better than "
