@@ -198,8 +198,12 @@ def test_a_load_that_comes_again_starts_from_the_best_setting_met_at_it() -> Non
         t += 40
         d = p.on_epoch(here, at_load(measured(t, t + 30), 4.0), t + 30, 30)
         here = cell_of({**dict(here), **d.moves})
-    # Back to 1/s after far longer than bans last: straight to 500 W, not a new walk...
+    # Back to 1/s after far longer than bans last: the first epoch at it still serves
+    # what the peak left, then straight to 500 W, not a new walk...
     t += 2000.0
+    d = p.on_epoch(here, at_load(measured(t, t + 30), 1.0), t + 30, 30)
+    assert d.moves == {}
+    t += 40
     d = p.on_epoch(here, at_load(measured(t, t + 30), 1.0), t + 30, 30)
     assert d.state == EXPLORING and d.moves.get("power_cap") == 500.0
     assert "back to 1/s" in d.reason
@@ -223,7 +227,10 @@ def test_a_lower_load_starts_from_what_met_a_higher_one() -> None:
     here = cell(700)
     t += 40
     p.on_epoch(here, at_load(measured(t, t + 30), 8.0), t + 30, 30)
-    # ...then falls to 1.5/s, below 2/s: what met 2/s meets it.
+    # ...then falls to 1.5/s, below 2/s: what met 2/s meets it (after an epoch of the
+    # transition).
+    t += 40
+    assert p.on_epoch(here, at_load(measured(t, t + 30), 1.5), t + 30, 30).moves == {}
     t += 40
     d = p.on_epoch(here, at_load(measured(t, t + 30), 1.5), t + 30, 30)
     assert d.moves.get("power_cap") == met_at_2
@@ -238,3 +245,88 @@ def test_a_higher_load_than_any_met_keeps_searching_from_where_it_is() -> None:
         t += 40
     d = p.on_epoch(cell(600), at_load(measured(t, t + 30), 3.0), t + 30, 30)
     assert d.moves == {}  # nothing remembered meets 3/s: nothing to jump to
+
+
+def test_a_higher_load_goes_up_to_what_met_it_at_once() -> None:
+    p = policy(min_load_epochs=2)
+    t = 0.0
+    here = cell(700)
+    for _ in range(5):  # at 4/s the search settles below 700 W
+        d = p.on_epoch(here, at_load(measured(t, t + 30), 4.0), t + 30, 30)
+        here = cell_of({**dict(here), **d.moves})
+        t += 40
+    assert p.incumbent is not None
+    met_at_4 = dict(p.incumbent)["power_cap"]
+    # At 1/s it walks further down...
+    p.on_epoch(cell(300), at_load(measured(t, t + 30), 1.0), t + 30, 30)
+    for _ in range(3):
+        t += 40
+        p.on_epoch(cell(300), at_load(measured(t, t + 30), 1.0), t + 30, 30)
+    # ...and when 4/s comes again, it goes up to what met 4/s in the first epoch.
+    t += 40
+    d = p.on_epoch(cell(300), at_load(measured(t, t + 30), 4.0), t + 30, 30)
+    assert d.state == BACKING_OFF and d.moves.get("power_cap") == met_at_4
+
+
+def test_going_down_to_a_remembered_setting_waits_for_the_load_to_be_down() -> None:
+    """The rate knob falls, but what the peak left (a queue, conversations' next turns)
+    still carries the tokens of the peak: no lower setting until an epoch carries no
+    more than the remembered setting met."""
+    p = policy(min_load_epochs=2)
+    t = 0.0
+    here = cell(700)
+    for _ in range(5):  # at 1/s (1000 tokens/s) the search settles below 700 W
+        d = p.on_epoch(here, at_load(measured(t, t + 30, rate=1000), 1.0), t + 30, 30)
+        here = cell_of({**dict(here), **d.moves})
+        t += 40
+    assert p.incumbent is not None
+    met_at_1 = dict(p.incumbent)["power_cap"]
+    # 4/s: back off to 700 W and hold there.
+    p.on_violation(here, [], at_load(measured(t, t + 30, backlog=(0, 30)), 4.0), t)
+    for _ in range(2):
+        t += 40
+        p.on_epoch(cell(700), at_load(measured(t, t + 30, rate=4000), 4.0), t + 30, 30)
+    # Back to 1/s: the next epochs still carry 3000 and 2000 tokens/s...
+    for rate in (3000, 2000):
+        t += 40
+        d = p.on_epoch(cell(700), at_load(measured(t, t + 30, rate=rate), 1.0), t + 30, 30)
+        assert d.moves == {}
+    # ...then 1000 tokens/s again: down to what met it.
+    t += 40
+    d = p.on_epoch(cell(700), at_load(measured(t, t + 30, rate=1000), 1.0), t + 30, 30)
+    assert d.moves.get("power_cap") == met_at_1
+
+
+def test_one_violation_after_a_long_run_of_met_epochs_is_left_alone_briefly() -> None:
+    p = policy(infeasible_s=600.0, brief_ban_s=300.0, good_epochs=19)
+    t = 0.0
+    for _ in range(19):
+        p.on_epoch(cell(500), measured(t, t + 30), t + 30, 30)
+        t += 40
+    p.on_violation(cell(500), [], measured(t, t + 30, backlog=(0, 30)), t)
+    assert p.infeasible[cell(500)] == pytest.approx(t + 300.0)
+    # A setting that violates after a few epochs is left alone the usual 10 minutes.
+    q = policy(infeasible_s=600.0, brief_ban_s=300.0, good_epochs=19)
+    for i in range(3):
+        q.on_epoch(cell(500), measured(40 * i, 40 * i + 30), 40 * i + 30, 30)
+    q.on_violation(cell(500), [], measured(120, 150, backlog=(0, 30)), 150.0)
+    assert q.infeasible[cell(500)] == pytest.approx(750.0)
+
+
+def test_a_try_near_the_limit_is_measured_once_more_before_it_is_left() -> None:
+    p = policy(min_load_epochs=2)
+    t = settle_in(p, cell(600), 3, 1000.0)
+    assert p.incumbent == cell(600)
+    # With a window scatter of 5% the share kept free is ~7.6% of the limit. The try at
+    # 500 W reads 0.95 s against a 1 s TTFT limit (inside that share, in its nearer
+    # half): once, measured again; the second time, back.
+    d = p.on_epoch(cell(500), measured(t, t + 30, ttft=0.95), t + 30, 30)
+    assert d.state == HOLDING and d.moves == {} and "measuring again" in d.reason
+    t += 40
+    d = p.on_epoch(cell(500), measured(t, t + 30, ttft=0.95), t + 30, 30)
+    assert d.moves.get("power_cap") == 600.0 and cell(500) in p.infeasible
+    # A try in the far half of that share (0.99 s) goes back at once.
+    q = policy(min_load_epochs=2)
+    t = settle_in(q, cell(600), 3, 1000.0)
+    d = q.on_epoch(cell(500), measured(t, t + 30, ttft=0.99), t + 30, 30)
+    assert d.moves.get("power_cap") == 600.0

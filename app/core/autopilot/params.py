@@ -53,6 +53,9 @@ class AutopilotParams:
     reexplore_s: float = 600.0  # measurements older than this are forgotten...
     infeasible_s: float = 600.0  # ...and a setting that violated is not tried for this
     # long, doubled at each violation there (re-trying costs a window or two)
+    good_epochs: int = 19  # epochs met in a row before one violation: a setting that
+    # meets the objective in 95% of windows, caught by a burst...
+    brief_ban_s: float = 300.0  # ...left alone this long only (not infeasible_s)
     typical_load: float = 0.9  # a lower cap is tried only after an epoch whose token
     # rate is at least this share of the recent epochs' median (not in a lull); backing
     # off trusts a setting that met the objective at this share of the load now
