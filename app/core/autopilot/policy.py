@@ -102,6 +102,8 @@ class Policy:
         # one, comes again (a setting that met a load meets any lower one).
         self._loads: dict[float, tuple[Cell, dict[Cell, int], float]] = {}  # + tokens/s
         self._resumed_from: float | None = None
+        self._resume_same = False  # the remembered load is this one (not one above it)
+        self._load_rose = False  # the last change of load was a rise
         self._resume_rate = 0.0  # the token rate the remembered setting met
         # A remembered setting to go down to once the load is down: (setting, the change's
         # time, the token rate it met).
@@ -176,7 +178,7 @@ class Policy:
             resume, self._resume_after = self._resume_after[0], None
         if resume is not None and resume != cell and self._more_performant(resume, cell):
             self.state = BACKING_OFF
-            return Decision(BACKING_OFF, resume_why(self._resumed_from, m.load_per_s),
+            return Decision(BACKING_OFF, self._resume_why(m),
                             self._moves(cell, resume))
         why = "tpot" if any(t.metric == "tpot" for t in violated) else "wait"
         if self._met_run.get(cell, 0) >= self.p.good_epochs:
@@ -203,9 +205,15 @@ class Policy:
         # performance (two when far over).
         self.incumbent = None
         target = dict(cell)
+        far = any((m.ratio(t) or 0.0) > 1.25 for t in violated) or not violated
         if "power_cap" in target:
+            # Not further than the step toward performance would go, unless far over: a
+            # setting known only from the top of the grid (the start, the last change of
+            # load) is a leap of hundreds of watts for a window just over the limit.
+            reach = self.grid.step("power_cap", target["power_cap"], +1, 2 if far else 1)
             safer = [c for c in self.table
-                     if dict(c).get("power_cap", 0.0) > target["power_cap"]
+                     if target["power_cap"] < dict(c).get("power_cap", 0.0) <= (
+                         reach if reach is not None and not far else float("inf"))
                      and self._trusted(c, now_rate)]
             if safer:
                 best = min(safer, key=lambda c: self.table[c].j_per_token)
@@ -213,7 +221,6 @@ class Policy:
                 self.state = BACKING_OFF
                 return Decision(BACKING_OFF, f"{names}: to the cheapest known setting with a"
                                 " higher power cap", self._moves(cell, best))
-        far = any((m.ratio(t) or 0.0) > 1.25 for t in violated) or not violated
         # Performance first from the power cap: it raises both throughput and latency.
         if "power_cap" in target and not self.grid.is_max("power_cap", target["power_cap"]):
             up = self.grid.step("power_cap", target["power_cap"], +1, 2 if far else 1)
@@ -259,11 +266,12 @@ class Policy:
         self._age(now)
         resume = self._check_load(m)
         self._note_rate(m)
-        if resume is not None and resume != cell and self._more_performant(resume, cell):
+        up = resume is not None and self._cap(resume) > self._cap(cell)
+        if resume is not None and resume != cell and up and self._load_rose:
             self.state = BACKING_OFF
-            return Decision(BACKING_OFF, resume_why(self._resumed_from, m.load_per_s),
+            return Decision(BACKING_OFF, self._resume_why(m),
                             self._moves(cell, resume))
-        if resume is not None:
+        if resume is not None and not up:
             # Down to a remembered setting only once an epoch wholly at the new load
             # carries no more tokens than that setting met: what the load before left (a
             # peak's queue, its conversations' next turns) is served first.
@@ -320,7 +328,7 @@ class Policy:
                 self.r_ref = None
                 self._rates.clear()
                 self.state = EXPLORING
-                return Decision(EXPLORING, resume_why(self._resumed_from, m.load_per_s),
+                return Decision(EXPLORING, self._resume_why(m),
                                 self._moves(cell, pending[0]))
         if tight and inc is not None and inc != cell and inc in self.table:
             self._tight_once = None
@@ -505,6 +513,13 @@ class Policy:
                 if r.j_per_token <= least * (1.0 + self._gain(r, r))]
         return min(near, key=lambda c: (self.table[c].worst_ratio, self.table[c].j_per_token))
 
+    def _resume_why(self, m: Measurement) -> str:
+        return resume_why(self._resumed_from, m.load_per_s, self._resume_same)
+
+    @staticmethod
+    def _cap(c: Cell) -> float:
+        return dict(c).get("power_cap", 0.0)
+
     @staticmethod
     def _more_performant(a: Cell, b: Cell) -> bool:
         """Whether `a` has at least `b`'s power cap (the knob that raises both
@@ -607,13 +622,20 @@ class Policy:
         self._resume_after = None
         if load is None:
             return None
-        # The nearest remembered load at least about as high: what met it meets this.
-        above = [x for x in self._loads if x * (1.0 + self.p.load_change) >= load]
-        if not above:
+        self._load_rose = ref is None or load > ref
+        # The same load seen before, else the nearest one above it: what met a load meets
+        # any lower one.
+        same = [x for x in self._loads if abs(x - load) <= self.p.load_change * x]
+        higher = [x for x in self._loads if x > load]
+        if same:
+            nearest = min(same, key=lambda x: abs(x - load))
+        elif higher:
+            nearest = min(higher)
+        else:
             return None
-        nearest = min(above)
         cell, bans, self._resume_rate = self._loads[nearest]
-        if abs(nearest - load) <= self.p.load_change * nearest:
+        self._resume_same = bool(same)
+        if same:
             # The same load again: what violated at it would violate again (banned anew,
             # as long as it was then).
             for c, n in bans.items():
@@ -641,11 +663,11 @@ class Policy:
         return cand not in self.table and cand not in self.infeasible
 
 
-def resume_why(level: float | None, load: float | None) -> str:
+def resume_why(level: float | None, load: float | None, same: bool) -> str:
     if level is None or load is None:
         return "a new offered load: to the best setting remembered for it"
-    if abs(level - load) <= 1e-9 * max(level, 1.0):
-        return (f"the offered load is back to {load:g}/s: to the best setting met at it "
-                "before")
+    if same:
+        return (f"the offered load is back to {load:g}/s: to the best setting met at "
+                f"{level:g}/s before")
     return (f"the offered load is now {load:g}/s: to the best setting met at {level:g}/s "
             "(what met a load at least as high meets this one)")
