@@ -179,6 +179,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--autopilot-bound", action="append", default=[], metavar="KNOB=LO..HI",
                    help="keep the autopilot inside these bounds, e.g. power_cap=300..700; "
                         "naming max_num_seqs lets it restart the engine; repeatable")
+    p.add_argument("--autopilot-prior", action="append", default=[], metavar="PATH",
+                   help="warm-start the autopilot from a sweep: its folder (or sessions); "
+                        "it starts from the best setting that met the objective at the "
+                        "offered load; repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,13 +259,22 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
                              f" (--duration {args.duration:g})")
     if args.autopilot_bound and args.autopilot is None:
         raise UsageError("--autopilot-bound needs --autopilot OBJECTIVE")
+    if args.autopilot_prior and args.autopilot is None:
+        raise UsageError("--autopilot-prior needs --autopilot OBJECTIVE")
+    for text in args.autopilot_prior:
+        if not Path(text).exists():
+            raise UsageError(f"--autopilot-prior {text}: no such file or directory")
     if args.autopilot is not None:
         from app.core.autopilot.objective import AutopilotError, parse_objective
         from app.core.autopilot.params import params_from
+        from app.core.autopilot.prior import read_prior
 
         try:
-            parse_objective(args.autopilot)
+            objective = parse_objective(args.autopilot)
             params_from(args.autopilot_bound)
+            if args.autopilot_prior:
+                # Before anything starts (the run reads the same, once).
+                read_prior(args.autopilot_prior, objective)
         except AutopilotError as exc:
             raise UsageError(str(exc)) from None
     gpus = None
@@ -304,6 +317,7 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
         request_timeout_s=args.request_timeout, poll_interval_s=args.poll_interval,
         max_backlog=args.max_backlog, session_unique=bool(getattr(args, "session_default", False)),
         autopilot=args.autopilot, autopilot_bounds=list(args.autopilot_bound),
+        autopilot_prior=list(args.autopilot_prior),
         meter_options=_meter_options(args.meter_opt),
         session_compress=compress, session_thin_s=args.thin,
     )

@@ -66,6 +66,7 @@ class RunConfig:
     # (`power_cap=300..700`); None: no autopilot (app/core/autopilot).
     autopilot: str | None = None
     autopilot_bounds: list[str] = field(default_factory=list)
+    autopilot_prior: list[str] = field(default_factory=list)  # sweep folders / sessions
 
 
 @dataclass(slots=True)

@@ -34,6 +34,7 @@ from app.core.attribution import EnergyAttributor
 from app.core.autopilot.controller import Autopilot
 from app.core.autopilot.objective import AutopilotError, parse_objective
 from app.core.autopilot.params import params_from
+from app.core.autopilot.prior import read_prior
 from app.core.bus import EventBus
 from app.core.clock import Clock, LoopClock
 from app.core.config import ConfigError, RunConfig, RunError, RunOutcome
@@ -506,7 +507,8 @@ class Runner:
             await asyncio.sleep(0)  # let the poller take its baseline reading
             self._apply_start(start)
             if cfg.autopilot is not None:
-                background.append(self._start_autopilot(cfg.autopilot, cfg.autopilot_bounds))
+                background.append(self._start_autopilot(cfg.autopilot, cfg.autopilot_bounds,
+                                                        cfg.autopilot_prior))
             background.append(asyncio.create_task(self._client_state()))
             for change in cfg.schedule:
                 background.append(asyncio.create_task(self._schedule(change)))
@@ -554,12 +556,14 @@ class Runner:
         return RunOutcome(reason, message, recorded, summary,
                           config_error=self._config_error is not None)
 
-    def _start_autopilot(self, objective: str, bounds: list[str]) -> asyncio.Task[None]:
+    def _start_autopilot(self, objective: str, bounds: list[str],
+                         prior: list[str] | None = None) -> asyncio.Task[None]:
         """The autopilot as one more subscriber of the run's events, acting through
-        set_knob (app/core/autopilot)."""
+        set_knob (app/core/autopilot); warm-started from a sweep's sessions if given."""
         try:
-            pilot = Autopilot(self, parse_objective(objective), params_from(bounds),
-                              self.publish, self.clock.now)
+            obj = parse_objective(objective)
+            pilot = Autopilot(self, obj, params_from(bounds), self.publish, self.clock.now,
+                              read_prior(prior, obj) if prior else None)
         except AutopilotError as exc:
             raise ConfigError(str(exc)) from None
         self.autopilot = pilot

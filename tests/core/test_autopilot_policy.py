@@ -330,3 +330,28 @@ def test_a_try_near_the_limit_is_measured_once_more_before_it_is_left() -> None:
     t = settle_in(q, cell(600), 3, 1000.0)
     d = q.on_epoch(cell(500), measured(t, t + 30, ttft=0.99), t + 30, 30)
     assert d.moves.get("power_cap") == 600.0
+
+
+# -- a warm start (a sweep remembered) -------------------------------------------------------
+
+def test_a_remembered_setting_for_the_first_load_is_where_the_search_starts() -> None:
+    p = policy()
+    p.remember(1.0, cell(500), [cell(400)], 1000.0)
+    d = p.on_epoch(cell(700), at_load(measured(0, 30, rate=1000), 1.0), 30, 30)
+    assert d.moves == {"power_cap": 500.0} and "warm start" in d.reason
+    # What missed the objective in the sweep is left alone (and the caps below it).
+    assert cell(400) in p.infeasible and cell(300) in p.infeasible
+
+
+def test_a_closed_loop_remembers_its_one_load() -> None:
+    p = policy()
+    p.remember(None, cell(600, 128), [], 800.0)
+    d = p.on_epoch(cell(700), measured(0, 30, rate=800), 30, 30)
+    assert d.moves == {"power_cap": 600.0, "batch_limit": 128.0}
+
+
+def test_a_remembered_setting_for_another_load_is_not_used_at_a_higher_one() -> None:
+    p = policy()
+    p.remember(0.5, cell(400), [], 500.0)
+    d = p.on_epoch(cell(700), at_load(measured(0, 30, rate=2000), 2.0), 30, 30)
+    assert d.moves == {}

@@ -35,6 +35,7 @@ from app.core.autopilot.policy import (
     Policy,
     cell_of,
 )
+from app.core.autopilot.prior import Prior
 from app.core.events import AutopilotEvent, Event, KnobEvent
 
 SOURCE = "autopilot"
@@ -95,9 +96,34 @@ def build_grid(path: KnobPath, params: AutopilotParams) -> tuple[Grid, list[str]
     return Grid(values), notes
 
 
+def warm_start(policy: Policy, grid: Grid, prior: Prior, path: KnobPath) -> str:
+    """The prior's best setting of each load (snapped to the grid), remembered by the
+    policy as met there; returns a note for the first event."""
+    def cell(knobs: dict[str, float]) -> Cell:
+        vals = {}
+        for name in grid.values:
+            v = knobs.get(name)
+            if v is None:
+                v = path.knobs.get(name)
+            vals[name] = grid.snap(name, v if v is not None else grid.values[name][-1])
+        return cell_of(vals)
+
+    loads = prior.loads()
+    for load, (best, missed) in loads.items():
+        policy.remember(load, cell(best.knobs), [cell(p.knobs) for p in missed],
+                        best.tokens_per_s)
+    shown = ", ".join(
+        ("closed loop" if load is None else f"{load:g}/s") + ": " + " ".join(
+            f"{k}={v:g}" for k, v in sorted(best.knobs.items()) if k in grid.values)
+        for load, (best, _) in sorted(loads.items(), key=lambda kv: kv[0] or 0.0))
+    return (f"warm start from {len(prior.points)} sweep sessions, best that met the "
+            f"objective: {shown or 'none'}")
+
+
 class Autopilot:
     def __init__(self, path: KnobPath, objective: Objective, params: AutopilotParams,
-                 publish: Callable[[Event], None], now: Callable[[], float]) -> None:
+                 publish: Callable[[Event], None], now: Callable[[], float],
+                 prior: Prior | None = None) -> None:
         self.path = path
         self.objective = objective
         self.params = params
@@ -106,6 +132,8 @@ class Autopilot:
         self.meter = EpochMeter(objective)
         self.grid, self.notes = build_grid(path, params)
         self.policy = Policy(objective, self.grid, params)
+        if prior is not None:
+            self.notes.append(warm_start(self.policy, self.grid, prior, path))
         self.enabled = True
         self.state = SETTLING
         self.reason = "starting: waiting for the readings to settle"

@@ -100,9 +100,11 @@ class Policy:
         # What each offered load (the rate knob) ended with: its best setting met and
         # the settings that violated there, to start from when that load, or a lower
         # one, comes again (a setting that met a load meets any lower one).
-        self._loads: dict[float, tuple[Cell, dict[Cell, int], float]] = {}  # + tokens/s
+        self._loads: dict[float | None, tuple[Cell, dict[Cell, int], float]] = {}  # + tok/s
         self._resumed_from: float | None = None
         self._resume_same = False  # the remembered load is this one (not one above it)
+        self._from_prior: set[float | None] = set()  # loads remembered from a sweep
+        self._recall_at = 0.0  # when the load the remembered setting is for began
         self._load_rose = False  # the last change of load was a rise
         self._resume_rate = 0.0  # the token rate the remembered setting met
         # A remembered setting to go down to once the load is down: (setting, the change's
@@ -275,7 +277,7 @@ class Policy:
             # Down to a remembered setting only once an epoch wholly at the new load
             # carries no more tokens than that setting met: what the load before left (a
             # peak's queue, its conversations' next turns) is served first.
-            self._resume_after = (resume, m.t1, self._resume_rate)
+            self._resume_after = (resume, self._recall_at, self._resume_rate)
         for name, sc in m.scatter.items():
             self._scatters.setdefault(name, deque(maxlen=8)).append(sc)
         judged = self.judged(m)
@@ -514,6 +516,10 @@ class Policy:
         return min(near, key=lambda c: (self.table[c].worst_ratio, self.table[c].j_per_token))
 
     def _resume_why(self, m: Measurement) -> str:
+        if self._resumed_from in self._from_prior or (
+                m.load_per_s is None and None in self._from_prior):
+            at = "" if self._resumed_from is None else f" at {self._resumed_from:g}/s"
+            return f"warm start: to the sweep's best setting{at} that met the objective"
         return resume_why(self._resumed_from, m.load_per_s, self._resume_same)
 
     @staticmethod
@@ -595,8 +601,12 @@ class Policy:
         it is."""
         load = m.load_per_s
         if not self._load_known:
+            # The first load: a setting remembered for it (a sweep's, warm start) is
+            # where the search starts.
             self.load_ref, self._load_known = load, True
-            return None
+            self._load_rose = False
+            self._recall_at = m.t0  # no load before it: this epoch is no transition
+            return self._recall(load, m.t1)
         ref = self.load_ref
         if load is None and ref is None:
             return None
@@ -608,6 +618,7 @@ class Policy:
             old = self._loads.get(ref, (self.incumbent, {}, 0.0))[1]
             self._loads[ref] = (self.incumbent, {**old, **self._strikes},
                                 self.table[self.incumbent].rate)
+            self._from_prior.discard(ref)
         self.table.clear()
         self.infeasible.clear()
         self._strikes.clear()
@@ -620,13 +631,34 @@ class Policy:
         self._scatters.clear()
         self._resumed_from = None
         self._resume_after = None
+        self._load_rose = ref is None or (load is not None and load > ref)
+        self._recall_at = m.t1
+        return self._recall(load, m.t1)
+
+    def remember(self, load: float | None, cell: Cell, violated: list[Cell],
+                 tokens_per_s: float) -> None:
+        """A setting known to meet the objective at `load` (and ones known to miss it
+        there), as if met here: a sweep's, for a warm start (prior.py)."""
+        self._loads[load] = (cell, {c: 1 for c in violated if c != cell}, tokens_per_s)
+        self._from_prior.add(load)
+
+    def _recall(self, load: float | None, now: float) -> Cell | None:
+        """The setting remembered for `load` (its violators banned anew), else for the
+        nearest load above it; None when none is."""
         if load is None:
-            return None
-        self._load_rose = ref is None or load > ref
+            if None not in self._loads:
+                return None
+            cell, bans, self._resume_rate = self._loads[None]
+            self._resume_same, self._resumed_from = True, None
+            for c, n in bans.items():
+                self._strikes[c] = n - 1
+                self._ban(c, now)
+            return cell
         # The same load seen before, else the nearest one above it: what met a load meets
         # any lower one.
-        same = [x for x in self._loads if abs(x - load) <= self.p.load_change * x]
-        higher = [x for x in self._loads if x > load]
+        levels = [x for x in self._loads if x is not None]
+        same = [x for x in levels if abs(x - load) <= self.p.load_change * x]
+        higher = [x for x in levels if x > load]
         if same:
             nearest = min(same, key=lambda x: abs(x - load))
         elif higher:
@@ -640,7 +672,7 @@ class Policy:
             # as long as it was then).
             for c, n in bans.items():
                 self._strikes[c] = n - 1
-                self._ban(c, m.t1)
+                self._ban(c, now)
         self._resumed_from = nearest
         return cell
 
@@ -665,7 +697,7 @@ class Policy:
 
 def resume_why(level: float | None, load: float | None, same: bool) -> str:
     if level is None or load is None:
-        return "a new offered load: to the best setting remembered for it"
+        return "to the best setting remembered for this load"
     if same:
         return (f"the offered load is back to {load:g}/s: to the best setting met at "
                 f"{level:g}/s before")
