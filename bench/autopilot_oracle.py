@@ -147,6 +147,7 @@ def p90s(path: Path) -> tuple[float, float]:
     return worst
 
 
+WARM = False  # --warm: also the autopilot warm-started from short steady sweeps
 REUSE = False  # --reuse: keep sweeps already in bench/out/autopilot (the twin unchanged)
 SEEDS = 1  # --seeds N: the autopilot's steady runs at seeds 0..N-1 (the sweep at seed 0)
 
@@ -170,14 +171,31 @@ def sweep(tag: str, workload: str, rate: float, duration: int, at: list[str],
 
 
 def autopilot(tag: str, workload: str, rate: float, duration: int, objective: str,
-              at: list[str], seed: int = 0) -> Path:
-    path = OUT / (f"{tag}-autopilot.jsonl" if seed == 0 else f"{tag}-autopilot-seed{seed}.jsonl")
+              at: list[str], seed: int = 0, prior: list[Path] | None = None) -> Path:
+    name = f"{tag}-autopilot" + ("-warm" if prior else "") + (f"-seed{seed}" if seed else "")
+    path = OUT / f"{name}.jsonl"
     path.unlink(missing_ok=True)
     at_args = [x for a in at for x in ("--at", a)]
+    prior_args = [x for d in prior or [] for x in ("--autopilot-prior", str(d))]
     wattflow("run", "--headless", "--fast", "--workload", workload, "--rate", str(rate),
              "--duration", str(duration), "--autopilot", objective, "--session", str(path),
-             "--seed", str(seed), *at_args)
+             "--seed", str(seed), *at_args, *prior_args)
     return path
+
+
+PRIOR_SEED = 100  # the warm start's sweeps: other arrivals than the runs they start
+PRIOR_S = 600  # ten minutes per setting
+
+
+def prior_sweeps(workload: str, rates: list[float]) -> list[Path]:
+    """Short steady sweeps (PRIOR_S per setting, seed PRIOR_SEED) at `rates`: what a
+    user would run once to warm-start the autopilot (`--autopilot-prior`)."""
+    out = []
+    for r in rates:
+        tag = f"prior-{workload}-{r:g}"
+        sweep(tag, workload, r, PRIOR_S, [], PRIOR_SEED)
+        out.append(OUT / tag)
+    return out
 
 
 def pilot_summary(path: Path) -> str:
@@ -206,6 +224,9 @@ def steady(workload: str, rate: float, duration: int, hour: int) -> list[str]:
     # decisions branch, so a change to the method is judged on several.
     more = [measure(autopilot(workload, workload, rate, hour, objective, [], seed), limits,
                     300.0) for seed in range(1, SEEDS)]
+    warm = measure(autopilot(workload, workload, rate, hour, objective, [],
+                             prior=prior_sweeps(workload, [rate])), limits, 300.0) \
+        if WARM else None
     lines = [f"### {workload} at {rate:g} workflows/s, objective `{objective}`", ""]
     if not feasible:
         lines.append("no static point meets the objective: no oracle")
@@ -222,6 +243,9 @@ def steady(workload: str, rate: float, duration: int, hour: int) -> list[str]:
         *(f"| autopilot, seed {i} | {m.j_per_token:.4f} "
           f"({m.j_per_token / oracle.j_per_token - 1.0:+.1%}) | {m.met_share:.0%} of {m.windows} |"
           for i, m in enumerate(more, start=1)),
+        *([f"| autopilot warm-started from a {PRIOR_S // 60} min sweep (seed {PRIOR_SEED}) | "
+           f"{warm.j_per_token:.4f} ({warm.j_per_token / oracle.j_per_token - 1.0:+.1%}) | "
+           f"{warm.met_share:.0%} of {warm.windows} |"] if warm else []),
         f"| default (700 W, batch 64) | {statics[(700, 64)].j_per_token:.4f} | "
         f"{statics[(700, 64)].met_share:.0%} |",
         "",
@@ -250,6 +274,15 @@ def changing(name: str, rate: float, at: list[str], duration: int) -> list[str]:
     # Other seeds (other arrivals and lengths): each against the statics of its own seed
     # (the same objective), as (saving against the best meeting it throughout, against
     # the best over the whole run).
+    warm = None
+    if WARM:
+        # Steady sweeps at the base rate and each whole multiple of it up to the peak.
+        top = max(float(a.rpartition("=")[2]) for a in at)
+        rates = sorted({round(r, 6) for r in (rate, top, *(rate * k for k in range(
+            2, int(top / rate + 1e-9) + 1)))})
+        warm = measure(autopilot(f"change-{name}", "interactive", rate, duration, objective, at,
+                                 prior=prior_sweeps("interactive", rates)), limits, 60.0)
+        warm_rates = ", ".join(f"{r:g}" for r in rates)
     more: list[tuple[Measured, float, float]] = []
     for seed in range(1, SEEDS):
         st = {k: measure(p, limits, 60.0) for k, p in sweep(
@@ -284,12 +317,17 @@ def changing(name: str, rate: float, at: list[str], duration: int) -> list[str]:
             f"{weak_key[0]}, batch_limit={weak_key[1]})", weak),
         row("autopilot", ap),
         *(row(f"autopilot, seed {i}", m) for i, (m, _, _) in enumerate(more, start=1)),
+        *([row(f"autopilot warm-started from {PRIOR_S // 60} min sweeps at {warm_rates}/s "
+               f"(seed {PRIOR_SEED})", warm)] if warm else []),
         "",
         f"autopilot uses {saving:.1%} {'less' if saving >= 0 else 'MORE'} energy than the best "
         f"of {len(ok)} static settings that meet the objective throughout (every "
         f"{STRETCH_S / 60:.0f} min), {weak_saving:.1%} "
         f"{'less' if weak_saving >= 0 else 'MORE'} than the best of {len(overall)} that meet "
         f"it over the whole run; {pilot_summary(path)}",
+        *([f"warm-started: {1.0 - warm.energy_j / best.energy_j:+.1%} / "
+           f"{1.0 - warm.energy_j / weak.energy_j:+.1%} energy saved (throughout / whole run)"]
+          if warm else []),
         *(["energy saved at other seeds, each against its own seed's statics (throughout / "
            "whole run): " + ", ".join(f"seed {i}: {a:+.1%} / {b:+.1%}" for i, (_, a, b)
                                       in enumerate(more, start=1))] if more else []),
@@ -305,9 +343,11 @@ def main() -> int:
     ap.add_argument("--reuse", action="store_true", help="reuse the sweeps already run")
     ap.add_argument("--seeds", type=int, default=1,
                     help="autopilot runs per steady workload, at seeds 0..N-1")
+    ap.add_argument("--warm", action="store_true",
+                    help="also the autopilot warm-started from short steady sweeps")
     args = ap.parse_args()
-    global REUSE, SEEDS
-    REUSE, SEEDS = args.reuse, max(1, args.seeds)
+    global REUSE, SEEDS, WARM
+    REUSE, SEEDS, WARM = args.reuse, max(1, args.seeds), args.warm
     OUT.mkdir(parents=True, exist_ok=True)
     duration, hour = (300, 1200) if args.quick else (600, 3600)
     t0 = time.perf_counter()

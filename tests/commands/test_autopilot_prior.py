@@ -49,7 +49,8 @@ def test_a_sweep_reads_back_as_points_per_setting(sweep_dir: Path) -> None:
     assert by_cap[350.0].j_per_token < by_cap[700.0].j_per_token
     assert not by_cap[350.0].met and by_cap[700.0].met
     best, missed = prior.loads()[0.5]
-    assert best.met and best.j_per_token == min(p.j_per_token for p in prior.points if p.met)
+    least = min(p.j_per_token for p in prior.points if p.met)
+    assert best.met and best.j_per_token <= least * 1.02  # within the noise of the least
     assert by_cap[350.0] in missed
     # A looser objective: everything meets it, and the best is the least J/token.
     loose = read_prior([str(sweep_dir)], parse_objective("ttft_p90=60s,tpot_p90=1s"))

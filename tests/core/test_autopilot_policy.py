@@ -355,3 +355,23 @@ def test_a_remembered_setting_for_another_load_is_not_used_at_a_higher_one() -> 
     p.remember(0.5, cell(400), [], 500.0)
     d = p.on_epoch(cell(700), at_load(measured(0, 30, rate=2000), 2.0), 30, 30)
     assert d.moves == {}
+
+
+def test_violations_under_a_load_no_setting_meets_do_not_keep_lower_caps_away() -> None:
+    """A burst beyond what even the highest cap serves: the lower caps that violated on
+    the way up violated for the load, not for being too slow; once the top is reached and
+    misses too, they are judged as before the burst."""
+    p = policy(infeasible_s=600.0)
+    t = settle_in(p, cell(500), 3, 1000.0)
+    assert cell(400) not in p.infeasible
+    ttft = [x for x in p.objective.targets if x.metric == "ttft"]
+    here = cell(500)
+    for _ in range(2):  # 500 -> 600 -> 700 W, each violated (TTFT 10% over, no queue)
+        d = p.on_violation(here, ttft, measured(t, t + 30, ttft=1.1), t)
+        here = cell_of({**dict(here), **d.moves})
+        t += 40
+    assert dict(here)["power_cap"] == 700.0 and cell(600) in p.infeasible
+    # At 700 W (the top) it misses as well: the load is beyond every setting.
+    d = p.on_violation(here, ttft, measured(t, t + 30, ttft=1.1), t)
+    assert d.state == HOLDING and "cannot be met" in d.reason
+    assert cell(600) not in p.infeasible and cell(500) not in p.infeasible

@@ -108,8 +108,10 @@ def warm_start(policy: Policy, grid: Grid, prior: Prior, path: KnobPath) -> str:
             vals[name] = grid.snap(name, v if v is not None else grid.values[name][-1])
         return cell_of(vals)
 
-    loads = prior.loads()
+    loads = prior.loads(dict(path.knobs))
     for load, (best, missed) in loads.items():
+        # What missed there is left alone as a setting that violated at this load would
+        # be (10 minutes, then tried live).
         policy.remember(load, cell(best.knobs), [cell(p.knobs) for p in missed],
                         best.tokens_per_s)
     shown = ", ".join(

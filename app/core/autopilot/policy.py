@@ -127,6 +127,8 @@ class Policy:
         self._rates: deque[tuple[float, float]] = deque(maxlen=20)  # (epoch start, tok/s)
         self._noises: dict[float, float] = {}  # epoch start -> J/token's noise, last 8
         self._met_run: dict[Cell, int] = {}  # epochs met in a row per cell, at this load
+        # The bans as they were at the last epoch that met the objective.
+        self._calm: tuple[dict[Cell, float], dict[Cell, int]] = ({}, {})
         self._tight_once: Cell | None = None  # a try's first epoch near the limit
 
     # -- judging one measurement ----------------------------------------------------
@@ -242,6 +244,7 @@ class Policy:
                     # only, a smaller batch that violated by waiting is tried again: a
                     # queue drains, time per token at a batch too large does not.
                     self.state = HOLDING
+                    self._overloaded(cell)
                     return Decision(HOLDING, f"{names}: {knob} {nxt:g} violated it too, "
                                     "just before; the objective cannot be met at this load "
                                     "in bounds: holding")
@@ -251,6 +254,7 @@ class Policy:
                         "down: time per token is over"
                     return Decision(BACKING_OFF, f"{names}: {knob} {word}", {knob: nxt})
         self.state = HOLDING
+        self._overloaded(cell)
         return Decision(HOLDING, f"{names}: already at the most performant setting in bounds; "
                         "the objective cannot be met here")
 
@@ -384,6 +388,7 @@ class Policy:
             self.r_ref = self._usual_rate()
         rec = self._record(cell, jpt, noise, worst, now, m)
         self._met_run[cell] = self._met_run.get(cell, 0) + 1
+        self._calm = (dict(self.infeasible), dict(self._strikes))
         self.infeasible.pop(cell, None)
         inc = self.incumbent if self.incumbent in self.table else None
         if inc is None or inc == cell:
@@ -466,6 +471,24 @@ class Policy:
                     lower = cell_of({**here, "power_cap": v})
                     self.infeasible[lower] = max(self.infeasible.get(lower, 0.0), until)
                     self.table.pop(lower, None)
+
+    def _overloaded(self, cell: Cell) -> None:
+        """The objective is not met even at the most performant setting in bounds: the
+        load is beyond what any setting here serves. The lower caps (the rest as here)
+        that violated since the objective was last met violated under that load, not for
+        being too slow: they are judged as they were before it."""
+        calm_inf, calm_strikes = self._calm
+        here = dict(cell)
+        for c in list(self.infeasible):
+            d = dict(c)
+            if d.get("power_cap", 0.0) < here.get("power_cap", 0.0) and all(
+                    d.get(k) == v for k, v in here.items() if k != "power_cap"):
+                if c in calm_inf:
+                    self.infeasible[c] = calm_inf[c]
+                    self._strikes[c] = calm_strikes.get(c, 0)
+                else:
+                    del self.infeasible[c]
+                    self._strikes.pop(c, None)
 
     def _trusted(self, cell: Cell, now_rate: float = 0.0) -> bool:
         """Whether `cell` met the objective at a load like the usual one and the one now
@@ -624,6 +647,7 @@ class Policy:
         self._strikes.clear()
         self._ban_why.clear()
         self._met_run.clear()
+        self._calm = ({}, {})
         self._rates.clear()
         self.incumbent = None
         self.r_ref = None

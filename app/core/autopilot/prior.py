@@ -4,9 +4,9 @@
 point: the setting it held (power cap, batch limit), the offered load (the rate knob;
 None for a closed loop), its J/token and whether it met the objective in at least
 `met_share` of its `window_s` windows (the same test the benchmark applies). The
-autopilot remembers the best point of each load as if it had met that load itself, and
-the points that missed it as settings that violated there: it goes to the best one as
-soon as the load is there (then measures it live, and searches on from it), instead of
+autopilot remembers the best point of each load (the least J/token among those that met
+it; within 2% of it, the highest cap) as if it had met that load itself, and goes to it
+as soon as the load is there (then measures it live, and searches on from it), instead of
 walking down from the top of the grid. A sweep of another day, or of the twin, is a
 starting point, not a verdict: every setting is still judged by what it does now.
 
@@ -25,6 +25,7 @@ from app.core.events import KnobEvent, RequestEvent, Sample, WorkflowEvent
 from app.core.session_reader import SessionError, read_session
 
 PRIOR_KNOBS = ("power_cap", "batch_limit", "max_num_seqs")
+NOISE = 0.02  # J/token within this share of the least is the same (params.min_gain)
 # Knob changes that belong to setting a session up, not to changing it mid-run.
 _SETUP_SOURCES = ("cli", "start", "sweep", "restore")
 
@@ -46,9 +47,13 @@ class Prior:
     points: list[PriorPoint] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # why a session was left out
 
-    def loads(self) -> dict[float | None, tuple[PriorPoint, list[PriorPoint]]]:
+    def loads(self, prefer: dict[str, float | None] | None = None
+              ) -> dict[float | None, tuple[PriorPoint, list[PriorPoint]]]:
         """Per load: the point with the least J/token that met the objective, and the
-        points that did not. Loads where none met it are left out."""
+        points that did not. Loads where none met it are left out. Within the noise of
+        the least J/token: the highest power cap, then the batch limit nearest `prefer`'s
+        (the one in force: a larger one is not safer, it trades time per token for
+        throughput)."""
         by_load: dict[float | None, list[PriorPoint]] = {}
         for p in self.points:
             key = None if p.load is None else round(p.load, 6)
@@ -57,9 +62,20 @@ class Prior:
         for load, pts in by_load.items():
             met = [p for p in pts if p.met]
             if met:
-                out[load] = (min(met, key=lambda p: p.j_per_token),
-                             [p for p in pts if not p.met])
+                least = min(p.j_per_token for p in met)
+                near = [p for p in met if p.j_per_token <= least * (1.0 + NOISE)]
+                want = (prefer or {}).get("batch_limit")
+                best = max(near, key=lambda p: _rank(p, want))
+                out[load] = (best, [p for p in pts if not p.met])
         return out
+
+
+def _rank(p: PriorPoint, batch_in_force: float | None) -> tuple[float, float, float]:
+    """Higher is preferred: the power cap, then the batch limit nearest the one in force
+    (in powers of two), then less J/token."""
+    b = p.knobs.get("batch_limit")
+    off = abs(math.log2(b / batch_in_force)) if b and batch_in_force else 0.0
+    return (p.knobs.get("power_cap", 0.0), -off, -p.j_per_token)
 
 
 def _files(paths: list[str]) -> list[Path]:
