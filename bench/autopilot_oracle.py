@@ -239,13 +239,13 @@ def steady(workload: str, rate: float, duration: int, hour: int) -> list[str]:
         f"| oracle (power_cap={okey[0]}, batch_limit={okey[1]}, {hour} s) | "
         f"{oracle.j_per_token:.4f} | {oracle.met_share:.0%} of {oracle.windows} |",
         f"| autopilot (after 5 min of {hour} s) | {ap.j_per_token:.4f} ({gap:+.1%}) | "
-        f"{ap.met_share:.0%} of {ap.windows} |",
+        f"{ap.met_share:.1%} ({ap.windows_met} of {ap.windows}) |",
         *(f"| autopilot, seed {i} | {m.j_per_token:.4f} "
-          f"({m.j_per_token / oracle.j_per_token - 1.0:+.1%}) | {m.met_share:.0%} of {m.windows} |"
-          for i, m in enumerate(more, start=1)),
+          f"({m.j_per_token / oracle.j_per_token - 1.0:+.1%}) | {m.met_share:.1%} "
+          f"({m.windows_met} of {m.windows}) |" for i, m in enumerate(more, start=1)),
         *([f"| autopilot warm-started from a {PRIOR_S // 60} min sweep (seed {PRIOR_SEED}) | "
            f"{warm.j_per_token:.4f} ({warm.j_per_token / oracle.j_per_token - 1.0:+.1%}) | "
-           f"{warm.met_share:.0%} of {warm.windows} |"] if warm else []),
+           f"{warm.met_share:.1%} ({warm.windows_met} of {warm.windows}) |"] if warm else []),
         f"| default (700 W, batch 64) | {statics[(700, 64)].j_per_token:.4f} | "
         f"{statics[(700, 64)].met_share:.0%} |",
         "",
