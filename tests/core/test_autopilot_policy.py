@@ -175,6 +175,17 @@ def at_load(m: Measurement, load: float) -> Measurement:
     return m
 
 
+def search(p: Policy, load: float, epochs: int = 5, here: Cell | None = None,
+           t: float = 0.0) -> tuple[Cell, float]:
+    """`epochs` epochs that meet the objective at `load`, following each move."""
+    here = here if here is not None else cell(700)
+    for _ in range(epochs):
+        d = p.on_epoch(here, at_load(measured(t, t + 30, rate=1000 * load), load), t + 30, 30)
+        here = cell_of({**dict(here), **d.moves})
+        t += 40
+    return here, t
+
+
 def test_a_load_that_comes_again_starts_from_the_best_setting_met_at_it() -> None:
     p = policy(min_load_epochs=2)
     t = 0.0
@@ -213,12 +224,7 @@ def test_a_load_that_comes_again_starts_from_the_best_setting_met_at_it() -> Non
 
 def test_a_lower_load_starts_from_what_met_a_higher_one() -> None:
     p = policy(min_load_epochs=2)
-    t = 0.0
-    here = cell(700)
-    for _ in range(5):
-        d = p.on_epoch(here, at_load(measured(t, t + 30), 2.0), t + 30, 30)
-        here = cell_of({**dict(here), **d.moves})
-        t += 40
+    here, t = search(p, 2.0)
     assert p.incumbent is not None  # the best setting met (the last move is a try)
     met_at_2 = dict(p.incumbent)["power_cap"]
     assert met_at_2 < 700.0
@@ -249,12 +255,7 @@ def test_a_higher_load_than_any_met_keeps_searching_from_where_it_is() -> None:
 
 def test_a_higher_load_goes_up_to_what_met_it_at_once() -> None:
     p = policy(min_load_epochs=2)
-    t = 0.0
-    here = cell(700)
-    for _ in range(5):  # at 4/s the search settles below 700 W
-        d = p.on_epoch(here, at_load(measured(t, t + 30), 4.0), t + 30, 30)
-        here = cell_of({**dict(here), **d.moves})
-        t += 40
+    _, t = search(p, 4.0)
     assert p.incumbent is not None
     met_at_4 = dict(p.incumbent)["power_cap"]
     # At 1/s it walks further down...
@@ -273,12 +274,7 @@ def test_going_down_to_a_remembered_setting_waits_for_the_load_to_be_down() -> N
     still carries the tokens of the peak: no lower setting until an epoch carries no
     more than the remembered setting met."""
     p = policy(min_load_epochs=2)
-    t = 0.0
-    here = cell(700)
-    for _ in range(5):  # at 1/s (1000 tokens/s) the search settles below 700 W
-        d = p.on_epoch(here, at_load(measured(t, t + 30, rate=1000), 1.0), t + 30, 30)
-        here = cell_of({**dict(here), **d.moves})
-        t += 40
+    here, t = search(p, 1.0)  # at 1/s (1000 tokens/s) it settles below 700 W
     assert p.incumbent is not None
     met_at_1 = dict(p.incumbent)["power_cap"]
     # 4/s: back off to 700 W and hold there.

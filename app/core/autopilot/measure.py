@@ -122,7 +122,8 @@ class Measurement:
                 "load_per_s": None if self.load_per_s is None else round(self.load_per_s, 4)}
 
 
-def _quantile(sorted_v: list[float], q: float) -> float:
+def quantile(sorted_v: list[float], q: float) -> float:
+    """The `q` quantile of sorted values, linear between ranks."""
     pos = q * (len(sorted_v) - 1)
     lo = int(pos)
     hi = min(lo + 1, len(sorted_v) - 1)
@@ -296,7 +297,7 @@ class EpochMeter:
             m.counts[target.name] = len(values)
             if values:
                 values.sort()
-                m.observed[target.name] = _quantile(values, target.quantile)
+                m.observed[target.name] = quantile(values, target.quantile)
                 m.over[target.name] = len(values) - bisect.bisect_right(values, target.limit_s)
             sc = self._scatter(target, now, window_s)
             if sc is not None:
@@ -318,7 +319,7 @@ class EpochMeter:
             if len(v) < 5:
                 return None
             v.sort()
-            qs.append(_quantile(v, target.quantile))
+            qs.append(quantile(v, target.quantile))
         mean = sum(qs) / 3
         if mean <= 0:
             return None
@@ -358,7 +359,7 @@ class EpochMeter:
             m.counts[target.name] = len(values)
             if values:
                 values.sort()
-                m.observed[target.name] = _quantile(values, target.quantile)
+                m.observed[target.name] = quantile(values, target.quantile)
                 m.over[target.name] = len(values) - bisect.bisect_right(values, target.limit_s)
         m.finished = sum(1 for d in self._done if d.t > since)
         m.tokens = self._tokens(m.t0, now)  # the load right now, for the policy's trust

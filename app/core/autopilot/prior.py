@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.core.autopilot.measure import quantile
 from app.core.autopilot.objective import AutopilotError, Objective, Target
 from app.core.events import KnobEvent, RequestEvent, Sample, WorkflowEvent
 from app.core.session_reader import SessionError, read_session
@@ -94,14 +95,6 @@ def _files(paths: list[str]) -> list[Path]:
     return out
 
 
-def _quantile(v: list[float], q: float) -> float:
-    v = sorted(v)
-    pos = q * (len(v) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
-
-
 def _value(t: Target, e: RequestEvent) -> float | None:
     if t.stage is not None and e.stage != t.stage:
         return None
@@ -164,7 +157,7 @@ def read_point(path: Path, objective: Objective, skip_s: float = 60.0,
                         for v in (_value(target, e),) if v is not None]
             if len(vals) < 5:
                 continue
-            good = _quantile(vals, target.quantile) <= target.limit_s
+            good = quantile(sorted(vals), target.quantile) <= target.limit_s
             ok = good if ok is None else ok and good
         if ok is not None:
             windows += 1
