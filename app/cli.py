@@ -271,10 +271,10 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
 
         try:
             objective = parse_objective(args.autopilot)
-            params_from(args.autopilot_bound)
+            params = params_from(args.autopilot_bound)
             if args.autopilot_prior:
                 # Before anything starts (the run reads the same, once).
-                read_prior(args.autopilot_prior, objective)
+                read_prior(args.autopilot_prior, objective, params)
         except AutopilotError as exc:
             raise UsageError(str(exc)) from None
     gpus = None

@@ -562,8 +562,9 @@ class Runner:
         set_knob (app/core/autopilot); warm-started from a sweep's sessions if given."""
         try:
             obj = parse_objective(objective)
-            pilot = Autopilot(self, obj, params_from(bounds), self.publish, self.clock.now,
-                              read_prior(prior, obj) if prior else None)
+            params = params_from(bounds)
+            pilot = Autopilot(self, obj, params, self.publish, self.clock.now,
+                              read_prior(prior, obj, params) if prior else None)
         except AutopilotError as exc:
             raise ConfigError(str(exc)) from None
         self.autopilot = pilot

@@ -108,7 +108,7 @@ def warm_start(policy: Policy, grid: Grid, prior: Prior, path: KnobPath) -> str:
             vals[name] = grid.snap(name, v if v is not None else grid.values[name][-1])
         return cell_of(vals)
 
-    loads = prior.loads(dict(path.knobs))
+    loads = prior.loads(dict(path.knobs), policy.p.min_gain)
     for load, (best, missed) in loads.items():
         # What missed there is left alone as a setting that violated at this load would
         # be (10 minutes, then tried live).

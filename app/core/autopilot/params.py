@@ -49,6 +49,9 @@ class AutopilotParams:
     noise_parts: int = 10  # parts of an epoch for the power-rate fit (3 s each)
     violation_window_s: float = 10.0  # an early violation is judged on this much
     cap_step_w: float = 50.0
+    far_over: float = 1.25  # a violation this far over its limit backs off two steps
+    prior_met_share: float = 0.95  # a sweep's setting met the objective in this share
+    # of its `window_s` windows (after its first minute): --autopilot-prior
     load_change: float = 0.25  # arrival-rate change that makes old measurements stale
     reexplore_s: float = 600.0  # measurements older than this are forgotten...
     infeasible_s: float = 600.0  # ...and a setting that violated is not tried for this

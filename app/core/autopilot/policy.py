@@ -209,7 +209,7 @@ class Policy:
         # performance (two when far over).
         self.incumbent = None
         target = dict(cell)
-        far = any((m.ratio(t) or 0.0) > 1.25 for t in violated) or not violated
+        far = any((m.ratio(t) or 0.0) > self.p.far_over for t in violated) or not violated
         if "power_cap" in target:
             # Not further than the step toward performance would go, unless far over: a
             # setting known only from the top of the grid (the start, the last change of

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from app.core.autopilot.measure import quantile
 from app.core.autopilot.objective import AutopilotError, Objective, Target
+from app.core.autopilot.params import AutopilotParams
 from app.core.events import KnobEvent, RequestEvent, Sample, WorkflowEvent
 from app.core.session_reader import SessionError, read_session
 
 PRIOR_KNOBS = ("power_cap", "batch_limit", "max_num_seqs")
-NOISE = 0.02  # J/token within this share of the least is the same (params.min_gain)
 # Knob changes that belong to setting a session up, not to changing it mid-run.
 _SETUP_SOURCES = ("cli", "start", "sweep", "restore")
 
@@ -48,11 +48,11 @@ class Prior:
     points: list[PriorPoint] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # why a session was left out
 
-    def loads(self, prefer: dict[str, float | None] | None = None
+    def loads(self, prefer: dict[str, float | None] | None = None, noise: float = 0.02
               ) -> dict[float | None, tuple[PriorPoint, list[PriorPoint]]]:
         """Per load: the point with the least J/token that met the objective, and the
-        points that did not. Loads where none met it are left out. Within the noise of
-        the least J/token: the highest power cap, then the batch limit nearest `prefer`'s
+        points that did not. Loads where none met it are left out. Within `noise` of the
+        least J/token (params.min_gain): the highest power cap, then the batch limit nearest `prefer`'s
         (the one in force: a larger one is not safer, it trades time per token for
         throughput)."""
         by_load: dict[float | None, list[PriorPoint]] = {}
@@ -64,7 +64,7 @@ class Prior:
             met = [p for p in pts if p.met]
             if met:
                 least = min(p.j_per_token for p in met)
-                near = [p for p in met if p.j_per_token <= least * (1.0 + NOISE)]
+                near = [p for p in met if p.j_per_token <= least * (1.0 + noise)]
                 want = (prefer or {}).get("batch_limit")
                 best = max(near, key=lambda p: _rank(p, want))
                 out[load] = (best, [p for p in pts if not p.met])
@@ -171,27 +171,30 @@ def read_point(path: Path, objective: Objective, skip_s: float = 60.0,
                       path=str(path))
 
 
-_read: dict[tuple[tuple[str, ...], str, tuple[float, ...]], Prior] = {}
+_read: dict[tuple[tuple[str, ...], str, tuple[float, ...], float, float], Prior] = {}
 
 
-def read_prior(paths: list[str], objective: Objective) -> Prior:
+def read_prior(paths: list[str], objective: Objective,
+               params: AutopilotParams | None = None) -> Prior:
     """Every session under `paths` (files, or folders of a sweep) as points. Read once
     per process (the command line checks it before the run starts, the run uses it)."""
+    p = params or AutopilotParams()
     files = _files(paths)
     key = (tuple(str(f) for f in files), objective.text(),
-           tuple(f.stat().st_mtime for f in files))
+           tuple(f.stat().st_mtime for f in files), p.window_s, p.prior_met_share)
     if key in _read:
         return _read[key]
-    prior = _read_prior(paths, files, objective)
+    prior = _read_prior(paths, files, objective, p)
     _read.clear()
     _read[key] = prior
     return prior
 
 
-def _read_prior(paths: list[str], files: list[Path], objective: Objective) -> Prior:
+def _read_prior(paths: list[str], files: list[Path], objective: Objective,
+                p: AutopilotParams) -> Prior:
     prior = Prior()
     for f in files:
-        got = read_point(f, objective)
+        got = read_point(f, objective, window_s=p.window_s, met_share=p.prior_met_share)
         if isinstance(got, str):
             prior.skipped.append(got)
         elif math.isfinite(got.j_per_token):
