@@ -96,17 +96,25 @@ def build_grid(path: KnobPath, params: AutopilotParams) -> tuple[Grid, list[str]
     return Grid(values), notes
 
 
+def cell_in(grid: Grid, path: KnobPath, knobs: dict[str, float] | None = None) -> Cell:
+    """The grid cell of `knobs` (the values in force for the knobs it leaves out, else
+    the limit in force, else the grid's top), each snapped to the grid."""
+    vals: dict[str, float] = {}
+    for name in grid.values:
+        v = (knobs or {}).get(name)
+        if v is None:
+            v = path.knobs.get(name)
+        if v is None:
+            v = path.limit_in_force(name)
+        vals[name] = grid.snap(name, v if v is not None else grid.values[name][-1])
+    return cell_of(vals)
+
+
 def warm_start(policy: Policy, grid: Grid, prior: Prior, path: KnobPath) -> str:
     """The prior's best setting of each load (snapped to the grid), remembered by the
     policy as met there; returns a note for the first event."""
     def cell(knobs: dict[str, float]) -> Cell:
-        vals = {}
-        for name in grid.values:
-            v = knobs.get(name)
-            if v is None:
-                v = path.knobs.get(name)
-            vals[name] = grid.snap(name, v if v is not None else grid.values[name][-1])
-        return cell_of(vals)
+        return cell_in(grid, path, knobs)
 
     loads = prior.loads(dict(path.knobs), policy.p.min_gain)
     for load, (best, missed) in loads.items():
@@ -206,13 +214,7 @@ class Autopilot:
             self.tick(self._now())
 
     def current_cell(self) -> Cell:
-        vals: dict[str, float] = {}
-        for name in self.grid.values:
-            v = self.path.knobs.get(name)
-            if v is None:
-                v = self.path.limit_in_force(name)
-            vals[name] = self.grid.snap(name, v if v is not None else self.grid.values[name][-1])
-        return cell_of(vals)
+        return cell_in(self.grid, self.path)
 
     def tick(self, now: float) -> None:
         if not self.enabled or not self.grid.values:
@@ -248,7 +250,7 @@ class Autopilot:
         early = self.policy.early_violation(recent) if now >= self._quiet_until else []
         if early or (now >= self._quiet_until
                      and recent.waiting_grows(2 * self.params.backlog_growth)):
-            recent.j_per_token, recent.load_per_s = m.j_per_token, m.load_per_s
+            recent.j_per_token = m.j_per_token
             self._apply(self.policy.on_violation(cell, early, recent, now), now,
                         recent.to_dict())
             return

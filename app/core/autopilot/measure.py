@@ -326,22 +326,29 @@ class EpochMeter:
         sd = (sum((q - mean) ** 2 for q in qs) / 2) ** 0.5
         return sd / mean * (part / window_s) ** 0.5
 
-    def _waited(self, t: Target) -> list[float]:
-        """Lower bounds of the TTFT of requests still waiting for their first token."""
+    def _waited(self, t: Target, own_since: float = -math.inf) -> list[float]:
+        """Lower bounds of the TTFT of requests still waiting for their first token (that
+        arrived at `own_since` or later)."""
         now = self._now
         return [now - sub for sub, stage in self._pending.values()
-                if t.stage is None or stage == t.stage]
+                if sub >= own_since and (t.stage is None or stage == t.stage)]
 
-    def _values_between(self, t: Target, a: float, b: float) -> list[float]:
+    def _values_between(self, t: Target, a: float, b: float,
+                        own_since: float = -math.inf) -> list[float]:
+        """The target's values in (a, b]. With `own_since`, TTFT only of requests that
+        arrived then or later and time per token only of requests that began decoding
+        then or later (the requests served under the setting in force since then)."""
         if t.metric == "workflow":
             return [lat for when, lat in self._workflows if a < when <= b]
         if t.metric == "ttft":
             return [v for when, stage, v in self._first if a < when <= b and v is not None
-                    and (t.stage is None or stage == t.stage)] + (
-                        self._waited(t) if b >= self._now else [])
+                    and when - v >= own_since and (t.stage is None or stage == t.stage)] + (
+                        self._waited(t, own_since) if b >= self._now else [])
+        own = t.metric == "tpot" and own_since > -math.inf
         out: list[float] = []
         for d in self._done:
-            if a < d.t <= b and (t.stage is None or d.stage == t.stage):
+            if a < d.t <= b and (t.stage is None or d.stage == t.stage) and (
+                    not own or (d.first_at is not None and d.first_at >= own_since)):
                 v = d.tpot if t.metric == "tpot" else d.latency
                 if v is not None:
                     out.append(v)
@@ -363,7 +370,7 @@ class EpochMeter:
                 m.over[target.name] = len(values) - bisect.bisect_right(values, target.limit_s)
         m.finished = sum(1 for d in self._done if d.t > since)
         m.tokens = self._tokens(m.t0, now)  # the load right now, for the policy's trust
-        m.load_per_s = self.rate  # (without it an early look read as a change of load)
+        m.load_per_s = self.rate
         return m
 
     def _own_values(self, target: Target, since: float = -math.inf) -> list[float]:
@@ -372,17 +379,7 @@ class EpochMeter:
         began before, under the setting before, tells of that one), time to first token
         of requests that arrived in it (one queued under the setting before still drains
         now)."""
-        st = target.stage
-        if target.metric == "tpot":
-            return [d.tpot for d in self._done if d.t > since and d.tpot is not None
-                    and (st is None or d.stage == st)
-                    and d.first_at is not None and d.first_at >= self.t0]
-        if target.metric == "ttft":
-            return [v for when, stage, v in self._first if when > since and v is not None
-                    and when - v >= self.t0 and (st is None or stage == st)] + [
-                self._now - sub for sub, stage in self._pending.values()
-                if sub >= self.t0 and (st is None or stage == st)]
-        return self._values(target, since)
+        return self._values_between(target, since, math.inf, own_since=self.t0)
 
     def _values(self, t: Target, since: float = -math.inf) -> list[float]:
         """The target's values of the requests (or workflows) since `since`, and the

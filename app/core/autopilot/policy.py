@@ -30,6 +30,7 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from app.core.autopilot.measure import Measurement
 from app.core.autopilot.objective import Objective, Target
@@ -45,6 +46,11 @@ MEASURING = "measuring"
 
 def cell_of(values: dict[str, float]) -> Cell:
     return tuple(sorted(values.items()))
+
+
+def _cap(c: Cell) -> float:
+    """The cell's power cap (0 without one)."""
+    return dict(c).get("power_cap", 0.0)
 
 
 @dataclass(slots=True)
@@ -78,6 +84,15 @@ class Record:
     rate: float = 0.0  # the highest token rate it met the objective at, tok/s
 
 
+class Recalled(NamedTuple):
+    """A remembered setting for the load of now: where to go, from when the load is
+    this one, and the token rate the setting met there."""
+
+    cell: Cell
+    since: float
+    rate: float
+
+
 @dataclass(slots=True)
 class Decision:
     state: str
@@ -104,12 +119,9 @@ class Policy:
         self._resumed_from: float | None = None
         self._resume_same = False  # the remembered load is this one (not one above it)
         self._from_prior: set[float | None] = set()  # loads remembered from a sweep
-        self._recall_at = 0.0  # when the load the remembered setting is for began
         self._load_rose = False  # the last change of load was a rise
-        self._resume_rate = 0.0  # the token rate the remembered setting met
-        # A remembered setting to go down to once the load is down: (setting, the change's
-        # time, the token rate it met).
-        self._resume_after: tuple[Cell, float, float] | None = None
+        # A remembered setting to go down to once the load is down.
+        self._resume_after: Recalled | None = None
         self.incumbent: Cell | None = None  # the best cell met so far: the search's base
         # The token rate every cell's J/token is told at (measure.PowerFit): the first
         # epoch's, until the table starts afresh.
@@ -175,15 +187,14 @@ class Policy:
                      now: float) -> Decision:
         """The objective is violated (`violated`), or the queue grows (`violated` empty):
         toward performance at once."""
-        resume = self._check_load(m)
+        resume = self._check_load(m) or self._resume_after
+        self._resume_after = None
         span = m.t1 - m.t0
         now_rate = m.tokens / span if span > 0 else 0.0
-        if self._resume_after is not None:
-            resume, self._resume_after = self._resume_after[0], None
-        if resume is not None and resume != cell and self._more_performant(resume, cell):
+        if resume is not None and resume.cell != cell and _cap(resume.cell) >= _cap(cell):
             self.state = BACKING_OFF
             return Decision(BACKING_OFF, self._resume_why(m),
-                            self._moves(cell, resume))
+                            self._moves(cell, resume.cell))
         why = "tpot" if any(t.metric == "tpot" for t in violated) else "wait"
         if self._met_run.get(cell, 0) >= self.p.good_epochs:
             # One violation after a long run of epochs that met it: a setting that meets
@@ -272,16 +283,16 @@ class Policy:
         self._age(now)
         resume = self._check_load(m)
         self._note_rate(m)
-        up = resume is not None and self._cap(resume) > self._cap(cell)
-        if resume is not None and resume != cell and up and self._load_rose:
+        up = resume is not None and _cap(resume.cell) > _cap(cell)
+        if resume is not None and up and self._load_rose:
             self.state = BACKING_OFF
             return Decision(BACKING_OFF, self._resume_why(m),
-                            self._moves(cell, resume))
+                            self._moves(cell, resume.cell))
         if resume is not None and not up:
             # Down to a remembered setting only once an epoch wholly at the new load
             # carries no more tokens than that setting met: what the load before left (a
             # peak's queue, its conversations' next turns) is served first.
-            self._resume_after = (resume, self._recall_at, self._resume_rate)
+            self._resume_after = resume
         for name, sc in m.scatter.items():
             self._scatters.setdefault(name, deque(maxlen=8)).append(sc)
         judged = self.judged(m)
@@ -322,20 +333,17 @@ class Policy:
                             " measuring again before deciding")
         pending = self._resume_after
         span = m.t1 - m.t0
-        if pending is not None and (pending[0] == cell or (
-                m.t0 >= pending[1] and span > 0
-                and m.tokens / span <= pending[2] * (1.0 + self.p.load_change))):
+        if pending is not None and (pending.cell == cell or (
+                m.t0 >= pending.since and span > 0
+                and m.tokens / span <= pending.rate * (1.0 + self.p.load_change))):
             self._resume_after = None
-            if pending[0] != cell and not violated and not tight:
+            if pending.cell != cell and not violated and not tight:
                 # What was measured since the change was the transition (more tokens, so
                 # less J/token, than the load now carries): no base to judge against.
-                self.table.clear()
-                self.incumbent = None
-                self.r_ref = None
-                self._rates.clear()
+                self._forget_measured()
                 self.state = EXPLORING
                 return Decision(EXPLORING, self._resume_why(m),
-                                self._moves(cell, pending[0]))
+                                self._moves(cell, pending.cell))
         if tight and inc is not None and inc != cell and inc in self.table:
             self._tight_once = None
             self._met_run.pop(cell, None)
@@ -546,16 +554,6 @@ class Policy:
         return resume_why(self._resumed_from, m.load_per_s, self._resume_same)
 
     @staticmethod
-    def _cap(c: Cell) -> float:
-        return dict(c).get("power_cap", 0.0)
-
-    @staticmethod
-    def _more_performant(a: Cell, b: Cell) -> bool:
-        """Whether `a` has at least `b`'s power cap (the knob that raises both
-        throughput and latency)."""
-        return dict(a).get("power_cap", 0.0) >= dict(b).get("power_cap", 0.0)
-
-    @staticmethod
     def _cap_down(a: Cell, b: Cell) -> bool:
         """Whether `b` is `a` with a lower power cap and nothing else changed."""
         da, db = dict(a), dict(b)
@@ -617,7 +615,7 @@ class Policy:
         if not self.table:
             self.r_ref = None
 
-    def _check_load(self, m: Measurement) -> Cell | None:
+    def _check_load(self, m: Measurement) -> Recalled | None:
         """A new offered load (the rate knob; None is a closed loop) makes what was
         measured stale: the search starts again, from the best setting met at the
         nearest load at least as high, if one is remembered (returned), else from where
@@ -628,8 +626,8 @@ class Policy:
             # where the search starts.
             self.load_ref, self._load_known = load, True
             self._load_rose = False
-            self._recall_at = m.t0  # no load before it: this epoch is no transition
-            return self._recall(load, m.t1)
+            # (no load before it: this epoch is no transition)
+            return self._recall(load, m.t1, since=m.t0)
         ref = self.load_ref
         if load is None and ref is None:
             return None
@@ -642,22 +640,26 @@ class Policy:
             self._loads[ref] = (self.incumbent, {**old, **self._strikes},
                                 self.table[self.incumbent].rate)
             self._from_prior.discard(ref)
-        self.table.clear()
+        self._forget_measured()
         self.infeasible.clear()
         self._strikes.clear()
         self._ban_why.clear()
         self._met_run.clear()
         self._calm = ({}, {})
-        self._rates.clear()
-        self.incumbent = None
-        self.r_ref = None
         self.load_ref = load
         self._scatters.clear()
         self._resumed_from = None
         self._resume_after = None
         self._load_rose = ref is None or (load is not None and load > ref)
-        self._recall_at = m.t1
-        return self._recall(load, m.t1)
+        return self._recall(load, m.t1, since=m.t1)
+
+    def _forget_measured(self) -> None:
+        """Start the table afresh: what each cell measured, the best of them, the token
+        rate J/token is told at and the load's recent rates."""
+        self.table.clear()
+        self.incumbent = None
+        self.r_ref = None
+        self._rates.clear()
 
     def remember(self, load: float | None, cell: Cell, violated: list[Cell],
                  tokens_per_s: float) -> None:
@@ -666,39 +668,36 @@ class Policy:
         self._loads[load] = (cell, {c: 1 for c in violated if c != cell}, tokens_per_s)
         self._from_prior.add(load)
 
-    def _recall(self, load: float | None, now: float) -> Cell | None:
+    def _recall(self, load: float | None, now: float, since: float) -> Recalled | None:
         """The setting remembered for `load` (its violators banned anew), else for the
-        nearest load above it; None when none is."""
+        nearest load above it; None when none is. `since`: when this load began."""
         if load is None:
-            if None not in self._loads:
+            nearest: float | None = None
+            same = None in self._loads
+            if not same:
                 return None
-            cell, bans, self._resume_rate = self._loads[None]
-            self._resume_same, self._resumed_from = True, None
-            for c, n in bans.items():
-                self._strikes[c] = n - 1
-                self._ban(c, now)
-            return cell
-        # The same load seen before, else the nearest one above it: what met a load meets
-        # any lower one.
-        levels = [x for x in self._loads if x is not None]
-        same = [x for x in levels if abs(x - load) <= self.p.load_change * x]
-        higher = [x for x in levels if x > load]
-        if same:
-            nearest = min(same, key=lambda x: abs(x - load))
-        elif higher:
-            nearest = min(higher)
         else:
-            return None
-        cell, bans, self._resume_rate = self._loads[nearest]
-        self._resume_same = bool(same)
+            # The same load seen before, else the nearest one above it: what met a load
+            # meets any lower one.
+            levels = [x for x in self._loads if x is not None]
+            near = [x for x in levels if abs(x - load) <= self.p.load_change * x]
+            higher = [x for x in levels if x > load]
+            same = bool(near)
+            if near:
+                nearest = min(near, key=lambda x: abs(x - load))
+            elif higher:
+                nearest = min(higher)
+            else:
+                return None
+        cell, bans, rate = self._loads[nearest]
         if same:
             # The same load again: what violated at it would violate again (banned anew,
             # as long as it was then).
             for c, n in bans.items():
                 self._strikes[c] = n - 1
                 self._ban(c, now)
-        self._resumed_from = nearest
-        return cell
+        self._resume_same, self._resumed_from = same, nearest
+        return Recalled(cell, since, rate)
 
     def _may_lower_cap(self, cell: Cell, judged: dict[str, float], m: Measurement) -> bool:
         """Whether this epoch, whatever its J/token, would lead to a lower cap: the

@@ -24,7 +24,7 @@ from app.core.autopilot.measure import quantile
 from app.core.autopilot.objective import AutopilotError, Objective, Target
 from app.core.autopilot.params import AutopilotParams
 from app.core.events import KnobEvent, RequestEvent, Sample, WorkflowEvent
-from app.core.session_reader import SessionError, read_session
+from app.core.session_reader import SessionError, SessionStream
 
 PRIOR_KNOBS = ("power_cap", "batch_limit", "max_num_seqs")
 # Knob changes that belong to setting a session up, not to changing it mid-run.
@@ -107,41 +107,44 @@ def _value(t: Target, e: RequestEvent) -> float | None:
 
 def read_point(path: Path, objective: Objective, skip_s: float = 60.0,
                window_s: float = 30.0, met_share: float = 0.95) -> PriorPoint | str:
-    """One session as a point, or why it is not one (a string)."""
-    try:
-        s = read_session(path)
-    except SessionError as exc:
-        raise AutopilotError(f"autopilot prior: {exc}") from None
+    """One session as a point, or why it is not one (a string). Read as a stream: an
+    hour-long sweep point is ~10 MB and only its finished requests are kept."""
     knobs: dict[str, float] = {}
     load: float | None = None
-    energy: dict[str, list[tuple[float, float]]] = {}
+    # Per GPU: its energy counter's first and last reading after `skip_s`, J.
+    first_j: dict[str, float] = {}
+    last_j: dict[str, float] = {}
     done: list[RequestEvent] = []
     flows: list[tuple[float, float]] = []
-    for e in s.events:
-        if isinstance(e, KnobEvent):
-            if e.knob not in PRIOR_KNOBS and e.knob != "rate":
-                continue
-            if e.source not in _SETUP_SOURCES and e.is_change:
-                return f"{path.name}: {e.knob} changed mid-run (not a static setting)"
-            if e.knob == "rate":
-                load = e.value
-            elif e.value is not None:
-                knobs[e.knob] = float(e.value)
-        elif isinstance(e, Sample):
-            if e.component == "gpu" and e.energy_mj is not None and e.t_s >= skip_s:
-                energy.setdefault(e.device, []).append((e.t_s, e.energy_mj / 1000.0))
-        elif isinstance(e, RequestEvent):
-            if e.phase == "finished" and e.t_s >= skip_s:
-                done.append(e)
-        elif (isinstance(e, WorkflowEvent) and e.phase == "finished"
-              and e.latency_s is not None and e.t_s >= skip_s):
-            flows.append((e.t_s, e.latency_s))
+    try:
+        for e in SessionStream(path):
+            if isinstance(e, KnobEvent):
+                if e.knob not in PRIOR_KNOBS and e.knob != "rate":
+                    continue
+                if e.source not in _SETUP_SOURCES and e.is_change:
+                    return f"{path.name}: {e.knob} changed mid-run (not a static setting)"
+                if e.knob == "rate":
+                    load = e.value
+                elif e.value is not None:
+                    knobs[e.knob] = float(e.value)
+            elif isinstance(e, Sample):
+                if e.component == "gpu" and e.energy_mj is not None and e.t_s >= skip_s:
+                    first_j.setdefault(e.device, e.energy_mj / 1000.0)
+                    last_j[e.device] = e.energy_mj / 1000.0
+            elif isinstance(e, RequestEvent):
+                if e.phase == "finished" and e.t_s >= skip_s:
+                    done.append(e)
+            elif (isinstance(e, WorkflowEvent) and e.phase == "finished"
+                  and e.latency_s is not None and e.t_s >= skip_s):
+                flows.append((e.t_s, e.latency_s))
+    except SessionError as exc:
+        raise AutopilotError(f"autopilot prior: {exc}") from None
     if not knobs:
         return f"{path.name}: no power cap or batch limit recorded"
     if not done:
         return f"{path.name}: no requests finished after the first {skip_s:g} s"
     tokens = sum(e.output_tokens for e in done)
-    joules = sum(series[-1][1] - series[0][1] for series in energy.values() if len(series) >= 2)
+    joules = sum(last_j[dev] - first_j[dev] for dev in first_j)
     if tokens <= 0 or joules <= 0:
         return f"{path.name}: no GPU energy or no output tokens to tell J/token"
     t0, t1 = skip_s, max(e.t_s for e in done)
