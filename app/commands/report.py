@@ -521,8 +521,11 @@ def print_reports(reports: list[SessionReport], console: Console) -> None:
         if r.autopilot:
             last = r.autopilot[-1]
             moves = sum(1 for k in r.knob_changes if k.source == "autopilot")
+            counts = [a.measured["windows_met"] for a in r.autopilot
+                      if a.measured and isinstance(a.measured.get("windows_met"), str)]
+            met = f"; objective met in {counts[-1]} 30 s windows" if counts else ""
             console.print(f"autopilot: objective {last.objective}; {len(r.autopilot)} decisions, "
-                          f"{moves} knob changes; last {last.state} at t={last.t_s:,.1f} s: "
+                          f"{moves} knob changes{met}; last {last.state} at t={last.t_s:,.1f} s: "
                           f"{last.reason}")
         if r.knob_changes:
             console.print(segments_table(r))

@@ -106,6 +106,8 @@ class Frame:
     # latest state when the run has one.
     knob_sources: dict[str, str] = field(default_factory=dict)
     autopilot: AutopilotEvent | None = None
+    # The autopilot's latest count of 30 s windows that met its objective, "104/110"
+    autopilot_windows: str | None = None
     saturated: str | None = None  # why the engine cannot keep up (app/core/saturation.py)
 
 
@@ -147,6 +149,7 @@ class Feed:
         self.first_t: float | None = None
         self.knob_sources: dict[str, str] = {}
         self.autopilot: AutopilotEvent | None = None
+        self.autopilot_windows: str | None = None
         self.saturation = SaturationWatch()
         self.drain = DrainWatch()
 
@@ -205,6 +208,10 @@ class Feed:
                     "holding", "measuring"):
                 self.log(ev.t_s, "note", f"autopilot {ev.state}: {ev.reason}")
             self.autopilot = ev
+            # Only decisions carry it (a change of state alone does not): the last one's.
+            windows = (ev.measured or {}).get("windows_met")
+            if isinstance(windows, str):
+                self.autopilot_windows = windows
         elif isinstance(ev, MarkEvent):
             self.log(ev.t_s, "mark", f"mark: {ev.label}")
             self._ticks.append(Tick(ev.t_s, "mark", ev.label))
@@ -291,6 +298,7 @@ class Feed:
             client_state=self.client_state, ended=self.ended, events=self.events,
             coalesced=self._sub.coalesced, ticks=list(self._ticks),
             knob_sources=dict(self.knob_sources), autopilot=self.autopilot,
+            autopilot_windows=self.autopilot_windows,
             saturated=None if whole else self.saturation.reason(),
             # Once the run has ended nothing is still taking effect.
             knob_status={} if whole else self.drain.status(self.engine_state,

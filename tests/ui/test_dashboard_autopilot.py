@@ -63,3 +63,24 @@ def test_the_a_key_without_an_autopilot_says_how_to_start_one(tmp_path: Path) ->
         assert any("--autopilot" in n.message for n in app._notifications)
 
     drive(tmp_path, script)
+
+
+def test_the_title_shows_the_windows_met_from_the_last_decision_when_wide() -> None:
+    """The count rides on decisions only: a change of state after one keeps it."""
+    from app.core.bus import EventBus
+    from app.core.stats import LiveStats
+    from app.ui.feed import Feed
+    from app.ui.widgets.knobs_panel import autopilot_title
+
+    feed = Feed(EventBus(), LiveStats())
+    objective = "ttft_p90=2s,tpot_p90=80ms"
+    feed.digest(AutopilotEvent(t_s=60.0, state="holding", objective=objective,
+                                 reason="holding", measured={"windows_met": "104/110"}))
+    feed.digest(AutopilotEvent(t_s=61.0, state="settling", objective=objective,
+                                 reason="turned on"))
+    frame = feed.frame(61.0)
+    assert autopilot_title(frame, 100) == (
+        "knobs · autopilot settling · ttft_p90=2s,tpot_p90=80ms · met in 104/110 windows")
+    # Narrow, the state first, then the objective; the count only where it fits.
+    assert "windows" not in autopilot_title(frame, 60)
+    assert autopilot_title(frame, 30).startswith("knobs · autopilot settling")

@@ -36,6 +36,7 @@ from app.core.autopilot.policy import (
     cell_of,
 )
 from app.core.autopilot.prior import Prior
+from app.core.autopilot.windows import WindowLedger
 from app.core.events import AutopilotEvent, Event, KnobEvent
 
 SOURCE = "autopilot"
@@ -140,6 +141,7 @@ class Autopilot:
         self._publish = publish
         self._now = now
         self.meter = EpochMeter(objective)
+        self.ledger = WindowLedger(objective, params.window_s)
         self.grid, self.notes = build_grid(path, params)
         self.policy = Policy(objective, self.grid, params)
         if prior is not None:
@@ -165,6 +167,7 @@ class Autopilot:
     # -- the event stream ------------------------------------------------------------
     def on_event(self, ev: Event) -> None:
         self.meter.on_event(ev)
+        self.ledger.on_event(ev)
         if (isinstance(ev, KnobEvent) and ev.source not in (SOURCE, "start")
                 and ev.is_change and ev.knob in self.grid.values and self.enabled):
             # The user's hand on a knob overrides the autopilot.
@@ -247,6 +250,9 @@ class Autopilot:
                                own_only=self._after_backoff)
         cell = self.current_cell()
         recent = self.meter.recent(now, self.params.violation_window_s)
+        tally = self.ledger.tally(now)
+        for each in (m, recent):
+            each.windows_judged, each.windows_missed = tally.judged, tally.missed
         early = self.policy.early_violation(recent) if now >= self._quiet_until else []
         if early or (now >= self._quiet_until
                      and recent.waiting_grows(2 * self.params.backlog_growth)):

@@ -95,6 +95,10 @@ class Measurement:
     # any latency shows it.
     outstanding_growth: float = 0.0
     outstanding_mean: float = 0.0
+    # The objective judged window by window since the autopilot started (windows.py,
+    # filled in by the controller): windows judged, and of them missed.
+    windows_judged: int = 0
+    windows_missed: int = 0
 
     def waiting_grows(self, min_growth: int) -> bool:
         """Whether the waiting queue gained a quarter of itself (and `min_growth`)."""
@@ -119,7 +123,9 @@ class Measurement:
                 "observed_s": {k: round(v, 6) for k, v in self.observed.items()},
                 "j_per_token": None if self.j_per_token is None else round(self.j_per_token, 6),
                 "noise": None if self.noise is None else round(self.noise, 4),
-                "load_per_s": None if self.load_per_s is None else round(self.load_per_s, 4)}
+                "load_per_s": None if self.load_per_s is None else round(self.load_per_s, 4),
+                **({"windows_met": f"{self.windows_judged - self.windows_missed}/"
+                                   f"{self.windows_judged}"} if self.windows_judged else {})}
 
 
 def quantile(sorted_v: list[float], q: float) -> float:

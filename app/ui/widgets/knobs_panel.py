@@ -59,6 +59,10 @@ def autopilot_title(frame: Frame, width: int) -> str:
     title = f"knobs · autopilot {ap.state}"
     if len(title) + len(ap.objective) + 4 <= width:
         title += f" · {ap.objective}"
+        # The objective judged as the operator reads it: 30 s windows that met it.
+        windows = f" · met in {frame.autopilot_windows} windows"
+        if frame.autopilot_windows and len(title) + len(windows) + 4 <= width:
+            title += windows
     if width < RANGE_FROM_W and any(s == AUTOPILOT for s in frame.knob_sources.values()):
         title += " (* by it)"
     return title
