@@ -81,6 +81,9 @@ class SeekableReplayBackend(ReplayBackend):
         self.stats = stats
         self.on_stats = on_stats
         self._jumped: Landmark | None = None  # the landmark the last n/p went to
+        # `p` this soon (wall seconds) after a jump that played on goes to the landmark
+        # before, as a player's "previous" does.
+        self.previous_within_s = 2.0
         self.seeks = 0
 
     @property
@@ -119,9 +122,9 @@ class SeekableReplayBackend(ReplayBackend):
         now = self.now_s()
         lm = self.index.previous_landmark(now)
         # A replay that plays on is just past the landmark it was sent to: `p` within
-        # two seconds of that jump goes to the one before, as a player's "previous"
-        # does.
-        if lm is not None and lm is self._jumped and now - lm.t_s <= 2.0 * self.replayer.speed:
+        # `previous_within_s` of that jump goes to the one before.
+        if lm is not None and lm is self._jumped and (
+                now - lm.t_s <= self.previous_within_s * self.replayer.speed):
             lm = self.index.previous_landmark(lm.t_s)
         if lm is not None:
             self.seek(lm.t_s)
