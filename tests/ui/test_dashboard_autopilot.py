@@ -80,7 +80,8 @@ def test_the_title_shows_the_windows_met_from_the_last_decision_when_wide() -> N
                                  reason="turned on"))
     frame = feed.frame(61.0)
     assert autopilot_title(frame, 100) == (
-        "knobs · autopilot settling · ttft_p90=2s,tpot_p90=80ms · met in 104/110 windows")
-    # Narrow, the state first, then the objective; the count only where it fits.
-    assert "windows" not in autopilot_title(frame, 60)
-    assert autopilot_title(frame, 30).startswith("knobs · autopilot settling")
+        "knobs · autopilot settling · ttft_p90=2s,tpot_p90=80ms · met 104/110")
+    # Narrower: the objective first, else the count (the knobs panel is ~54 wide).
+    assert autopilot_title(frame, 57) == "knobs · autopilot settling · ttft_p90=2s,tpot_p90=80ms"
+    assert autopilot_title(frame, 54) == "knobs · autopilot settling · met 104/110"
+    assert autopilot_title(frame, 30) == "knobs · autopilot settling"

@@ -57,12 +57,15 @@ def autopilot_title(frame: Frame, width: int) -> str:
     if ap is None:
         return "knobs"
     title = f"knobs · autopilot {ap.state}"
-    if len(title) + len(ap.objective) + 4 <= width:
-        title += f" · {ap.objective}"
-        # The objective judged as the operator reads it: 30 s windows that met it.
-        windows = f" · met in {frame.autopilot_windows} windows"
-        if frame.autopilot_windows and len(title) + len(windows) + 4 <= width:
-            title += windows
+    objective = f" · {ap.objective}"
+    # The objective judged as the operator reads it: the 30 s windows that met it so far.
+    windows = f" · met {frame.autopilot_windows}" if frame.autopilot_windows else ""
+    if len(title) + len(objective) + len(windows) + 1 <= width:
+        title += objective + windows
+    elif len(title) + len(objective) + 1 <= width:
+        title += objective
+    elif windows and len(title) + len(windows) + 1 <= width:
+        title += windows
     if width < RANGE_FROM_W and any(s == AUTOPILOT for s in frame.knob_sources.values()):
         title += " (* by it)"
     return title
