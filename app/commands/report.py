@@ -501,6 +501,17 @@ def make_console() -> Console:
     return console
 
 
+#: A session's free text (a mark's label, a reason) printed up to this many characters:
+#: a label of megabytes wrapped by the console took a minute, and says nothing more.
+MAX_TEXT_CHARS = 500
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    return f"{text[:MAX_TEXT_CHARS]}... ({len(text):,} characters; the session holds it whole)"
+
+
 def _quantile_note(s: StatsSnapshot) -> str:
     if s.quantile_relative_error == 0:
         return "quantiles: exact (--exact)"
@@ -515,7 +526,7 @@ def print_reports(reports: list[SessionReport], console: Console) -> None:
         for table in _fleet_tables(r):
             console.print(table)
         for k in r.knob_changes:
-            why = f": {k.reason}" if k.reason else ""
+            why = f": {_clip(k.reason)}" if k.reason else ""
             console.print(f"knob at t={k.t_s:,.1f} s: {k.knob} {format_value(k.knob, k.previous)}"
                           f" -> {format_value(k.knob, k.value)} ({k.source}){why}")
         if r.autopilot:
@@ -526,12 +537,12 @@ def print_reports(reports: list[SessionReport], console: Console) -> None:
             met = f"; objective met in {counts[-1]} 30 s windows" if counts else ""
             console.print(f"autopilot: objective {last.objective}; {len(r.autopilot)} decisions, "
                           f"{moves} knob changes{met}; last {last.state} at t={last.t_s:,.1f} s: "
-                          f"{last.reason}")
+                          f"{_clip(last.reason)}")
         if r.knob_changes:
             console.print(segments_table(r))
         console.print(_quantile_note(r.stats), style="dim")
         for m in r.marks:
-            console.print(f"mark at t={m.t_s:,.1f} s: {m.label}")
+            console.print(f"mark at t={m.t_s:,.1f} s: {_clip(m.label)}")
         for note in r.notes:
             style = "bold red" if "arrivals shed" in note else "yellow"
             console.print(note, style=style)

@@ -229,6 +229,22 @@ def test_cut_and_unclosed_sessions_say_so(
     assert report.OPEN_NOTE in out and report.CUT_NOTE not in out
 
 
+def test_a_mark_of_megabytes_prints_clipped_with_its_length(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "big.jsonl"
+    label = "y" * (2 * 1024 * 1024)
+    path.write_bytes(b'{"kind":"session","version":1}\n'
+                     + orjson.dumps({"kind": "mark", "t_s": 1.0, "label": label}) + b"\n"
+                     + b'{"kind":"mark","t_s":1.5,"label":"short one"}\n'
+                     + b'{"kind":"end","t_s":2.0,"reason":"completed","summary":{}}\n')
+    assert report.run(ns(path)) == 0
+    out = capsys.readouterr().out
+    assert "mark at t=1.5 s: short one" in out  # a label of ordinary length, whole
+    assert f"({len(label):,} characters; the session holds it whole)" in out
+    assert out.count("y") < report.MAX_TEXT_CHARS + 100  # not the 2 MB of it
+
+
 def test_plot_writes_a_png(session: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     png = tmp_path / "power.png"

@@ -217,10 +217,12 @@ def test_p_right_after_n_while_playing_goes_to_the_one_before(session: Path,
             got.append(replayer.now_s())
 
     asyncio.run(main())
+    # Playing on at 2x, the clock moves on between the seek and its reading (by over a
+    # second on a loaded host): what tells the two landmarks apart is where it landed.
     if within_s:
-        assert got[0] == pytest.approx(40.0, abs=1.0)  # the knob change before the mark
+        assert 39.0 <= got[0] < 50.0  # the knob change at 40 s, before the mark
     else:
-        assert got[0] == pytest.approx(70.0, abs=1.0)  # the mark itself, played past
+        assert 69.0 <= got[0] < 80.0  # the mark itself at 70 s, played past
 
 
 def test_arrows_home_end_and_goto(session: Path) -> None:
