@@ -45,6 +45,17 @@ RESTART_NOTE = re.compile(r"^draining to restart with (\w+)=(\d+)")
 QUEUE_SOFT_LIMIT = 20_000
 
 
+
+#: Text from the stream (a mark's label, a reason) shown up to this many characters in the
+#: log (a log line whole up to four times it), and a mark's label on the chart up to
+#: MAX_LABEL_CHARS: a label of megabytes is a session's to keep, not a screen's to wrap.
+MAX_LOG_CHARS = 500
+MAX_LABEL_CHARS = 40
+
+
+def clip(text: str, limit: int = MAX_LOG_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
 @dataclass(slots=True)
 class LogLine:
     seq: int
@@ -168,7 +179,7 @@ class Feed:
 
     def log(self, t_s: float, level: str, text: str) -> None:
         self._seq += 1
-        self._log.append(LogLine(self._seq, t_s, level, text))
+        self._log.append(LogLine(self._seq, t_s, level, clip(text, 4 * MAX_LOG_CHARS)))
 
     def digest(self, ev: Event) -> None:
         self.events += 1
@@ -181,7 +192,7 @@ class Feed:
                 reason = ev.reason or "unknown"
                 if reason not in self._failure_reasons:
                     self._failure_reasons.add(reason)
-                    self.log(ev.t_s, "warning", f"request failed: {reason}")
+                    self.log(ev.t_s, "warning", f"request failed: {clip(reason)}")
         elif isinstance(ev, EngineStateEvent):
             if ev.source != "client":
                 if ev.running is not None or ev.waiting is not None or self.engine_state is None:
@@ -199,22 +210,22 @@ class Feed:
                 before = format_value(ev.knob, ev.previous)
                 after = format_value(ev.knob, ev.value)
                 self.knob_sources[ev.knob] = ev.source
-                why = f": {ev.reason}" if ev.reason else ""
+                why = f": {clip(ev.reason)}" if ev.reason else ""
                 self.log(ev.t_s, "knob", f"{ev.knob} {before} → {after} ({ev.source}){why}")
                 self._ticks.append(Tick(ev.t_s, "knob", f"{ev.knob}={after}"))
         elif isinstance(ev, AutopilotEvent):
             # Each change of state in the log; a hold that goes on is not news.
             if self.autopilot is None or ev.state != self.autopilot.state or ev.state not in (
                     "holding", "measuring"):
-                self.log(ev.t_s, "note", f"autopilot {ev.state}: {ev.reason}")
+                self.log(ev.t_s, "note", f"autopilot {ev.state}: {clip(ev.reason)}")
             self.autopilot = ev
             # Only decisions carry it (a change of state alone does not): the last one's.
             windows = (ev.measured or {}).get("windows_met")
             if isinstance(windows, str):
                 self.autopilot_windows = windows
         elif isinstance(ev, MarkEvent):
-            self.log(ev.t_s, "mark", f"mark: {ev.label}")
-            self._ticks.append(Tick(ev.t_s, "mark", ev.label))
+            self.log(ev.t_s, "mark", f"mark: {clip(ev.label)}")
+            self._ticks.append(Tick(ev.t_s, "mark", clip(ev.label, MAX_LABEL_CHARS)))
         elif isinstance(ev, ErrorEvent):
             if ev.source == "engine":
                 self.drain.on_engine_error(ev.message)

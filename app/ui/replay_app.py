@@ -19,6 +19,7 @@ from textual.widget import Widget
 
 from app.ui import keys
 from app.ui.app import DashboardApp, FrameReady
+from app.ui.feed import clip
 from app.ui.replay_seek import SeekableReplayBackend, format_time
 from app.ui.screens.seek_input import SeekInputScreen
 from app.ui.widgets.key_bar import KeyBar
@@ -87,7 +88,7 @@ class ReplayDashboardApp(DashboardApp):
             self.notify(f"no {'later' if direction > 0 else 'earlier'} knob change, mark"
                         " or error", severity="warning", timeout=2)
             return
-        self.notify(f"{format_time(lm.t_s)} {lm.kind}: {lm.label}", timeout=2.5)
+        self.notify(f"{format_time(lm.t_s)} {lm.kind}: {clip(lm.label)}", timeout=2.5)
 
     def action_goto(self) -> None:
         def done(t: float | None) -> None:

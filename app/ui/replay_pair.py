@@ -31,7 +31,7 @@ from app.core.replay_index import Landmark, ReplayIndex
 from app.core.replay_pair import align_offset
 from app.core.stats import LiveStats, StatsSnapshot
 from app.ui.backends import SLOWEST_FROM_MAX
-from app.ui.feed import Frame, GpuTrace
+from app.ui.feed import Frame, GpuTrace, clip
 from app.ui.replay_seek import SeekableReplayBackend, format_time
 from app.ui.screens.seek_input import SeekInputScreen
 from app.ui.widgets.power_chart import PowerChart
@@ -232,7 +232,7 @@ class PairReplayApp(App[None]):
                         " error", severity="warning", timeout=2)
             return
         label, lm = found
-        self.notify(f"{label} {format_time(lm.t_s)} {lm.kind}: {lm.label}", timeout=2.5)
+        self.notify(f"{label} {format_time(lm.t_s)} {lm.kind}: {clip(lm.label)}", timeout=2.5)
 
     def action_goto(self) -> None:
         def done(t: float | None) -> None:

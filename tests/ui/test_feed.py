@@ -10,7 +10,7 @@ import pytest
 from app.core.bus import EventBus
 from app.core.events import ErrorEvent, KnobEvent, MarkEvent, RequestEvent, Sample
 from app.core.stats import LiveStats
-from app.ui.feed import QUEUE_SOFT_LIMIT, Feed
+from app.ui.feed import MAX_LABEL_CHARS, MAX_LOG_CHARS, QUEUE_SOFT_LIMIT, Feed
 
 
 def _sample(t: float, w: float = 300.0) -> Sample:
@@ -49,6 +49,19 @@ def test_power_history_keeps_only_the_window() -> None:
     assert pts[-1] == pytest.approx((29.9, 399.0))
     assert pts[0][0] >= 29.9 - 11.0
     assert feed.frame(now_s=29.9).gpus[0].limit_w == 700.0  # the limit in force, as read
+
+
+def test_a_label_of_megabytes_is_clipped_on_screen_with_its_length() -> None:
+    feed = Feed(EventBus(), LiveStats())
+    label = "z" * 3_000_000
+    feed.digest(MarkEvent(t_s=1, label=label))
+    feed.digest(MarkEvent(t_s=2, label="short"))
+    frame = feed.frame(3)
+    big, small = frame.log
+    assert len(big.text) < MAX_LOG_CHARS + 50 and big.text.endswith("(3,000,000 characters)")
+    assert small.text == "mark: short"  # an ordinary one whole
+    ticks = [t.label for t in frame.ticks if t.kind == "mark"]
+    assert len(ticks[0]) < MAX_LABEL_CHARS + 30 and ticks[1] == "short"
 
 
 def test_log_has_one_line_per_failure_reason_and_the_last_line_of_a_traceback() -> None:
