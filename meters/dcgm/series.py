@@ -137,7 +137,10 @@ class DeviceTrack:
         lo = prev_scrape if prev_scrape is not None else scrape_t
         if exporter_interval_s is not None:
             lo = max(lo, scrape_t - exporter_interval_s)
-        t = (lo + scrape_t) / 2
+        # Scrapes before the run's clock began (a Prometheus server's, timed before the
+        # meter's start) count at their own time for the midpoint; the sample, at 0 at
+        # the earliest.
+        t = max(0.0, (lo + scrape_t) / 2)
         if self.last_t is not None:
             t = max(t, self.last_t + 1e-6)  # a device's samples go forward in time
         power = v.get("power_w")

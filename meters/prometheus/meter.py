@@ -62,6 +62,9 @@ def _selector(names: list[str], extra: str) -> str:
     return "{" + f'__name__=~"{alternatives}"' + (f",{extra}" if extra else "") + "}"
 
 
+#: The age of a counter scraped again between the two queries of one read (no age).
+_RESCRAPED = -1.0
+
 class PrometheusMeter:
     name = "prometheus"
     power_cap_persists = False
@@ -86,6 +89,7 @@ class PrometheusMeter:
         self._next_t: float | None = None
         self._opened = False
         self._down: str | None = None
+        self._told_at = 0.0  # (monotonic) when the server told the last read's ages
         self._errors: deque[str] = deque()
         self._notes: deque[str] = deque()
 
@@ -128,8 +132,29 @@ class PrometheusMeter:
                 AttributeError) as exc:
             raise QueryError(f"not a Prometheus API answer ({type(exc).__name__})") from None
 
+    def _stamps(self) -> dict[frozenset[tuple[str, str]], tuple[float, float]] | None:
+        """Each energy counter's (evaluated, scraped) unix times by its labels; None from
+        a server that cannot tell them."""
+        try:
+            _, stamps = self._query("timestamp(" + _selector(_ENERGY, self.selector) + ")")
+        except QueryError:
+            return None
+        out: dict[frozenset[tuple[str, str]], tuple[float, float]] = {}
+        for r in stamps:
+            try:
+                evaluated, scraped = float(r["value"][0]), float(r["value"][1])
+            except (ValueError, IndexError, TypeError, KeyError):
+                continue
+            labels = {str(k): str(v) for k, v in r["metric"].items()}
+            out[frozenset(labels.items())] = (evaluated, scraped)
+        return out
+
     def _series(self) -> tuple[list[Series], dict[frozenset[tuple[str, str]], float]]:
-        """The wanted series now, and each energy counter's age (s) by its labels."""
+        """The wanted series now, and each energy counter's age (s) by its labels. A
+        counter scraped again between the values and its time (the two are separate
+        queries) has no age: whether the values are of the scrape before is not known,
+        and it is read at the next look."""
+        before = self._stamps() if self._opened else None
         _, values = self._query(_selector(_WANTED, self.selector))
         out: list[Series] = []
         for r in values:
@@ -140,17 +165,18 @@ class PrometheusMeter:
             except (ValueError, IndexError, TypeError):
                 continue
         ages: dict[frozenset[tuple[str, str]], float] = {}
-        try:
-            _, stamps = self._query("timestamp(" + _selector(_ENERGY, self.selector) + ")")
-        except QueryError:
+        sent = time.monotonic()
+        after = self._stamps()
+        # The server told the ages at its evaluation, about halfway through that query:
+        # they count from then, not from the read's start (three queries earlier).
+        self._told_at = (sent + time.monotonic()) / 2
+        if after is None:
             return out, ages  # an older or stricter server: readings are timed at the query
-        for r in stamps:
-            try:
-                evaluated, scraped = float(r["value"][0]), float(r["value"][1])
-            except (ValueError, IndexError, TypeError, KeyError):
-                continue
-            labels = {str(k): str(v) for k, v in r["metric"].items()}
-            ages[frozenset(labels.items())] = max(0.0, evaluated - scraped)
+        for key, (evaluated, scraped) in after.items():
+            if before is not None and key in before and before[key][1] != scraped:
+                ages[key] = _RESCRAPED
+            else:
+                ages[key] = max(0.0, evaluated - scraped)
         return out, ages
 
     @staticmethod
@@ -202,6 +228,8 @@ class PrometheusMeter:
     def _read(self, t_s: float) -> list[Sample]:
         if not self._opened:
             return []
+        called = time.monotonic()
+        self._told_at = called
         try:
             series, ages = self._series()
         except QueryError as exc:
@@ -213,6 +241,7 @@ class PrometheusMeter:
             self._notes.append(f"prometheus: {self.shown} answers again")
             self._down = None
         out: list[Sample] = []
+        lag = self._told_at - called  # `t_s` is the caller's clock at the read's start
         energy_labels = {}
         for name, labels, _ in series:
             if name in _ENERGY:
@@ -222,7 +251,9 @@ class PrometheusMeter:
                 self._devices[r.device] = device_info(r)
                 self._tracks[r.device] = DeviceTrack(r.device, r.component)
             age = ages.get(energy_labels.get(r.device, frozenset()), 0.0)
-            s = self._tracks[r.device].update(r, self.name, max(0.0, t_s - age),
+            if age == _RESCRAPED:
+                continue  # scraped again mid-read: the next look reads it whole
+            s = self._tracks[r.device].update(r, self.name, t_s + lag - age if age else t_s,
                                               self.exporter_interval_s)
             if s is not None:
                 out.append(s)

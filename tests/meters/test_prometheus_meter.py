@@ -132,3 +132,43 @@ def test_a_run_measured_through_prometheus() -> None:
     assert measured > 2 * 3 * 75 * 0.7  # two GPUs, at least about idle power
     done = [e for e in events if isinstance(e, RequestEvent) and e.phase == "finished"]
     assert done and sum(e.energy_j.get("gpu", 0) for e in done if e.energy_j) > 0
+
+
+class ScriptedPrometheus(PrometheusMeter):
+    """A fake of the server's answers (a scripted query function, no HTTP): the energy
+    counter of one GPU, scraped at `scrape` (unix s), valued `energy_j` (the exporter's
+    counter is in mJ: `energy_j * 1000`); `rescrape`
+    moves the scrape on between the values query and the timestamp query."""
+
+    def __init__(self) -> None:
+        super().__init__("http://scripted:9090", poll_interval_s=0.1)
+        self.scrape, self.energy_j, self.now = 1000.0, 5.0, 1000.05
+        self.rescrape: tuple[float, float] | None = None  # (new scrape, new energy)
+
+    def _query(self, promql: str) -> tuple[float, list[dict[str, Any]]]:
+        labels = {"gpu": "0", "Hostname": "n", "instance": "n:9400", "job": "dcgm"}
+        if promql.startswith("timestamp("):
+            return self.now, [{"metric": labels, "value": [self.now, str(self.scrape)]}]
+        vec = [{"metric": {**labels, "__name__": "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"},
+                "value": [self.now, str(self.energy_j * 1000)]}]
+        if self.rescrape is not None:  # after the values were read
+            self.scrape, self.energy_j = self.rescrape
+            self.rescrape = None
+        return self.now, vec
+
+
+def test_a_counter_scraped_again_mid_read_is_read_whole_at_the_next_look() -> None:
+    m = ScriptedPrometheus()
+    m.open()
+    assert [s.energy_mj for s in m.sample(0.0)] == [5_000.0]
+    # Between the values (still 5 J) and their time, Prometheus scrapes again (7 J):
+    # timed by that scrape, the old value would be placed a scrape late.
+    m.now, m.rescrape = 1000.6, (1000.5, 7.0)
+    assert m.sample(1.0) == []
+    m.now = 1000.7
+    (s,) = m.sample(2.0)
+    assert s.energy_mj == 7_000.0
+    # Midway between the scrape that saw 5 J and the one that saw 7 J, each on the
+    # caller's clock by its age at the read that saw it: 0.05 s before 0.0, 0.2 s
+    # before 2.0 (the read that met the rescrape changed nothing).
+    assert s.t_s == pytest.approx((-0.05 + 1.8) / 2, abs=0.01)
