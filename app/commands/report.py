@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.commands.report_fleet import FleetCollector
+from app.core.clip import clip_text
 from app.core.compare import METRICS, differences, format_difference
 from app.core.events import (
     AutopilotEvent,
@@ -507,9 +508,7 @@ MAX_TEXT_CHARS = 500
 
 
 def _clip(text: str) -> str:
-    if len(text) <= MAX_TEXT_CHARS:
-        return text
-    return f"{text[:MAX_TEXT_CHARS]}... ({len(text):,} characters; the session holds it whole)"
+    return clip_text(text, MAX_TEXT_CHARS, "; the session holds it whole")
 
 
 def _quantile_note(s: StatsSnapshot) -> str:

@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from app.core.bus import EventBus
+from app.core.clip import clip_text
 from app.core.events import (
     RUN_ENDED,
     AutopilotEvent,
@@ -44,8 +45,6 @@ RESTART_NOTE = re.compile(r"^draining to restart with (\w+)=(\d+)")
 # compaction is a pass over the buffer), small enough to bound memory.
 QUEUE_SOFT_LIMIT = 20_000
 
-
-
 #: Text from the stream (a mark's label, a reason) shown up to this many characters in the
 #: log (a log line whole up to four times it), and a mark's label on the chart up to
 #: MAX_LABEL_CHARS: a label of megabytes is a session's to keep, not a screen's to wrap.
@@ -54,7 +53,8 @@ MAX_LABEL_CHARS = 40
 
 
 def clip(text: str, limit: int = MAX_LOG_CHARS) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+    return clip_text(text, limit)
+
 
 @dataclass(slots=True)
 class LogLine:
