@@ -62,9 +62,6 @@ def _selector(names: list[str], extra: str) -> str:
     return "{" + f'__name__=~"{alternatives}"' + (f",{extra}" if extra else "") + "}"
 
 
-#: The age of a counter scraped again between the two queries of one read (no age).
-_RESCRAPED = -1.0
-
 class PrometheusMeter:
     name = "prometheus"
     power_cap_persists = False
@@ -89,7 +86,6 @@ class PrometheusMeter:
         self._next_t: float | None = None
         self._opened = False
         self._down: str | None = None
-        self._told_at = 0.0  # (monotonic) when the server told the last read's ages
         self._errors: deque[str] = deque()
         self._notes: deque[str] = deque()
 
@@ -149,11 +145,12 @@ class PrometheusMeter:
             out[frozenset(labels.items())] = (evaluated, scraped)
         return out
 
-    def _series(self) -> tuple[list[Series], dict[frozenset[tuple[str, str]], float]]:
-        """The wanted series now, and each energy counter's age (s) by its labels. A
-        counter scraped again between the values and its time (the two are separate
-        queries) has no age: whether the values are of the scrape before is not known,
-        and it is read at the next look."""
+    def _series(self) -> tuple[list[Series], dict[frozenset[tuple[str, str]], float | None]]:
+        """The wanted series now, and each energy counter's age (s) by its labels, told
+        from the start of this call. A counter scraped again between the values and its
+        time (the two are separate queries) has no age (None): whether the values are
+        of the scrape before is not known, and it is read at the next look."""
+        start = time.monotonic()
         before = self._stamps() if self._opened else None
         _, values = self._query(_selector(_WANTED, self.selector))
         out: list[Series] = []
@@ -164,19 +161,19 @@ class PrometheusMeter:
                 out.append((name, labels, float(r["value"][1])))
             except (ValueError, IndexError, TypeError):
                 continue
-        ages: dict[frozenset[tuple[str, str]], float] = {}
+        ages: dict[frozenset[tuple[str, str]], float | None] = {}
         sent = time.monotonic()
         after = self._stamps()
-        # The server told the ages at its evaluation, about halfway through that query:
-        # they count from then, not from the read's start (three queries earlier).
-        self._told_at = (sent + time.monotonic()) / 2
         if after is None:
             return out, ages  # an older or stricter server: readings are timed at the query
+        # The server told the ages at its evaluation, about halfway through that query:
+        # from the call's start (three queries earlier) they are that much less.
+        since_start = (sent + time.monotonic()) / 2 - start
         for key, (evaluated, scraped) in after.items():
             if before is not None and key in before and before[key][1] != scraped:
-                ages[key] = _RESCRAPED
+                ages[key] = None
             else:
-                ages[key] = max(0.0, evaluated - scraped)
+                ages[key] = max(0.0, evaluated - scraped) - since_start
         return out, ages
 
     @staticmethod
@@ -228,8 +225,6 @@ class PrometheusMeter:
     def _read(self, t_s: float) -> list[Sample]:
         if not self._opened:
             return []
-        called = time.monotonic()
-        self._told_at = called
         try:
             series, ages = self._series()
         except QueryError as exc:
@@ -241,7 +236,6 @@ class PrometheusMeter:
             self._notes.append(f"prometheus: {self.shown} answers again")
             self._down = None
         out: list[Sample] = []
-        lag = self._told_at - called  # `t_s` is the caller's clock at the read's start
         energy_labels = {}
         for name, labels, _ in series:
             if name in _ENERGY:
@@ -251,9 +245,9 @@ class PrometheusMeter:
                 self._devices[r.device] = device_info(r)
                 self._tracks[r.device] = DeviceTrack(r.device, r.component)
             age = ages.get(energy_labels.get(r.device, frozenset()), 0.0)
-            if age == _RESCRAPED:
+            if age is None:
                 continue  # scraped again mid-read: the next look reads it whole
-            s = self._tracks[r.device].update(r, self.name, t_s + lag - age if age else t_s,
+            s = self._tracks[r.device].update(r, self.name, t_s - age,
                                               self.exporter_interval_s)
             if s is not None:
                 out.append(s)
