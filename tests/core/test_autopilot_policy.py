@@ -145,11 +145,40 @@ def test_the_batch_limit_does_not_swing_between_ttft_and_tpot_violations() -> No
     # per token at a batch too large does not)...
     d2 = p.on_violation(cell(700, 128), tpot, measured(20, 30, tpot=0.09), 30.0)
     assert d2.moves == {"batch_limit": 64.0}
-    # ...and when TTFT is over there again, it holds: the objective cannot be met.
-    d3 = p.on_violation(cell(700, 64), ttft, measured(40, 50, ttft=3.0, backlog=(20, 30),
+    # ...and when TTFT is over there again, by less than time per token was at 128, it
+    # holds here: the objective cannot be met.
+    d3 = p.on_violation(cell(700, 64), ttft, measured(40, 50, ttft=1.5, backlog=(20, 30),
                                                       queue_share=0.8), 50.0)
     assert d3.state == HOLDING and d3.moves == {}
     assert "cannot be met" in d3.reason
+    # Over again here: still holding, no swing back to 128.
+    d4 = p.on_violation(cell(700, 64), ttft, measured(60, 70, ttft=1.6, backlog=(30, 40),
+                                                      queue_share=0.8), 70.0)
+    assert d4.state == HOLDING and d4.moves == {}
+
+
+def test_where_neither_batch_direction_meets_it_the_lesser_miss_is_held() -> None:
+    """Time per token 7% over at batch 64 halves the batch; at 32 requests wait and TTFT
+    is 3x over: back to 64, which missed by less, and held there through its next
+    violations (not swung between the two)."""
+    p = policy()
+    objective = p.objective.targets
+    ttft = [t for t in objective if t.metric == "ttft"]
+    tpot = [t for t in objective if t.metric == "tpot"]
+    d1 = p.on_violation(cell(700, 64), tpot, measured(0, 10, tpot=0.0535), 10.0)
+    assert d1.moves == {"batch_limit": 32.0}
+    d2 = p.on_violation(cell(700, 32), ttft, measured(20, 30, ttft=3.0, backlog=(5, 25),
+                                                      queue_share=0.8), 30.0)
+    assert d2.state == HOLDING and d2.moves == {"batch_limit": 64.0}
+    assert "by less" in d2.reason
+    for k in range(3):
+        t0 = 40.0 + 20 * k
+        d = p.on_violation(cell(700, 64), tpot, measured(t0, t0 + 10, tpot=0.054), t0 + 10)
+        assert d.state == HOLDING and d.moves == {}, d.reason
+    # An epoch that meets it ends the hold: the next violation may move the batch again.
+    p.on_epoch(cell(700, 64), measured(120, 150), 150.0, 30.0)
+    d = p.on_violation(cell(700, 64), tpot, measured(160, 170, tpot=0.06), 170.0)
+    assert d.state == BACKING_OFF and d.moves == {"batch_limit": 32.0}
 
 
 # -- the share of the limit kept free ----------------------------------------------------

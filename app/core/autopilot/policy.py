@@ -110,6 +110,10 @@ class Policy:
         self.infeasible: dict[Cell, float] = {}  # cell -> until when it is not tried
         self._strikes: dict[Cell, int] = {}  # violations per cell at this load
         self._ban_why: dict[Cell, str] = {}  # "tpot" (time per token) or "wait" (the rest)
+        self._missed_by: dict[Cell, float] = {}  # a banned cell's last miss: observed/limit
+        # Where neither batch direction met the objective: the setting that missed by
+        # less, held until an epoch meets it (not swung from, try after try).
+        self._settled: Cell | None = None
         self.load_ref: float | None = None
         self._load_known = False
         # What each offered load (the rate knob) ended with: its best setting met and
@@ -196,6 +200,7 @@ class Policy:
             return Decision(BACKING_OFF, self._resume_why(m),
                             self._moves(cell, resume.cell))
         why = "tpot" if any(t.metric == "tpot" for t in violated) else "wait"
+        miss = max((m.ratio(t) or 0.0 for t in violated), default=0.0)
         if self._met_run.get(cell, 0) >= self.p.good_epochs:
             # One violation after a long run of epochs that met it: a setting that meets
             # the objective in nearly every window at this load, caught by a burst. It is
@@ -204,6 +209,7 @@ class Policy:
             self._ban(cell, now, why, self.p.brief_ban_s)
         else:
             self._ban(cell, now, why)
+        self._missed_by[cell] = miss
         self._met_run.pop(cell, None)
         self.table.pop(cell, None)
         names = ", ".join(f"{t.name} {m.observed.get(t.name, 0):.3g}s over "
@@ -244,6 +250,12 @@ class Policy:
                 return Decision(BACKING_OFF, f"{names}: power cap up",
                                 {"power_cap": up})
         direction = self._batch_direction(violated, m)
+        if cell == self._settled:
+            self.state = HOLDING
+            self._overloaded(cell)
+            return Decision(HOLDING, f"{names}: neither batch direction meets it, this one "
+                            "misses by less; the objective cannot be met at this load in "
+                            "bounds: holding")
         for knob in ("batch_limit", "max_num_seqs"):
             if knob in target and direction != 0:
                 nxt = self.grid.step(knob, target[knob], direction)
@@ -256,6 +268,16 @@ class Policy:
                     # queue drains, time per token at a batch too large does not.
                     self.state = HOLDING
                     self._overloaded(cell)
+                    theirs = self._missed_by.get(other, 0.0)
+                    if 0.0 < theirs < miss and nxt is not None:
+                        # Neither meets it: the one that missed by less is held (a batch
+                        # halved for a time per token 7% over can leave TTFT 3x over).
+                        self._settled = other
+                        return Decision(HOLDING, f"{names}: {knob} {nxt:g} missed it too, "
+                                        f"by less ({theirs:.2f} x its limit against "
+                                        f"{miss:.2f} here); the objective cannot be met at "
+                                        "this load in bounds: holding there", {knob: nxt})
+                    self._settled = cell
                     return Decision(HOLDING, f"{names}: {knob} {nxt:g} violated it too, "
                                     "just before; the objective cannot be met at this load "
                                     "in bounds: holding")
@@ -312,6 +334,7 @@ class Policy:
         if violated or m.waiting_grows(self.p.backlog_growth) or (confirmed and strained):
             self._grew = None
             return self.on_violation(cell, violated, m, now)
+        self._settled = None
         # Met, but within the scatter of one window of the limit: too close to stay in
         # when an exploratory move brought it here; where it is the best known, it holds
         # (no further step down) rather than calling it a violation.
@@ -644,6 +667,8 @@ class Policy:
         self.infeasible.clear()
         self._strikes.clear()
         self._ban_why.clear()
+        self._missed_by.clear()
+        self._settled = None
         self._met_run.clear()
         self._calm = ({}, {})
         self.load_ref = load
