@@ -27,6 +27,7 @@ import importlib.util
 import inspect
 import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -372,6 +373,7 @@ class VLLMEngine:
         # line every few seconds), which would garble the dashboard and the headless
         # lines; warnings and errors still show. Set VLLM_LOGGING_LEVEL to override.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        quiet_resource_tracker()
         try:
             from vllm import AsyncEngineArgs, SamplingParams
             from vllm.inputs import TokensPrompt
@@ -456,3 +458,17 @@ def _one_line(exc: BaseException) -> str:
         # vLLM wraps unexpected errors in an EngineGenerateError without a message.
         return _one_line(exc.__cause__)
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+#: The resource tracker's warning of semaphores left at its exit, by module.
+TRACKER_FILTER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def quiet_resource_tracker() -> None:
+    """vLLM's engine core and workers leave semaphores to multiprocessing's resource
+    tracker, a process of its own that warns of them when it exits, after wattflow's
+    last line ("There appear to be 2 leaked semaphore objects"): vLLM's housekeeping, not
+    the user's concern. The tracker is started with this interpreter's -W options, read
+    when it is started: the filter must be in place before vLLM starts it."""
+    if TRACKER_FILTER not in sys.warnoptions:
+        sys.warnoptions.append(TRACKER_FILTER)
