@@ -61,3 +61,13 @@ def test_a_setting_that_keeps_its_own_requests_waiting_still_shows() -> None:
                                     phase="submitted"))
     m = meter.recent(110.0, 10.0)
     assert m.counts["ttft_p90"] == 8 and m.observed["ttft_p90"] > 5.0
+
+
+def test_the_stages_submitted_are_kept_across_epochs() -> None:
+    meter = EpochMeter(parse_objective("reduce:ttft_p90=1s"))
+    meter.reset(0.0)
+    meter.on_event(RequestEvent(t_s=1.0, request_id="a", phase="submitted", stage="map"))
+    meter.reset(30.0)  # a new epoch: what was seen before still names the stages
+    meter.on_event(RequestEvent(t_s=31.0, request_id="b", phase="submitted", stage="reduce"))
+    meter.on_event(RequestEvent(t_s=32.0, request_id="c", phase="submitted", stage=""))
+    assert meter.measure(40.0).stages_seen == ("map", "reduce")

@@ -400,3 +400,41 @@ def test_violations_under_a_load_no_setting_meets_do_not_keep_lower_caps_away() 
     d = p.on_violation(here, ttft, measured(t, t + 30, ttft=1.1), t)
     assert d.state == HOLDING and "cannot be met" in d.reason
     assert cell(600) not in p.infeasible and cell(500) not in p.infeasible
+
+
+# -- an epoch that cannot be judged says why ----------------------------------------------
+
+def test_a_stage_no_request_carries_is_named_not_called_too_few() -> None:
+    """A misspelt stage in the objective would otherwise read as a thin epoch for ever."""
+    p = Policy(parse_objective("summarise:ttft_p90=1s"), Grid({"power_cap": list(CAPS)}),
+               AutopilotParams())
+    m = Measurement(0, 30, finished=120, j_per_token=0.5, noise=0.01, tokens=30000,
+                    stages_seen=("map", "reduce", "summarize"))
+    m.counts["summarise:ttft_p90"] = 0
+    d = p.on_epoch(cell_of({"power_cap": 700.0}), m, 30, 30)
+    assert d.state == HOLDING and not d.moves
+    assert "no request of stage 'summarise'" in d.reason
+    assert "map, reduce, summarize" in d.reason
+    # Held that long, it holds still (no move) and still names the stage.
+    d = p.on_epoch(cell_of({"power_cap": 700.0}), m, 150, 150)
+    assert not d.moves and not d.extend and "'summarise'" in d.reason
+
+
+def test_a_thin_epoch_names_the_target_short_of_samples() -> None:
+    p = policy()
+    m = measured(0, 30, n=200)
+    m.counts["tpot_p90"] = 7
+    d = p.on_epoch(cell(), m, 30, 30)
+    assert d.extend and not d.moves
+    assert "too few requests to decide" in d.reason and "tpot_p90 7 of 20" in d.reason
+    assert "ttft_p90" not in d.reason  # the one judged on enough is not named
+
+
+def test_a_stage_that_comes_later_is_not_called_unknown_while_none_is_seen() -> None:
+    """Before any request is submitted nothing is known of the stages: too few, not
+    a wrong name."""
+    p = Policy(parse_objective("summarise:ttft_p90=1s"), Grid({"power_cap": list(CAPS)}),
+               AutopilotParams())
+    m = Measurement(0, 30, finished=0, j_per_token=None)
+    d = p.on_epoch(cell_of({"power_cap": 700.0}), m, 30, 30)
+    assert "too few requests" in d.reason and "no request of stage" not in d.reason

@@ -99,6 +99,9 @@ class Measurement:
     # filled in by the controller): windows judged, and of them missed.
     windows_judged: int = 0
     windows_missed: int = 0
+    # The stage labels of every request submitted since the autopilot started: an
+    # objective's stage that is not among them is named as such, not as "too few".
+    stages_seen: tuple[str, ...] = ()
 
     def waiting_grows(self, min_growth: int) -> bool:
         """Whether the waiting queue gained a quarter of itself (and `min_growth`)."""
@@ -183,6 +186,7 @@ class EpochMeter:
         self._waiting_client = 0
         self._waiting_engine = 0
         self._backlog_start = 0
+        self.stages: set[str] = set()  # every stage label submitted so far (not per epoch)
 
     def on_event(self, ev: Event) -> None:
         if isinstance(ev, Sample):
@@ -191,6 +195,8 @@ class EpochMeter:
         elif isinstance(ev, RequestEvent):
             if ev.phase == "submitted":
                 self._pending[ev.request_id] = (ev.t_s, ev.stage)
+                if ev.stage:
+                    self.stages.add(ev.stage)
             elif ev.phase == "first_token":
                 # TTFT is known at the first token: on long generations waiting for the
                 # finish would leave an epoch with no TTFT at all.
@@ -272,7 +278,8 @@ class EpochMeter:
         behind drain in it and would call the new one a violation too)."""
         self._now = now
         m = Measurement(self.t0, now, finished=len(self._done),
-                        backlog_start=self._backlog_start, backlog_end=self.backlog)
+                        backlog_start=self._backlog_start, backlog_end=self.backlog,
+                        stages_seen=tuple(sorted(self.stages)))
         pts = [(t, float(n)) for t, n in self._outstanding if t >= self.t0]
         if len(pts) >= 5:
             fit = fit_power(pts)  # the same least squares, of count against time

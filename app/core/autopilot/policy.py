@@ -377,13 +377,12 @@ class Policy:
             return Decision(EXPLORING, f"{names}: within a window's scatter of the limit here;"
                             " back to the best setting known", self._moves(cell, inc))
         if len(judged) < len(self.objective.targets) or m.j_per_token is None:
+            short = self._short_of(m)
             if epoch_len < self.p.max_epoch_s:
                 self.state = HOLDING
-                return Decision(HOLDING, f"too few requests to decide ({m.finished} finished):"
-                                " measuring longer", extend=True)
+                return Decision(HOLDING, f"{short}: measuring longer", extend=True)
             self.state = HOLDING
-            return Decision(HOLDING, f"too few requests to decide ({m.finished} finished in "
-                            f"{epoch_len:.0f} s): holding still")
+            return Decision(HOLDING, f"{short} in {epoch_len:.0f} s: holding still")
         jpt, noise = self._j_ref(m)
         # A lower power cap does not raise J/token until it slows the work past the
         # objective (the study's finding, and every sweep's): with latency well inside
@@ -550,6 +549,24 @@ class Policy:
         usual = rate if usual is None else usual
         known = len(self._rates) >= self.p.min_load_epochs
         return known and rate >= self.p.typical_load * usual, rate, usual
+
+    def _short_of(self, m: Measurement) -> str:
+        """Why an epoch cannot be judged: which targets have too few samples, and a
+        stage of the objective that no request has carried (a misspelt stage would
+        otherwise read as a thin epoch for ever)."""
+        unknown = [t.stage for t in self.objective.targets
+                   if t.stage is not None and m.stages_seen and t.stage not in m.stages_seen
+                   and not m.counts.get(t.name)]
+        if unknown:
+            names = ", ".join(f"'{s}'" for s in dict.fromkeys(unknown))
+            seen = ", ".join(m.stages_seen[:12]) + (", ..." if len(m.stages_seen) > 12 else "")
+            return (f"no request of stage {names} so far (the stages seen: {seen}); "
+                    "check the objective's stage name")
+        thin = ", ".join(f"{t.name} {m.counts.get(t.name, 0)} of {self.p.min_requests}"
+                         for t in self.objective.targets
+                         if m.counts.get(t.name, 0) < self.p.min_requests)
+        return (f"too few requests to decide ({m.finished} finished"
+                + (f"; {thin} needed" if thin else "") + ")")
 
     @staticmethod
     def _piling_up(m: Measurement) -> str:
