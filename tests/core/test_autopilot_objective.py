@@ -26,6 +26,7 @@ def test_objective_targets_with_units_and_stages() -> None:
     ("ttft_p90=fast", "not a duration"),
     ("ttft_p90=0s", "more than 0"),
     ("ttft_p90=1s,ttft_p90=2s", "twice"),
+    ("summarize:workflow_p90=10s", "end to end"),
 ])
 def test_bad_objectives_say_what_is_wrong_in_one_line(text: str, words: str) -> None:
     with pytest.raises(AutopilotError) as err:

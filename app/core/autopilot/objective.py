@@ -90,6 +90,12 @@ def parse_objective(text: str) -> Objective:
         if limit <= 0:
             raise AutopilotError(f"objective {key.strip()!r}: the limit must be more than 0")
         stage = m.group("stage")
+        if stage is not None and metric == "workflow":
+            # A workflow spans every stage: counted per stage it would silently be the
+            # whole workflow's latency under a stage's name.
+            raise AutopilotError(f"objective {key.strip()!r}: a workflow runs end to end "
+                                 "through its stages; a stage prefix applies to ttft, tpot "
+                                 "and latency")
         target = Target(metric, q, limit, stage)
         if any(t.name == target.name for t in targets):
             raise AutopilotError(f"objective {target.name} is given twice")
