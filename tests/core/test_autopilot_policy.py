@@ -438,3 +438,14 @@ def test_a_stage_that_comes_later_is_not_called_unknown_while_none_is_seen() -> 
     m = Measurement(0, 30, finished=0, j_per_token=None)
     d = p.on_epoch(cell_of({"power_cap": 700.0}), m, 30, 30)
     assert "too few requests" in d.reason and "no request of stage" not in d.reason
+
+
+def test_an_epoch_without_energy_readings_says_so_not_too_few_requests() -> None:
+    p = policy()
+    m = measured(0, 30, n=200)
+    m.j_per_token = None  # latency judged on 200 requests; no GPU energy read
+    d = p.on_epoch(cell(), m, 30, 30)
+    assert not d.moves and "no GPU energy readings" in d.reason
+    assert "too few requests" not in d.reason
+    d = p.on_epoch(cell(), m, 150, 150)
+    assert not d.moves and d.reason.startswith("after 150 s, no J/token")

@@ -382,7 +382,7 @@ class Policy:
                 self.state = HOLDING
                 return Decision(HOLDING, f"{short}: measuring longer", extend=True)
             self.state = HOLDING
-            return Decision(HOLDING, f"{short} in {epoch_len:.0f} s: holding still")
+            return Decision(HOLDING, f"after {epoch_len:.0f} s, {short}: holding still")
         jpt, noise = self._j_ref(m)
         # A lower power cap does not raise J/token until it slows the work past the
         # objective (the study's finding, and every sweep's): with latency well inside
@@ -565,6 +565,11 @@ class Policy:
         thin = ", ".join(f"{t.name} {m.counts.get(t.name, 0)} of {self.p.min_requests}"
                          for t in self.objective.targets
                          if m.counts.get(t.name, 0) < self.p.min_requests)
+        if not thin and m.j_per_token is None:
+            # Latency enough, energy none: no meter reports GPU energy (or nothing was
+            # generated), which more requests would not mend.
+            why = "no output tokens counted" if m.tokens <= 0 else "no GPU energy readings"
+            return f"no J/token to decide on ({why})"
         return (f"too few requests to decide ({m.finished} finished"
                 + (f"; {thin} needed" if thin else "") + ")")
 
