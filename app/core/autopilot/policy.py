@@ -377,7 +377,7 @@ class Policy:
             return Decision(EXPLORING, f"{names}: within a window's scatter of the limit here;"
                             " back to the best setting known", self._moves(cell, inc))
         if len(judged) < len(self.objective.targets) or m.j_per_token is None:
-            short = self._short_of(m)
+            short = self._short_of(m, judged)
             if epoch_len < self.p.max_epoch_s:
                 self.state = HOLDING
                 return Decision(HOLDING, f"{short}: measuring longer", extend=True)
@@ -550,10 +550,10 @@ class Policy:
         known = len(self._rates) >= self.p.min_load_epochs
         return known and rate >= self.p.typical_load * usual, rate, usual
 
-    def _short_of(self, m: Measurement) -> str:
-        """Why an epoch cannot be judged: which targets have too few samples, and a
-        stage of the objective that no request has carried (a misspelt stage would
-        otherwise read as a thin epoch for ever)."""
+    def _short_of(self, m: Measurement, judged: dict[str, float]) -> str:
+        """Why an epoch cannot be judged: which targets have too few samples (those
+        `judged` left out), and a stage of the objective that no request has carried (a
+        misspelt stage would otherwise read as a thin epoch for ever)."""
         unknown = [t.stage for t in self.objective.targets
                    if t.stage is not None and m.stages_seen and t.stage not in m.stages_seen
                    and not m.counts.get(t.name)]
@@ -563,8 +563,7 @@ class Policy:
             return (f"no request of stage {names} so far (the stages seen: {seen}); "
                     "check the objective's stage name")
         thin = ", ".join(f"{t.name} {m.counts.get(t.name, 0)} of {self.p.min_requests}"
-                         for t in self.objective.targets
-                         if m.counts.get(t.name, 0) < self.p.min_requests)
+                         for t in self.objective.targets if t.name not in judged)
         if not thin and m.j_per_token is None:
             # Latency enough, energy none: no meter reports GPU energy (or nothing was
             # generated), which more requests would not mend.
