@@ -35,6 +35,7 @@ from app.core.autopilot.controller import Autopilot
 from app.core.autopilot.objective import AutopilotError, parse_objective
 from app.core.autopilot.params import params_from
 from app.core.autopilot.prior import read_prior
+from app.core.autopilot.stages import check_stages
 from app.core.bus import EventBus
 from app.core.clock import Clock, LoopClock
 from app.core.config import ConfigError, RunConfig, RunError, RunOutcome
@@ -433,6 +434,13 @@ class Runner:
         self._knob_changed = asyncio.Event()
         self._wall_t0 = time.perf_counter()
         workload = self._make_workload()
+        if cfg.autopilot is not None:
+            # A stage the workload never runs is refused before anything starts (no
+            # session file), not found out at the autopilot's first decision.
+            try:
+                check_stages(parse_objective(cfg.autopilot), workload, cfg.seed)
+            except AutopilotError as exc:
+                raise ConfigError(str(exc)) from None
         engine_options = {"seed": cfg.seed, **cfg.engine_options}
         for name, value in cfg.start_knobs.items():
             if knobmod.spec(name).needs == "engine_restart" and value is not None:

@@ -38,3 +38,28 @@ def test_autopilot_run_is_recorded_and_stays_in_bounds(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert rep.returncode == 0, rep.stderr
     assert "autopilot" in rep.stdout
+
+
+def test_a_stage_the_workload_lacks_is_refused_before_the_run(tmp_path: Path) -> None:
+    session = tmp_path / "st.jsonl"
+    out = subprocess.run(
+        [sys.executable, "-m", "app", "run", "--headless", "--fast", "--workload", "sequential",
+         "--duration", "60", "--autopilot", "summarise:ttft_p90=3s", "--session", str(session)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr
+    assert "'summarise'" in lines[0] and "did you mean 'summarize'" in lines[0]
+    assert not session.exists()
+
+
+def test_a_composite_stage_is_known_before_the_run(tmp_path: Path) -> None:
+    # A composite's agentic projects are ~1% of its workflows: drawn until seen.
+    session = tmp_path / "st.jsonl"
+    out = subprocess.run(
+        [sys.executable, "-m", "app", "run", "--headless", "--fast", "--workload", "composite",
+         "--duration", "20", "--autopilot", "agentic.reviser:tpot_p90=80ms",
+         "--session", str(session)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert session.exists()
