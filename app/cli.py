@@ -303,6 +303,15 @@ def _config(args: argparse.Namespace, session: Path) -> tuple[Any, Any]:
         workload = create(args.workload, dict(args.param))
     except WorkloadError as exc:
         raise UsageError(str(exc)) from None
+    if args.autopilot is not None:
+        # Before the dashboard opens: a stage the workload does not have is a typo.
+        from app.core.autopilot.objective import AutopilotError, parse_objective
+        from app.core.autopilot.stages import check_stages
+
+        try:
+            check_stages(parse_objective(args.autopilot), workload, args.seed)
+        except AutopilotError as exc:
+            raise UsageError(str(exc)) from None
     import engines
 
     if args.engine not in engines.names():

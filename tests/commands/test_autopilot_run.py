@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from app.core.events import AutopilotEvent, KnobEvent
 from app.core.session_reader import read_session
 
@@ -40,12 +42,16 @@ def test_autopilot_run_is_recorded_and_stays_in_bounds(tmp_path: Path) -> None:
     assert "autopilot" in rep.stdout
 
 
-def test_a_stage_the_workload_lacks_is_refused_before_the_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [["--headless", "--fast"], []])
+def test_a_stage_the_workload_lacks_is_refused_before_the_run(tmp_path: Path,
+                                                              mode: list[str]) -> None:
+    # Without --headless too: refused before the dashboard opens, not shown as a run
+    # that ended with no reason.
     session = tmp_path / "st.jsonl"
     out = subprocess.run(
-        [sys.executable, "-m", "app", "run", "--headless", "--fast", "--workload", "sequential",
+        [sys.executable, "-m", "app", "run", *mode, "--workload", "sequential",
          "--duration", "60", "--autopilot", "summarise:ttft_p90=3s", "--session", str(session)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60)
+        cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr
