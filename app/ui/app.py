@@ -205,7 +205,10 @@ class DashboardApp(App[None]):
         return "running · SATURATED" if frame.saturated else "running"
 
     def on_run_finished(self, message: RunFinished) -> None:
-        if self.quitting or self.exit_on_end:
+        if self.quitting or self.exit_on_end or getattr(self.backend, "error", None) is not None:
+            # A run that never started (a bad engine option, an engine that would not
+            # start) has nothing to show: the dashboard closes and the command prints the
+            # one-line error, as without the dashboard.
             self.exit()
             return
         what = "replay" if self.backend.mode == "replay" else "run"

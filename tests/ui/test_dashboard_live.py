@@ -213,3 +213,21 @@ def test_a_slow_dashboard_does_not_hold_the_runner_back(tmp_path: Path,
     drive(tmp_path, script, virtual=True, duration_s=3600.0)
     assert progress["painted"] <= 8  # at most ~1.5 s / 0.3 s paints, plus the first
     assert progress["runner_t"] > 30.0
+
+
+def test_a_run_that_cannot_start_closes_the_dashboard_with_its_error(tmp_path: Path) -> None:
+    # A bad engine option is refused before the run starts: the dashboard must not sit on
+    # "ended; q to leave" with no reason; it closes and the error reaches the command.
+    runner = Runner(_config(tmp_path, engine_options={"bogus": 1}))
+    backend = LiveBackend(runner)
+    app = DashboardApp(backend, handle_signals=False)
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: backend.done)
+            await until(pilot, lambda: not app.is_running, timeout_s=5.0)
+
+    asyncio.run(main())
+    with pytest.raises(Exception, match="unknown option 'bogus'"):
+        backend.result()
+    assert not (tmp_path / "run.jsonl").exists()
