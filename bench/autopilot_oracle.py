@@ -15,10 +15,10 @@ For each workload at a steady rate:
 4. `wattflow run --fast --autopilot OBJECTIVE` for an hour from the defaults (700 W,
    batch 64): its J/token after its first 5 minutes against the oracle's over the same
    span (goal: within 5%), and the share of 30 s windows after the first 5 minutes that
-   meet the objective (goal: at least 95%). With `--seeds N` the autopilot also runs at seeds 1..N-1, and
-   with `--own-oracle` each of those is set against the oracle of a sweep at its own
-   seed (the same objective): another seed is another mix of requests, whose J/token at
-   one setting differs from seed 0's.
+   meet the objective (goal: at least 95%). With `--seeds N` the autopilot also runs at
+   seeds 1..N-1, and with `--own-oracle` each of those is set against the oracle of a
+   sweep at its own seed (the same objective): another seed is another mix of requests,
+   whose J/token at one setting differs from seed 0's.
 Then rate changes (interactive from 0.35 conversations/s: a step up 4x and back; a slow
 ramp to 3x and back): the same sweep with the same `--at` schedule, the objective from
 its 600 W / batch 64 point as above, and the autopilot's energy against every static

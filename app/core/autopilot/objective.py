@@ -12,6 +12,7 @@ Each target is `[STAGE:]METRIC_pNN=LIMIT`:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 METRICS = ("ttft", "tpot", "latency", "workflow")
@@ -61,6 +62,11 @@ def parse_duration(text: str) -> float:
 
 def format_duration(s: float) -> str:
     return f"{s * 1000:.4g}ms" if s < 1.0 else f"{s:.4g}s"
+
+
+def stage_list(labels: Sequence[str], most: int = 12) -> str:
+    """Stage labels for a one-line message: the first `most`, then `...`."""
+    return ", ".join(labels[:most]) + (", ..." if len(labels) > most else "")
 
 
 def parse_objective(text: str) -> Objective:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from app.core.autopilot.measure import Measurement
-from app.core.autopilot.objective import Objective, Target
+from app.core.autopilot.objective import Objective, Target, stage_list
 from app.core.autopilot.params import AutopilotParams
 
 Cell = tuple[tuple[str, float], ...]  # ((knob, value), ...) in the grid's knob order
@@ -559,8 +559,8 @@ class Policy:
                    and not m.counts.get(t.name)]
         if unknown:
             names = ", ".join(f"'{s}'" for s in dict.fromkeys(unknown))
-            seen = ", ".join(m.stages_seen[:12]) + (", ..." if len(m.stages_seen) > 12 else "")
-            return (f"no request of stage {names} so far (the stages seen: {seen}); "
+            return (f"no request of stage {names} so far (the stages seen: "
+                    f"{stage_list(m.stages_seen)}); "
                     "check the objective's stage name")
         thin = ", ".join(f"{t.name} {m.counts.get(t.name, 0)} of {self.p.min_requests}"
                          for t in self.objective.targets if t.name not in judged)

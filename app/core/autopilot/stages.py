@@ -15,7 +15,7 @@ import difflib
 import random
 import time
 
-from app.core.autopilot.objective import AutopilotError, Objective
+from app.core.autopilot.objective import AutopilotError, Objective, stage_list
 from workloads.base import Workload
 
 #: Workflows drawn before a stage is called missing: a stage in fewer than one workflow
@@ -61,8 +61,8 @@ def check_stages(objective: Objective, workload: Workload, seed: int = 0) -> Non
     t = missing[0]
     assert t.stage is not None
     shown = sorted(seen)
-    names = ", ".join(shown[:12]) + (", ..." if len(shown) > 12 else "")
     close = difflib.get_close_matches(t.stage, shown, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     raise AutopilotError(f"objective {t.name}: no workflow of workload {workload.name!r} has "
-                         f"a stage '{t.stage}' ({drawn} drawn; its stages: {names}){hint}")
+                         f"a stage '{t.stage}' ({drawn} drawn; its stages: "
+                         f"{stage_list(shown)}){hint}")
