@@ -34,6 +34,7 @@ Writes bench/out/autopilot/*.jsonl and prints a markdown report (for bench/RESUL
 from __future__ import annotations
 
 import argparse
+import functools
 import subprocess
 import sys
 import time
@@ -96,23 +97,41 @@ def _p90(v: list[float]) -> float:
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
-def measure(path: Path, limits: tuple[float, float] | None, since_s: float) -> Measured:
+Loaded = tuple[dict[str, list[tuple[float, float]]], list[tuple[float, float, float, int]],
+               float | None]
+
+
+def _load(path: Path) -> Loaded:
+    # Keyed by the file's mtime too: the autopilot's session is rewritten at one path.
+    return _read(path, path.stat().st_mtime_ns)
+
+
+@functools.cache
+def _read(path: Path, mtime_ns: int) -> Loaded:
+    """A session's GPU energy series, its finished requests (time, TTFT, TPOT, output
+    tokens) and its end: read once, judged against as many objectives as asked."""
     s = read_session(path)
     energy: dict[str, list[tuple[float, float]]] = {}
-    tokens = 0
-    done: list[tuple[float, float, float]] = []
+    done: list[tuple[float, float, float, int]] = []
     for e in s.events:
         if isinstance(e, Sample) and e.component == "gpu" and e.energy_mj is not None:
             energy.setdefault(e.device, []).append((e.t_s, e.energy_mj / 1000.0))
         elif isinstance(e, RequestEvent) and e.phase == "finished":
-            if e.t_s >= since_s:
-                tokens += e.output_tokens
-            if e.ttft_s is not None and e.tpot_s is not None:
-                done.append((e.t_s, e.ttft_s, e.tpot_s))
+            done.append((e.t_s, e.ttft_s if e.ttft_s is not None else float("nan"),
+                         e.tpot_s if e.tpot_s is not None else float("nan"),
+                         e.output_tokens))
     end = s.end.summary.get("window_end_s") if s.end is not None else None
-    t_end = float(end) if end else max(t for t, _, _ in done)
+    return energy, done, float(end) if end else None
+
+
+def measure(path: Path, limits: tuple[float, float] | None, since_s: float) -> Measured:
+    energy_all, finished, end = _load(path)
+    tokens = sum(n for t, _, _, n in finished if t >= since_s)
+    # TTFT and TPOT are both known for a request that decoded past its first token.
+    done = [(t, a, b) for t, a, b, _ in finished if a == a and b == b]
+    t_end = end if end is not None else max(t for t, _, _ in done)
     joules = 0.0
-    for series in energy.values():
+    for series in energy_all.values():
         after = [(t, j) for t, j in series if since_s <= t <= t_end]
         if len(after) >= 2:
             joules += after[-1][1] - after[0][1]
@@ -157,11 +176,11 @@ OWN_ORACLE = False  # --own-oracle: also sweep seeds 1..N-1, each seed against i
 
 
 def sweep(tag: str, workload: str, rate: float, duration: int, at: list[str],
-          seed: int = 0) -> dict[tuple[int, int], Path]:
+          seed: int = 0, reuse: bool = False) -> dict[tuple[int, int], Path]:
     folder = OUT / tag
     points = {(c, b): folder / f"power_cap={c}-batch_limit={b}.jsonl"
               for c in CAPS for b in BATCHES}
-    if REUSE and all(p.exists() for p in points.values()):
+    if (REUSE or reuse) and all(p.exists() for p in points.values()):
         return points
     if folder.exists():
         for f in folder.glob("*.jsonl"):
@@ -293,6 +312,54 @@ def steady(workload: str, rate: float, duration: int, hour: int) -> list[str]:
     return lines
 
 
+def objectives(workload: str, rate: float, hour: int, scales: list[float]) -> list[str]:
+    """The autopilot at objectives tighter and looser than the benchmark's (its limits
+    times each scale), each seed against the oracle of its own sweep at that objective.
+
+    The benchmark's objective is one draw of where the knee falls against the grid: its
+    oracle may meet the objective in 99% of windows or in 95.0%, and at 95.0% an
+    autopilot that has to find it cannot spend a single window below it. Scaling the
+    limits moves the knee across the grid, so the table shows how often both goals hold
+    and how the outcome follows the oracle's own slack (its windows met beyond 95%)."""
+    base = sweep(workload, workload, rate, hour, [], reuse=True)
+    ref = p90s(base[(600, 64)])
+    seeds = list(range(SEEDS))
+    lines = [f"### {workload} at {rate:g} workflows/s: the benchmark's objective scaled", "",
+             "Each cell: the seed's own oracle (windows it meets after the first 5 minutes); "
+             "the autopilot's J/token against it and its windows met; **both** where both "
+             "goals hold.", "",
+             "| scale | objective | " + " | ".join(f"seed {i}" for i in seeds) + " |",
+             "|---|---|" + "---|" * len(seeds)]
+    passed = total = 0
+    for scale in scales:
+        limits = (ref[0] * 1.05 * scale, ref[1] * 1.05 * scale)
+        objective = fmt_limits(limits)
+        cells = []
+        for seed in seeds:
+            pts = base if seed == 0 else sweep(f"{workload}-seed{seed}", workload, rate, hour,
+                                               [], seed, reuse=True)
+            ok = {k: m for k, m in ((k, measure(p, limits, 60.0)) for k, p in pts.items())
+                  if m.met_share >= 0.95}
+            if not ok:
+                cells.append("no static setting meets it")
+                continue
+            okey, _ = min(ok.items(), key=lambda kv: kv[1].j_per_token)
+            late = measure(pts[okey], limits, 300.0)
+            ap = measure(autopilot(f"{workload}-x{scale:g}", workload, rate, hour, objective,
+                                   [], seed), limits, 300.0)
+            gap = ap.j_per_token / late.j_per_token - 1.0
+            both = gap <= 0.05 and ap.met_share >= 0.95
+            passed += both
+            total += 1
+            cells.append(f"{okey[0]} W/{okey[1]} ({late.windows_met}/{late.windows}); "
+                         f"{gap:+.1%}, {ap.windows_met}/{ap.windows}"
+                         + (" **both**" if both else ""))
+        lines.append(f"| {scale:g} | `{objective}` | " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    lines += ["", f"both goals on {passed} of {total} runs", ""]
+    return lines
+
+
 def changing(name: str, rate: float, at: list[str], duration: int) -> list[str]:
     points = sweep(f"change-{name}", "interactive", rate, duration, at)
     # The objective as for a steady rate: 5% above the worst 30 s window of the 600 W /
@@ -384,6 +451,10 @@ def main() -> int:
                     help="also sweep each seed: each autopilot run against its own seed's oracle")
     ap.add_argument("--warm", action="store_true",
                     help="also the autopilot warm-started from short steady sweeps")
+    ap.add_argument("--scales", default=None,
+                    help="instead: the objective scaled by each of these (e.g. 0.8,0.9,1.1,"
+                         "1.25) for the steady workloads, each seed against its own oracle "
+                         "(sweeps made as needed, kept ones reused)")
     args = ap.parse_args()
     global REUSE, SEEDS, WARM, OWN_ORACLE
     REUSE, SEEDS, WARM = args.reuse, max(1, args.seeds), args.warm
@@ -392,6 +463,15 @@ def main() -> int:
     duration, hour = (300, 1200) if args.quick else (600, 3600)
     t0 = time.perf_counter()
     lines = ["## Autopilot against the oracle (bench/autopilot_oracle.py)", ""]
+    if args.scales:
+        scales = [float(x) for x in args.scales.split(",")]
+        for w, rate in STEADY.items():
+            if args.only in (None, w):
+                lines += objectives(w, rate, hour, scales)
+        lines.append(f"wall time {time.perf_counter() - t0:.0f} s")
+        print("\n".join(lines))
+        (OUT / f"report-scales-{args.only or 'all'}.md").write_text("\n".join(lines) + "\n")
+        return 0
     for w, rate in STEADY.items():
         if args.only in (None, w):
             lines += steady(w, rate, duration, hour)
