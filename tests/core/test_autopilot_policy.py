@@ -357,6 +357,48 @@ def test_a_try_near_the_limit_is_measured_once_more_before_it_is_left() -> None:
     assert d.moves.get("power_cap") == 600.0
 
 
+def test_a_try_near_the_limit_under_which_requests_pile_up_is_left_at_once() -> None:
+    """The same try as above, but requests waiting grew over its epoch: a queue being
+    built below the knee is not measured a second time (it costs the windows it takes
+    to drain)."""
+    p = policy(min_load_epochs=2)
+    t = settle_in(p, cell(600), 3, 1000.0)
+    d = p.on_epoch(cell(500), measured(t, t + 30, ttft=0.95, backlog=(0, 6)), t + 30, 30)
+    assert d.moves.get("power_cap") == 600.0 and cell(500) in p.infeasible
+    assert "measuring again" not in d.reason
+
+
+def test_no_larger_batch_is_tried_on_the_queue_a_violation_left() -> None:
+    """After a back-off requests wait for admission while the queue drains: that is not
+    the batch limit binding. Once `drain_s` has passed, waiting for admission is."""
+    p = policy(min_load_epochs=2, drain_s=100.0)
+    t = settle_in(p, cell(700), 3, 1000.0)
+    ttft = [x for x in p.objective.targets if x.metric == "ttft"]
+    d = p.on_violation(cell(600), ttft, measured(t, t + 10, ttft=1.5, backlog=(0, 20)),
+                       t + 10)
+    assert d.moves.get("power_cap") == 700.0
+    t += 20
+    d = p.on_epoch(cell(700), measured(t, t + 30, ttft=0.5, queue_share=0.5), t + 30, 30)
+    assert "batch_limit" not in d.moves, d.reason
+    t += 100
+    d = p.on_epoch(cell(700), measured(t, t + 30, ttft=0.5, queue_share=0.5), t + 30, 30)
+    assert d.moves == {"batch_limit": 128.0}, d.reason
+
+
+def test_a_smaller_batch_is_not_set_under_the_requests_in_flight() -> None:
+    """Time per token over at the top cap halves the batch only where the requests in
+    flight fit in the half: 45 in flight at batch 64 would leave ~13 waiting for
+    admission (TTFT for TPOT), so it holds and says why."""
+    p = policy()
+    tpot = [x for x in p.objective.targets if x.metric == "tpot"]
+    d = p.on_violation(cell(700, 64), tpot, measured(0, 10, tpot=0.06, mean_out=45.0), 10.0)
+    assert d.state == HOLDING and d.moves == {}
+    assert "waiting for admission" in d.reason and "13 of the 45" in d.reason
+    q = policy()
+    d = q.on_violation(cell(700, 64), tpot, measured(0, 10, tpot=0.06, mean_out=25.0), 10.0)
+    assert d.state == BACKING_OFF and d.moves == {"batch_limit": 32.0}
+
+
 # -- a warm start (a sweep remembered) -------------------------------------------------------
 
 def test_a_remembered_setting_for_the_first_load_is_where_the_search_starts() -> None:

@@ -66,6 +66,8 @@ class AutopilotParams:
     override_hold_s: float = 300.0  # after the user turns a knob, hands off this long
     tick_s: float = 1.0  # how often the controller looks
     batch_binds: float = 0.10  # share of TTFT spent waiting for admission: the limit binds
+    drain_s: float = 100.0  # after a violation, requests waiting for admission are the
+    # queue it left (no larger batch tried on them): about three epochs
     backlog_growth: int = 12  # requests piling up over an epoch (Measurement.waiting_grows):
     # the setting cannot keep up
     knobs: tuple[str, ...] = DEFAULT_KNOBS

@@ -27,6 +27,7 @@ The policy is a pure function of the measurements it is given; the controller
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -146,6 +147,7 @@ class Policy:
         # The bans as they were at the last epoch that met the objective.
         self._calm: tuple[dict[Cell, float], dict[Cell, int]] = ({}, {})
         self._tight_once: Cell | None = None  # a try's first epoch near the limit
+        self._violated_at = -math.inf  # the last violation
 
     # -- judging one measurement ----------------------------------------------------
     def judged(self, m: Measurement) -> dict[str, float]:
@@ -199,6 +201,7 @@ class Policy:
             self.state = BACKING_OFF
             return Decision(BACKING_OFF, self._resume_why(m),
                             self._moves(cell, resume.cell))
+        self._violated_at = now
         why = "tpot" if any(t.metric == "tpot" for t in violated) else "wait"
         miss = max((m.ratio(t) or 0.0 for t in violated), default=0.0)
         if self._met_run.get(cell, 0) >= self.p.good_epochs:
@@ -259,6 +262,18 @@ class Policy:
         for knob in ("batch_limit", "max_num_seqs"):
             if knob in target and direction != 0:
                 nxt = self.grid.step(knob, target[knob], direction)
+                if direction < 0 and nxt is not None and m.outstanding_mean > nxt:
+                    # A batch limit under the requests in flight at this load queues the
+                    # rest at admission: time per token bought with time to first token,
+                    # for minutes (the composite workload at 1.2/s keeps 40-65 in flight;
+                    # at batch 32 it misses TTFT in most windows). No move toward
+                    # performance.
+                    self.state = HOLDING
+                    self._overloaded(cell)
+                    return Decision(HOLDING, f"{names}: {knob} {nxt:g} would leave about "
+                                    f"{m.outstanding_mean - nxt:.0f} of the "
+                                    f"{m.outstanding_mean:.0f} requests in flight waiting "
+                                    "for admission; the objective cannot be met here: holding")
                 other = cell_of({**target, knob: nxt}) if nxt is not None else None
                 if other in self.infeasible and not (
                         direction < 0 and self._ban_why.get(other) == "wait"):
@@ -344,8 +359,11 @@ class Policy:
         if not tight or self._tight_once != cell:
             self._tight_once = None
         near = all(judged.get(t.name, 0.0) <= 1.0 - self.safety(t, m) / 2 for t in tight)
+        # Not while requests pile up: that is a queue being built, and each epoch more
+        # of it costs the windows it takes to drain (below the knee, minutes).
+        piling = grew or m.backlog_end > m.backlog_start
         if tight and inc is not None and inc != cell and inc in self.table \
-                and self._tight_once != cell and near:
+                and self._tight_once != cell and near and not piling:
             # One epoch is one window: its quantile alone over the line is one window in
             # a few of a setting that meets it in nineteen of twenty. Once, in the nearer
             # half of the share kept free, it is measured again.
@@ -446,7 +464,12 @@ class Policy:
                             f"{self.table[inc].j_per_token:.4g}: back to that setting",
                             self._moves(cell, inc))
         inc_worst = self.table[self.incumbent].worst_ratio
-        binds = m.queue_share is not None and m.queue_share > self.p.batch_binds
+        # Just after a violation requests wait for admission while the queue it left
+        # drains: no sign that the batch limit binds (a larger batch tried then, and the
+        # step back from it, strand the requests above the old limit at admission).
+        draining = now - self._violated_at < self.p.drain_s
+        binds = m.queue_share is not None and m.queue_share > self.p.batch_binds \
+            and not draining
         typical, rate, usual = self._typical()
         nxt = self._next_candidate(self.incumbent, inc_worst if typical else 1.0, tpot, binds)
         if nxt is not None:
