@@ -385,20 +385,6 @@ def test_no_larger_batch_is_tried_on_the_queue_a_violation_left() -> None:
     assert d.moves == {"batch_limit": 128.0}, d.reason
 
 
-def test_a_smaller_batch_is_not_set_under_the_requests_in_flight() -> None:
-    """Time per token over at the top cap halves the batch only where the requests in
-    flight fit in the half: 45 in flight at batch 64 would leave ~13 waiting for
-    admission (TTFT for TPOT), so it holds and says why."""
-    p = policy()
-    tpot = [x for x in p.objective.targets if x.metric == "tpot"]
-    d = p.on_violation(cell(700, 64), tpot, measured(0, 10, tpot=0.06, mean_out=45.0), 10.0)
-    assert d.state == HOLDING and d.moves == {}
-    assert "waiting for admission" in d.reason and "13 of the 45" in d.reason
-    q = policy()
-    d = q.on_violation(cell(700, 64), tpot, measured(0, 10, tpot=0.06, mean_out=25.0), 10.0)
-    assert d.state == BACKING_OFF and d.moves == {"batch_limit": 32.0}
-
-
 # -- a warm start (a sweep remembered) -------------------------------------------------------
 
 def test_a_remembered_setting_for_the_first_load_is_where_the_search_starts() -> None:

@@ -383,12 +383,6 @@ class EpochMeter:
                 m.over[target.name] = len(values) - bisect.bisect_right(values, target.limit_s)
         m.finished = sum(1 for d in self._done if d.t > since)
         m.tokens = self._tokens(m.t0, now)  # the load right now, for the policy's trust
-        # The requests in flight now (the mean of the window's counts, else the last
-        # known): a smaller batch limit below them would queue the rest.
-        counts = [n for t, n in self._outstanding if t >= since] or [
-            n for _, n in self._outstanding[-1:]]
-        if counts:
-            m.outstanding_mean = sum(counts) / len(counts)
         m.load_per_s = self.rate
         return m
 

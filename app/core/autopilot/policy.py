@@ -262,18 +262,6 @@ class Policy:
         for knob in ("batch_limit", "max_num_seqs"):
             if knob in target and direction != 0:
                 nxt = self.grid.step(knob, target[knob], direction)
-                if direction < 0 and nxt is not None and m.outstanding_mean > nxt:
-                    # A batch limit under the requests in flight at this load queues the
-                    # rest at admission: time per token bought with time to first token,
-                    # for minutes (the composite workload at 1.2/s keeps 40-65 in flight;
-                    # at batch 32 it misses TTFT in most windows). No move toward
-                    # performance.
-                    self.state = HOLDING
-                    self._overloaded(cell)
-                    return Decision(HOLDING, f"{names}: {knob} {nxt:g} would leave about "
-                                    f"{m.outstanding_mean - nxt:.0f} of the "
-                                    f"{m.outstanding_mean:.0f} requests in flight waiting "
-                                    "for admission; the objective cannot be met here: holding")
                 other = cell_of({**target, knob: nxt}) if nxt is not None else None
                 if other in self.infeasible and not (
                         direction < 0 and self._ban_why.get(other) == "wait"):
