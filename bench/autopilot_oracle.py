@@ -97,8 +97,10 @@ def _p90(v: list[float]) -> float:
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
-Loaded = tuple[dict[str, list[tuple[float, float]]], list[tuple[float, float, float, int]],
-               float | None]
+# A session as the bench judges it: GPU energy series per device, (time, output tokens) of
+# every finished request, (time, TTFT, TPOT) of those with both, and the window's end.
+Loaded = tuple[dict[str, list[tuple[float, float]]], list[tuple[float, int]],
+               list[tuple[float, float, float]], float | None]
 
 
 def _load(path: Path) -> Loaded:
@@ -108,30 +110,28 @@ def _load(path: Path) -> Loaded:
 
 @functools.cache
 def _read(path: Path, mtime_ns: int) -> Loaded:
-    """A session's GPU energy series, its finished requests (time, TTFT, TPOT, output
-    tokens) and its end: read once, judged against as many objectives as asked."""
+    """A session read once, to be judged against as many objectives as asked."""
     s = read_session(path)
     energy: dict[str, list[tuple[float, float]]] = {}
-    done: list[tuple[float, float, float, int]] = []
+    tokens: list[tuple[float, int]] = []
+    done: list[tuple[float, float, float]] = []
     for e in s.events:
         if isinstance(e, Sample) and e.component == "gpu" and e.energy_mj is not None:
             energy.setdefault(e.device, []).append((e.t_s, e.energy_mj / 1000.0))
         elif isinstance(e, RequestEvent) and e.phase == "finished":
-            done.append((e.t_s, e.ttft_s if e.ttft_s is not None else float("nan"),
-                         e.tpot_s if e.tpot_s is not None else float("nan"),
-                         e.output_tokens))
+            tokens.append((e.t_s, e.output_tokens))
+            if e.ttft_s is not None and e.tpot_s is not None:
+                done.append((e.t_s, e.ttft_s, e.tpot_s))
     end = s.end.summary.get("window_end_s") if s.end is not None else None
-    return energy, done, float(end) if end else None
+    return energy, tokens, done, float(end) if end else None
 
 
 def measure(path: Path, limits: tuple[float, float] | None, since_s: float) -> Measured:
-    energy_all, finished, end = _load(path)
-    tokens = sum(n for t, _, _, n in finished if t >= since_s)
-    # TTFT and TPOT are both known for a request that decoded past its first token.
-    done = [(t, a, b) for t, a, b, _ in finished if a == a and b == b]
+    energy, finished, done, end = _load(path)
+    tokens = sum(n for t, n in finished if t >= since_s)
     t_end = end if end is not None else max(t for t, _, _ in done)
     joules = 0.0
-    for series in energy_all.values():
+    for series in energy.values():
         after = [(t, j) for t, j in series if since_s <= t <= t_end]
         if len(after) >= 2:
             joules += after[-1][1] - after[0][1]
@@ -151,6 +151,22 @@ def measure(path: Path, limits: tuple[float, float] | None, since_s: float) -> M
             t += WINDOW_S
     return Measured(path, joules / tokens if tokens else float("inf"), joules, windows, met,
                     stretches=[(n, m) for _, (n, m) in sorted(stretches.items())])
+
+
+Key = tuple[int, int]  # (power cap W, batch limit)
+
+
+def limits_of(ref: tuple[float, float], scale: float = 1.0) -> tuple[float, float]:
+    """The objective: p90 TTFT and p90 TPOT 5% above `ref` (the worst window of the 600 W
+    / batch 64 point), times `scale`."""
+    return ref[0] * 1.05 * scale, ref[1] * 1.05 * scale
+
+
+def oracle_of(statics: dict[Key, Measured]) -> tuple[Key, Measured] | None:
+    """The static point with the least J/token that meets the objective in >= 95% of its
+    windows (None where none does)."""
+    ok = [kv for kv in statics.items() if kv[1].met_share >= 0.95]
+    return min(ok, key=lambda kv: kv[1].j_per_token) if ok else None
 
 
 def p90s(path: Path) -> tuple[float, float]:
@@ -250,10 +266,10 @@ def fmt_limits(limits: tuple[float, float]) -> str:
 def steady(workload: str, rate: float, duration: int, hour: int) -> list[str]:
     points = sweep(workload, workload, rate, hour, [])
     ref = p90s(points[(600, 64)])
-    limits = (ref[0] * 1.05, ref[1] * 1.05)
+    limits = limits_of(ref)
     objective = fmt_limits(limits)
     statics = {k: measure(p, limits, 60.0) for k, p in points.items()}
-    feasible = {k: m for k, m in statics.items() if m.met_share >= 0.95}
+    best = oracle_of(statics)
     path = autopilot(workload, workload, rate, hour, objective, [])
     ap = measure(path, limits, 300.0)
     # Other seeds (other arrivals and lengths): one hour is one draw of a process whose
@@ -268,17 +284,15 @@ def steady(workload: str, rate: float, duration: int, hour: int) -> list[str]:
     if OWN_ORACLE:
         for seed in range(1, SEEDS):
             pts = sweep(f"{workload}-seed{seed}", workload, rate, hour, [], seed)
-            ok = {k: m for k, m in ((k, measure(p, limits, 60.0)) for k, p in pts.items())
-                  if m.met_share >= 0.95}
-            own[seed] = min(ok.items(), key=lambda kv: kv[1].j_per_token) if ok else None
+            own[seed] = oracle_of({k: measure(p, limits, 60.0) for k, p in pts.items()})
     warm = measure(autopilot(workload, workload, rate, hour, objective, [],
                              prior=prior_sweeps(workload, [rate])), limits, 300.0) \
         if WARM else None
     lines = [f"### {workload} at {rate:g} workflows/s, objective `{objective}`", ""]
-    if not feasible:
+    if best is None:
         lines.append("no static point meets the objective: no oracle")
         return lines
-    okey, oracle = min(feasible.items(), key=lambda kv: kv[1].j_per_token)
+    okey, oracle = best
     # The oracle is chosen on its hour after the first minute; the autopilot is judged
     # after its first 5 minutes, so its J/token is set against the oracle's over the same
     # span (J/token over the first minutes differs by up to 2%, either way).
@@ -332,18 +346,17 @@ def objectives(workload: str, rate: float, hour: int, scales: list[float]) -> li
              "|---|---|" + "---|" * len(seeds)]
     passed = total = 0
     for scale in scales:
-        limits = (ref[0] * 1.05 * scale, ref[1] * 1.05 * scale)
+        limits = limits_of(ref, scale)
         objective = fmt_limits(limits)
         cells = []
         for seed in seeds:
             pts = base if seed == 0 else sweep(f"{workload}-seed{seed}", workload, rate, hour,
                                                [], seed, reuse=True)
-            ok = {k: m for k, m in ((k, measure(p, limits, 60.0)) for k, p in pts.items())
-                  if m.met_share >= 0.95}
-            if not ok:
+            best = oracle_of({k: measure(p, limits, 60.0) for k, p in pts.items()})
+            if best is None:
                 cells.append("no static setting meets it")
                 continue
-            okey, _ = min(ok.items(), key=lambda kv: kv[1].j_per_token)
+            okey, _ = best
             late = measure(pts[okey], limits, 300.0)
             ap = measure(autopilot(f"{workload}-x{scale:g}", workload, rate, hour, objective,
                                    [], seed), limits, 300.0)
@@ -366,7 +379,7 @@ def changing(name: str, rate: float, at: list[str], duration: int) -> list[str]:
     # batch 64 point of the same changing run (a static setting that meets it throughout,
     # so that it binds below it).
     ref = p90s(points[(600, 64)])
-    limits = (ref[0] * 1.05, ref[1] * 1.05)
+    limits = limits_of(ref)
     objective = fmt_limits(limits)
     statics = {k: measure(p, limits, 60.0) for k, p in points.items()}
     # Throughout: >= 95% of the windows of every quarter hour; for comparison, the weaker
